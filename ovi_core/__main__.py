@@ -1,0 +1,3 @@
+from ovi_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,452 @@
+"""Reading checkpoint files, recognising what they are, and loading them strictly.
+
+Every component loader goes through this module so that all of them:
+
+* read ``.safetensors`` lazily (header first, tensors one by one) and ``.pt``/``.pth`` only with
+  ``torch.load(weights_only=True, mmap=True)``;
+* recognise a wrong file early and say what it appears to be (:func:`identify`);
+* load with ``strict=True`` into a module built on the meta device (``assign=True``), so the weights
+  exist once in memory, never twice;
+* report missing / unexpected / mis-shaped keys with the file name and the first offenders.
+
+Component modules expose (by convention):
+
+* ``full_size_shapes() -> dict[str, list[int]]``: state-dict names and shapes of the official model,
+  built on the meta device;
+* ``shapes_for(shapes) -> dict[str, list[int]]``: infer the config from a file's shapes and return the
+  shapes the matching module expects (raises ``ValueError`` when no config fits);
+* ``load_<name>(path, *, device, dtype)`` returning the ready module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_EXT = (".safetensors", ".sft")
+PICKLE_EXT = (".pt", ".pth", ".ckpt", ".bin")
+
+_ST_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class CheckpointError(ValueError):
+    """A file is not the checkpoint that was asked for, or is damaged. The message says what to do."""
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+
+@dataclass
+class Identification:
+    """What a checkpoint file appears to be."""
+
+    component: str  # 'ovi-fusion', 'wan2.2-vae', 'umt5-xxl', 'mmaudio-vae-16k', 'bigvgan-16k', ... or 'unknown'
+    description: str
+    version: str | None = None
+    dtype: str | None = None
+    num_params: int = 0
+    notes: list[str] = field(default_factory=list)
+    compatible: bool = True
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_exists(path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path!r}. Check the path, or put the file there.")
+    if os.path.isdir(path):
+        raise CheckpointError(f"{path!r} is a folder, not a checkpoint file.")
+    return path
+
+
+def _is_safetensors(path: str) -> bool:
+    if path.lower().endswith(SAFETENSORS_EXT):
+        return True
+    if path.lower().endswith(PICKLE_EXT):
+        return False
+    # Unknown extension: sniff the header (8-byte little-endian length followed by '{').
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, TensorInfo], dict[str, str]]:
+    """Return ``({name: TensorInfo}, metadata)`` from a safetensors header without reading tensors."""
+    path = _check_exists(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        raw = f.read(8)
+        if len(raw) < 8:
+            raise CheckpointError(f"{path!r} is empty or truncated (only {size} bytes); download it again.")
+        (n,) = struct.unpack("<Q", raw)
+        if n <= 0 or n > min(size - 8, 100 * 1024 * 1024):
+            raise CheckpointError(
+                f"{path!r} is not a valid safetensors file (header length {n} for a {size}-byte file); "
+                "it is damaged or not a safetensors file. Download it again."
+            )
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise CheckpointError(f"{path!r}: unreadable safetensors header ({e}). Download the file again.") from e
+    meta = header.pop("__metadata__", None) or {}
+    infos: dict[str, TensorInfo] = {}
+    end = 0
+    for name, entry in header.items():
+        dtype = _ST_DTYPES.get(entry.get("dtype"))
+        if dtype is None:
+            raise CheckpointError(f"{path!r}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}.")
+        infos[name] = TensorInfo(tuple(entry["shape"]), dtype)
+        end = max(end, entry["data_offsets"][1])
+    if 8 + n + end > size:
+        raise CheckpointError(
+            f"{path!r} is truncated: its header describes {8 + n + end} bytes but the file has {size}. "
+            "The download was interrupted; download it again."
+        )
+    return infos, meta
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(obj, torch.Tensor):
+        out[prefix.rstrip(".")] = obj
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+
+
+def _torch_load(path: str) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" in str(e).lower() or "zip" in str(e).lower():
+            # Legacy (non-zip) pickles cannot be memory-mapped.
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e2:  # noqa: BLE001
+                raise CheckpointError(
+                    f"{path!r} could not be read as a PyTorch checkpoint ({e2}). It is damaged, truncated or "
+                    "not a checkpoint; download it again."
+                ) from e2
+        raise CheckpointError(
+            f"{path!r} could not be read as a PyTorch checkpoint ({e}). It is damaged, truncated or not a "
+            "checkpoint; download it again."
+        ) from e
+    except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError, EOFError, ...)
+        raise CheckpointError(
+            f"{path!r} could not be read safely as a PyTorch checkpoint ({type(e).__name__}: {e}). Only plain "
+            "tensor checkpoints are loaded (weights_only=True); use the official file or a .safetensors copy."
+        ) from e
+
+
+def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read every tensor of a checkpoint file into a flat ``{name: tensor}`` dict.
+
+    ``.safetensors`` is read tensor by tensor; pickles are memory-mapped with ``weights_only=True``.
+    Nested dicts (``{'generator': {...}}``, ``{'state_dict': {...}}``) are flattened with ``.`` separators.
+    """
+    path = _check_exists(path)
+    if _is_safetensors(path):
+        read_safetensors_header(path)  # validates size/truncation with a clear message
+        from safetensors import safe_open
+
+        out: dict[str, torch.Tensor] = {}
+        with safe_open(path, framework="pt", device=str(device)) as f:
+            for k in f.keys():
+                out[k] = f.get_tensor(k)
+        return out
+    obj = _torch_load(path)
+    sd = _flatten(obj)
+    if not sd:
+        raise CheckpointError(f"{path!r} holds no tensors; it is not a model checkpoint.")
+    if str(device) != "cpu":
+        sd = {k: v.to(device) for k, v in sd.items()}
+    return sd
+
+
+def peek(path: str | os.PathLike) -> dict[str, TensorInfo]:
+    """Names, shapes and dtypes of a checkpoint's tensors, reading as little as possible."""
+    path = _check_exists(path)
+    if _is_safetensors(path):
+        return read_safetensors_header(path)[0]
+    sd = _flatten(_torch_load(path))
+    return {k: TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}
+
+
+def strip_prefix(sd: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """Return the entries under ``prefix`` with the prefix removed (others dropped)."""
+    return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+
+
+# ----------------------------------------------------------------------------------------------
+# Identification
+# ----------------------------------------------------------------------------------------------
+
+
+def _dominant_dtype(infos: Mapping[str, TensorInfo]) -> str:
+    counts: dict[str, int] = {}
+    for t in infos.values():
+        n = 1
+        for s in t.shape:
+            n *= s
+        name = str(t.dtype).replace("torch.", "")
+        counts[name] = counts.get(name, 0) + n
+    return max(counts, key=counts.get) if counts else "unknown"
+
+
+def _num_params(infos: Mapping[str, TensorInfo]) -> int:
+    total = 0
+    for t in infos.values():
+        n = 1
+        for s in t.shape:
+            n *= s
+        total += n
+    return total
+
+
+def _fusion_version_from_name(path: str | None) -> str | None:
+    if not path:
+        return None
+    name = os.path.basename(path).lower()
+    if "960x960_10s" in name or "10s" in name:
+        return "1.1-10s"
+    if "960" in name:
+        return "1.1"
+    if name in ("model.safetensors",) or "fp8" in name or "720" in name:
+        return "1.0"
+    return None
+
+
+def identify(infos: Mapping[str, TensorInfo], *, path: str | None = None) -> Identification:
+    """Recognise a checkpoint from its tensor names and shapes."""
+    keys = set(infos)
+    dtype = _dominant_dtype(infos)
+    nparams = _num_params(infos)
+
+    def has(*names: str) -> bool:
+        return all(n in keys for n in names)
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        return infos[name].shape if name in infos else None
+
+    # --- Ovi fusion model (both towers, or one tower) ---
+    has_video = any(k.startswith("video_model.") for k in keys)
+    has_audio = any(k.startswith("audio_model.") for k in keys)
+    if has_video or has_audio:
+        fusion = any("k_fusion" in k for k in keys)
+        version = _fusion_version_from_name(path)
+        if has_video and has_audio:
+            comp, desc = "ovi-fusion", "Ovi fusion DiT (video + audio towers)"
+        elif has_video:
+            comp, desc = "ovi-video-tower", "Ovi video tower only"
+        else:
+            comp, desc = "ovi-audio-tower", "Ovi audio tower only"
+        ident = Identification(comp, desc, version=version, dtype=dtype, num_params=nparams)
+        if not fusion:
+            ident.notes.append("no cross-modal fusion layers (k_fusion/v_fusion): not an Ovi checkpoint")
+            ident.compatible = False
+        if "float8" in dtype:
+            ident.notes.append("fp8 weights (kept fp8 in memory, upcast per layer at compute time)")
+        if version is None:
+            ident.notes.append("1.0 and 1.1 share shapes; version taken from the file name when it says")
+        return ident
+    if any(k.startswith("blocks.0.cross_attn.k_fusion") for k in keys):
+        pe = shape("patch_embedding.weight")
+        comp = "ovi-video-tower" if pe is not None and len(pe) == 5 else "ovi-audio-tower"
+        return Identification(comp, f"Ovi {comp.split('-')[1]} tower without prefix", dtype=dtype, num_params=nparams)
+    if has("blocks.0.modulation", "patch_embedding.weight", "head.head.weight"):
+        pe = shape("patch_embedding.weight")
+        what = "Wan2.2 TI2V-5B DiT" if pe and pe[1] == 48 else "Wan2.x DiT"
+        return Identification(
+            "wan-dit",
+            f"{what} (plain Wan video model, not Ovi)",
+            dtype=dtype,
+            num_params=nparams,
+            compatible=False,
+            notes=["Ovi needs its own fusion checkpoint (chetwinlow1/Ovi model.safetensors)"],
+        )
+
+    # --- Wan VAE ---
+    if has("encoder.conv1.weight", "decoder.conv1.weight", "conv1.weight", "conv2.weight"):
+        z = shape("conv2.weight")[0]
+        if z == 48:
+            return Identification("wan2.2-vae", "Wan2.2 VAE (z 48, 16x spatial)", dtype=dtype, num_params=nparams)
+        return Identification(
+            "wan2.1-vae",
+            f"Wan2.1 VAE (z {z}, 8x spatial)",
+            dtype=dtype,
+            num_params=nparams,
+            compatible=False,
+            notes=["Ovi uses the Wan2.2 VAE (Wan2.2_VAE.pth, z 48); the Wan2.1 VAE does not fit"],
+        )
+
+    # --- UMT5 / T5 text encoders ---
+    if has("token_embedding.weight", "blocks.0.attn.q.weight"):
+        vocab, dim = shape("token_embedding.weight")
+        per_layer = "blocks.1.pos_embedding.embedding.weight" in keys or len(
+            [k for k in keys if k.endswith("pos_embedding.embedding.weight")]
+        ) > 1
+        if vocab == 256384 or per_layer:
+            return Identification("umt5-xxl", f"UMT5 encoder, Wan layout (vocab {vocab}, dim {dim})", dtype=dtype,
+                                  num_params=nparams, version="wan")
+        return Identification("t5", f"T5 encoder, Wan layout (vocab {vocab})", dtype=dtype, num_params=nparams,
+                              compatible=False, notes=["Ovi needs UMT5-XXL (per-layer position bias)"])
+    hf_q = "encoder.block.0.layer.0.SelfAttention.q.weight"
+    if hf_q in keys or "block.0.layer.0.SelfAttention.q.weight" in keys:
+        prefix = "encoder." if hf_q in keys else ""
+        per_layer = f"{prefix}block.1.layer.0.SelfAttention.relative_attention_bias.weight" in keys
+        emb = shape("shared.weight") or shape("encoder.embed_tokens.weight") or shape("embed_tokens.weight")
+        vocab = emb[0] if emb else None
+        if per_layer or vocab == 256384:
+            return Identification("umt5-xxl", f"UMT5 encoder, Hugging Face layout (vocab {vocab})", dtype=dtype,
+                                  num_params=nparams, version="hf")
+        return Identification(
+            "t5",
+            f"T5 encoder, Hugging Face layout (vocab {vocab}; shared position bias)",
+            dtype=dtype,
+            num_params=nparams,
+            compatible=False,
+            notes=["this looks like t5xxl (Flux/SD3), not umt5_xxl; Ovi needs umt5_xxl_*.safetensors"],
+        )
+
+    # --- MMAudio VAE ---
+    if has("data_mean", "data_std", "encoder.conv_in.weight", "decoder.conv_out.weight"):
+        mel = shape("data_mean")[1]
+        ok = mel == 80
+        return Identification(
+            "mmaudio-vae-16k" if ok else "mmaudio-vae",
+            f"MMAudio audio VAE ({mel} mel bins{', 16 kHz' if ok else ', 44.1 kHz'})",
+            dtype=dtype,
+            num_params=nparams,
+            compatible=ok,
+            notes=[] if ok else ["Ovi uses the 16 kHz VAE (v1-16.pth, 80 mels)"],
+        )
+
+    # --- BigVGAN ---
+    for pre in ("generator.", ""):
+        if any(k.startswith(pre + "conv_pre.") for k in keys) and any(k.startswith(pre + "ups.") for k in keys):
+            w = shape(pre + "conv_pre.weight_v") or shape(pre + "conv_pre.parametrizations.weight.original1") or shape(
+                pre + "conv_pre.weight"
+            )
+            mels = w[1] if w else None
+            return Identification("bigvgan-16k" if mels == 80 else "bigvgan", f"BigVGAN vocoder ({mels} mels)",
+                                  dtype=dtype, num_params=nparams, compatible=mels == 80)
+
+    # --- LoRA ---
+    if any(k.endswith(".lora_down.weight") or k.endswith(".lora_A.weight") for k in keys):
+        return Identification("lora", "LoRA weights", dtype=dtype, num_params=nparams)
+
+    sample = ", ".join(sorted(keys)[:5])
+    return Identification(
+        "unknown", f"an unrecognised checkpoint ({len(keys)} tensors, e.g. {sample})", dtype=dtype, num_params=nparams,
+        compatible=False,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Strict loading
+# ----------------------------------------------------------------------------------------------
+
+
+def _first(items: Iterable[str], n: int = 5) -> str:
+    items = sorted(items)
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def check_shapes(
+    expected: Mapping[str, Any], got: Mapping[str, Any], *, path: str, what: str, ident: Identification | None = None
+) -> None:
+    """Raise :class:`CheckpointError` unless ``got`` has exactly the names and shapes of ``expected``.
+
+    Values may be tensors, ``TensorInfo`` or shape sequences.
+    """
+
+    def _shape(v: Any) -> tuple[int, ...]:
+        if isinstance(v, torch.Tensor):
+            return tuple(v.shape)
+        if isinstance(v, TensorInfo):
+            return v.shape
+        return tuple(v)
+
+    missing = set(expected) - set(got)
+    unexpected = set(got) - set(expected)
+    bad = [k for k in set(expected) & set(got) if _shape(expected[k]) != _shape(got[k])]
+    if not (missing or unexpected or bad):
+        return
+    looks = ident.description if ident is not None else "see the key names below"
+    parts = [f"{path!r} does not fit the {what} (it looks like: {looks})."]
+    if missing:
+        parts.append(f"Missing {len(missing)} tensors: {_first(missing)}.")
+    if unexpected:
+        parts.append(f"Unexpected {len(unexpected)} tensors: {_first(unexpected)}.")
+    if bad:
+        b = sorted(bad)[:3]
+        parts.append(
+            "Shape mismatch: " + "; ".join(f"{k} file {_shape(got[k])} vs model {_shape(expected[k])}" for k in b) + "."
+        )
+    parts.append(f"Pick the {what} file (see README, 'Weights').")
+    raise CheckpointError(" ".join(parts))
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, torch.Tensor], *, path: str, what: str) -> nn.Module:
+    """``module.load_state_dict(sd, strict=True, assign=True)`` with an actionable error on mismatch.
+
+    ``module`` is typically built on the meta device; ``assign=True`` adopts the file's tensors without a
+    second copy.
+    """
+    expected = module.state_dict()
+    check_shapes(expected, sd, path=path, what=what, ident=identify({k: TensorInfo(tuple(v.shape), v.dtype)
+                                                                      for k, v in sd.items()}, path=path))
+    module.load_state_dict(sd, strict=True, assign=True)
+    return module
+
+
+def meta_shapes(module: nn.Module) -> dict[str, list[int]]:
+    """``{name: shape}`` of a module's state dict (works on the meta device)."""
+    return {k: list(v.shape) for k, v in module.state_dict().items()}
+
+
+_FIRST_INT = re.compile(r"\.(\d+)\.")
+
+
+def count_indexed(keys: Iterable[str], prefix: str) -> int:
+    """Number of consecutive ``prefix{i}.`` groups (e.g. transformer blocks) present in ``keys``."""
+    idx = set()
+    for k in keys:
+        if k.startswith(prefix):
+            head = k[len(prefix) :].split(".", 1)[0]
+            if head.isdigit():
+                idx.add(int(head))
+    return max(idx) + 1 if idx else 0
