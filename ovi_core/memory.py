@@ -1,0 +1,148 @@
+"""Placing an 11.66 B-parameter model on a GPU that may be too small for it.
+
+Memory modes (``MEMORY_MODES``):
+
+* ``"gpu"``: every component lives on the GPU for the whole run.
+* ``"offload"``: components take turns on the GPU (text encoder, then DiT, then VAEs); the others wait
+  in CPU memory.
+* ``"block_swap"``: like ``offload``, and during sampling only ``blocks_on_gpu`` fused blocks of the DiT stay
+  resident; the others are streamed from pinned CPU memory, one block ahead of the computation, on a
+  separate CUDA stream.
+
+With fp8 weights (kept fp8 in memory and upcast per layer) the streamed bytes halve as well.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+MEMORY_MODES = ("gpu", "offload", "block_swap")
+
+
+def release_memory() -> None:
+    """Return cached GPU memory to the driver (after a run, or between offloaded stages)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+
+
+@contextlib.contextmanager
+def on_device(module: nn.Module, device: torch.device | str, *, offload: bool) -> Iterator[nn.Module]:
+    """Move ``module`` to ``device`` for the block; move it back to CPU afterwards when ``offload``."""
+    device = torch.device(device)
+    module.to(device)
+    try:
+        yield module
+    finally:
+        if offload and device.type != "cpu":
+            module.to("cpu")
+            release_memory()
+
+
+class BlockSwapper:
+    """Stream the fused blocks of an Ovi DiT through the GPU, ``resident`` blocks kept there.
+
+    Installs itself as ``model.block_hook`` (called with the fused-block index before each block). Block
+    ``i``'s weights (the video and audio tower's ``blocks[i]``) are uploaded on a side stream while block
+    ``i - 1`` computes, and dropped again after use (the pinned CPU copy is the master: inference never
+    changes weights, so nothing is copied back).
+    """
+
+    def __init__(self, model: nn.Module, *, device: torch.device | str, resident: int) -> None:
+        self.model = model
+        self.device = torch.device(device)
+        n = len(model.video_model.blocks)
+        self.num_blocks = n
+        self.resident = max(0, min(int(resident), n))
+        self.streamed = list(range(self.resident, n))
+        cuda = self.device.type == "cuda"
+        self.stream = torch.cuda.Stream(device=self.device) if cuda else None
+        self._events: dict[int, torch.cuda.Event | None] = {}
+        self._masters: dict[int, list[tuple[nn.Parameter | torch.Tensor, torch.Tensor]]] = {}
+
+        # everything except the streamed blocks goes to the device
+        streamed_ids = set()
+        for i in self.streamed:
+            for blk in self._blocks(i):
+                streamed_ids.update(id(p) for p in blk.parameters())
+                streamed_ids.update(id(b) for b in blk.buffers())
+        for p in list(model.parameters()) + list(model.buffers()):
+            if id(p) not in streamed_ids:
+                p.data = p.data.to(self.device)
+        for i in self.streamed:
+            masters = []
+            for blk in self._blocks(i):
+                for t in list(blk.parameters()) + list(blk.buffers()):
+                    cpu = t.data.to("cpu")
+                    if cuda and not cpu.is_pinned():
+                        cpu = cpu.pin_memory()
+                    t.data = cpu
+                    masters.append((t, cpu))
+            self._masters[i] = masters
+        self._on_device: set[int] = set()
+        model.block_hook = self
+        logger.info("block swap: %d of %d fused blocks resident on %s", self.resident, n, self.device)
+
+    def _blocks(self, i: int) -> tuple[nn.Module, nn.Module]:
+        return self.model.video_model.blocks[i], self.model.audio_model.blocks[i]
+
+    def _upload(self, i: int) -> None:
+        if i in self._on_device or i not in self._masters:
+            return
+        if self.stream is not None:
+            compute = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(compute)
+            with torch.cuda.stream(self.stream):
+                for t, cpu in self._masters[i]:
+                    gpu = cpu.to(self.device, non_blocking=True)
+                    gpu.record_stream(compute)
+                    t.data = gpu
+                ev = torch.cuda.Event()
+                ev.record(self.stream)
+            self._events[i] = ev
+        else:
+            for t, cpu in self._masters[i]:
+                t.data = cpu.to(self.device)
+            self._events[i] = None
+        self._on_device.add(i)
+
+    def _drop(self, i: int) -> None:
+        if i not in self._on_device:
+            return
+        for t, cpu in self._masters[i]:
+            t.data = cpu
+        self._on_device.discard(i)
+
+    def __call__(self, i: int) -> None:
+        """Before fused block ``i``: drop block ``i-1`` if streamed, make ``i`` ready, prefetch the next."""
+        prev = (i - 1) % self.num_blocks
+        if prev in self._masters and prev != i:
+            self._drop(prev)
+        self._upload(i)
+        ev = self._events.get(i)
+        if ev is not None:
+            torch.cuda.current_stream(self.device).wait_event(ev)
+        if self.streamed:
+            nxt = i + 1 if i + 1 < self.num_blocks else self.streamed[0]
+            if nxt in self._masters:
+                self._upload(nxt)
+
+    def detach(self) -> None:
+        """Put every streamed block back in CPU memory and remove the hook."""
+        for i in list(self._on_device):
+            self._drop(i)
+        self.model.block_hook = None
+
+
+def parameter_bytes(module: nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())

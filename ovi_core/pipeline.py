@@ -1,0 +1,455 @@
+"""The whole job: prompt (+ optional first frame) -> paired latents -> frames + 16 kHz waveform -> MP4.
+
+Each stage is a plain function taking the components it needs (the ComfyUI nodes call them one by one);
+:class:`OviPipeline` strings them together for the CLI and notebooks::
+
+    pipe = OviPipeline.from_weights("ckpts", version="auto", device="cuda", memory_mode="offload")
+    result = pipe.generate("A man says <S>Hello.<E> Audio: clear male voice.", seed=103)
+    pipe.save(result, "out.mp4")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ovi_core import sizes
+from ovi_core.memory import MEMORY_MODES, BlockSwapper, on_device, release_memory
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+InterruptFn = Callable[[], None]
+
+VIDEO_LATENT_CHANNELS = 48
+AUDIO_LATENT_CHANNELS = 20
+FPS = 24
+SAMPLE_RATE = 16000
+
+
+# ----------------------------------------------------------------------------------------------
+# Devices and precision
+# ----------------------------------------------------------------------------------------------
+
+
+def pick_device(device: str | torch.device | None = "auto") -> torch.device:
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """Compute dtype: bf16 on GPUs, fp32 on CPU by default. fp16 overflows in this model family and is
+    refused with a warning (upcast to bf16)."""
+    if dtype is None or dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+                 "fp32": torch.float32, "float32": torch.float32}
+        if dtype not in table:
+            raise ValueError(f"Unknown precision {dtype!r}; use bf16, fp32 or auto.")
+        dtype = table[dtype]
+    if dtype == torch.float16:
+        logger.warning("fp16 overflows in Ovi/Wan models (black or noise output); computing in bf16 instead.")
+        return torch.bfloat16
+    return dtype
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 1: text
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Conditioning:
+    """UMT5 embeddings for one clip: ``[L, D]`` each, trimmed to their real token counts."""
+
+    positive: torch.Tensor
+    video_negative: torch.Tensor
+    audio_negative: torch.Tensor
+    prompt: str
+    warnings: list[str] = field(default_factory=list)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+        f = lambda t: t.to(device=device, dtype=dtype or t.dtype)  # noqa: E731
+        return replace(self, positive=f(self.positive), video_negative=f(self.video_negative),
+                       audio_negative=f(self.audio_negative))
+
+
+def encode_prompts(
+    text_encoder,
+    prompt: str,
+    *,
+    video_negative: str = sizes.DEFAULTS["video_negative_prompt"],
+    audio_negative: str = sizes.DEFAULTS["audio_negative_prompt"],
+    version: str | None = None,
+) -> Conditioning:
+    """Encode the prompt and the two negative prompts in one batch.
+
+    The prompt's audio-caption format is converted to the model version's (``<AUDCAP>`` for 1.0,
+    ``Audio:`` for 1.1); malformed speech/caption tags produce warnings (logged and returned).
+    """
+    from ovi_core.text.prompt import check_prompt, convert_prompt
+
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("The prompt is empty. Describe the scene, put speech in <S>...<E> and the sound in "
+                         "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0).")
+    if version is not None:
+        prompt = convert_prompt(prompt, version="1.0" if version.startswith("1.0") else "1.1")
+    warnings = check_prompt(prompt)
+    for w in warnings:
+        logger.warning("prompt: %s", w)
+    pos, vneg, aneg = text_encoder.encode([prompt, video_negative or "", audio_negative or ""])
+    return Conditioning(pos, vneg, aneg, prompt, warnings)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 2: sampling
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AVLatents:
+    """Paired latents of one or more clips. video ``[B, 48, F, H/16, W/16]``, audio ``[B, L, 20]``."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    version: str = "1.0"
+    fps: int = FPS
+
+    @property
+    def height(self) -> int:
+        return self.video.shape[-2] * 16
+
+    @property
+    def width(self) -> int:
+        return self.video.shape[-1] * 16
+
+
+def make_noise(shape: tuple[int, ...], *, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Gaussian noise from a CPU generator so that a seed means the same clip on every device."""
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def encode_image(vae, image: torch.Tensor, *, area: int, device: torch.device, dtype: torch.dtype = torch.float32
+                 ) -> torch.Tensor:
+    """First frame ``[H, W, 3]`` (or ``[1, H, W, 3]``) in [0, 1] -> normalized latent ``[1, 48, 1, h, w]``.
+
+    The image is resized to the model's area with both sides multiples of 32 (the output video takes
+    this size).
+    """
+    pixels = sizes.preprocess_image(image, area=area)  # [1, 3, 1, H', W'] in [-1, 1]
+    with torch.no_grad():
+        lat = vae.encode(pixels.to(device=device, dtype=dtype))
+    return lat.float()
+
+
+def sample_av(
+    model,
+    cond: Conditioning,
+    *,
+    height: int,
+    width: int,
+    version: str = "1.0",
+    steps: int = 50,
+    solver: str = "unipc",
+    shift: float = 5.0,
+    video_guidance_scale: float = 4.0,
+    audio_guidance_scale: float = 3.0,
+    slg_layer: int = 11,
+    seed: int = 103,
+    image_latent: torch.Tensor | None = None,
+    audio_rope_scale: float | None = None,
+    batch_cfg: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    callback: ProgressFn | None = None,
+    check_interrupt: InterruptFn | None = None,
+) -> AVLatents:
+    """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
+
+    ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
+    wins and latent frame 0 is held at the image (image -> audio+video).
+    """
+    from ovi_core.sampling import make_cfg_denoiser, sample_joint
+
+    device = torch.device(device)
+    spec = sizes.MODEL_SPECS[version]
+    if image_latent is not None:
+        height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
+    sizes.validate_size(height, width)
+    n_layers = len(model.video_model.blocks)
+    if slg_layer >= n_layers:
+        raise ValueError(f"slg_layer {slg_layer} is past the model's last block ({n_layers - 1}); use -1 to disable.")
+    vshape = (1, VIDEO_LATENT_CHANNELS, spec.latent_frames, height // 16, width // 16)
+    ashape = (1, spec.audio_tokens, AUDIO_LATENT_CHANNELS)
+    video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
+    audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
+    first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
+
+    c = cond.to(device, dtype)
+    prev_scale = None
+    if audio_rope_scale is not None:
+        prev_scale = model.audio_model.rope_scale
+        model.audio_model.rope_scale = float(audio_rope_scale)
+
+    def model_fn(v, a, t, vctx, actx, **kw):
+        vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
+        return vv.float(), va.float()
+
+    denoise = make_cfg_denoiser(
+        model_fn,
+        pos_video_ctx=[c.positive],
+        pos_audio_ctx=[c.positive],
+        neg_video_ctx=[c.video_negative],
+        neg_audio_ctx=[c.audio_negative],
+        video_guidance_scale=video_guidance_scale,
+        audio_guidance_scale=audio_guidance_scale,
+        slg_layer=slg_layer,
+        first_frame_clean=first is not None,
+        batch_cfg=batch_cfg,
+    )
+    try:
+        with torch.no_grad():
+            video, audio = sample_joint(
+                denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
+                callback=callback, check_interrupt=check_interrupt,
+            )
+    finally:
+        if prev_scale is not None:
+            model.audio_model.rope_scale = prev_scale
+    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=spec.fps)
+
+
+# ----------------------------------------------------------------------------------------------
+# Stage 3: decoding
+# ----------------------------------------------------------------------------------------------
+
+
+def decode_video(vae, latent: torch.Tensor, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 tile_latent: int | None = None, progress: ProgressFn | None = None) -> torch.Tensor:
+    """Video latent ``[1, 48, F, h, w]`` -> frames ``[F', H, W, 3]`` float in [0, 1] (ComfyUI IMAGE layout)."""
+    if latent.dim() != 5 or latent.shape[1] != VIDEO_LATENT_CHANNELS:
+        raise ValueError(f"Expected a video latent [B, 48, F, h, w], got {tuple(latent.shape)}.")
+    with torch.no_grad():
+        video = vae.decode(latent[:1].to(device=device, dtype=dtype), tile_latent=tile_latent, progress=progress)
+    frames = (video[0].float().clamp(-1, 1) + 1) / 2  # [3, F, H, W]
+    return frames.permute(1, 2, 3, 0).contiguous().cpu()  # [F, H, W, 3]
+
+
+def decode_audio(codec, latent: torch.Tensor, *, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Audio latent ``[1, L, 20]`` -> waveform ``[1, 2L*256]`` at 16 kHz, float in [-1, 1]."""
+    if latent.dim() != 3 or latent.shape[-1] != AUDIO_LATENT_CHANNELS:
+        raise ValueError(f"Expected an audio latent [B, L, 20], got {tuple(latent.shape)}.")
+    with torch.no_grad():
+        wav = codec.decode(latent[:1].to(device=device, dtype=dtype))
+    return wav[0].float().clamp(-1, 1).cpu()  # [1, T]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+
+def fusion_file_info(path: str) -> dict:
+    """Version and target area of a fusion checkpoint: from our own metadata when present (files this
+    project writes carry ``ovi.version`` / ``ovi.target_area``), else from the official file name."""
+    from ovi_core import checkpoints as ck
+
+    info: dict = {}
+    if str(path).endswith((".safetensors", ".sft")):
+        try:
+            meta = ck.read_safetensors_header(path)[1]
+        except ValueError:
+            meta = {}
+        if "ovi.version" in meta:
+            info["version"] = meta["ovi.version"]
+        if "ovi.target_area" in meta:
+            info["target_area"] = int(meta["ovi.target_area"])
+    if "version" not in info:
+        info["version"] = ck._fusion_version_from_name(path) or "1.0"
+    return info
+
+
+@dataclass
+class GenerationResult:
+    frames: torch.Tensor  # [F, H, W, 3] float in [0, 1]
+    waveform: torch.Tensor  # [1, T] at sample_rate
+    sample_rate: int
+    fps: int
+    latents: AVLatents
+    prompt: str
+    warnings: list[str]
+
+
+class OviPipeline:
+    """All components of Ovi plus the policy of where they run."""
+
+    def __init__(
+        self,
+        *,
+        model,
+        text_encoder,
+        video_vae,
+        audio_codec,
+        version: str = "1.0",
+        target_area: int | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        memory_mode: str = "gpu",
+        blocks_on_gpu: int = 10,
+    ) -> None:
+        if memory_mode not in MEMORY_MODES:
+            raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
+        if version not in sizes.MODEL_SPECS:
+            raise ValueError(f"Unknown model version {version!r}; choose one of {sorted(sizes.MODEL_SPECS)}.")
+        self.model = model
+        self.text_encoder = text_encoder
+        self.video_vae = video_vae
+        self.audio_codec = audio_codec
+        self.version = version
+        self.spec = sizes.MODEL_SPECS[version]
+        self.target_area = int(target_area or self.spec.area)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
+        self.memory_mode = memory_mode if self.device.type == "cuda" else "gpu"
+        self.blocks_on_gpu = blocks_on_gpu
+
+    @classmethod
+    def from_weights(
+        cls,
+        root: str,
+        *,
+        version: str = "auto",
+        seconds: int | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        memory_mode: str = "gpu",
+        blocks_on_gpu: int = 10,
+        fp8: bool = False,
+        attention_backend: str = "auto",
+        download: bool | None = None,
+    ) -> OviPipeline:
+        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``)."""
+        from ovi_core.audio import load_audio_codec
+        from ovi_core.model.loader import load_fusion
+        from ovi_core.text import load_text_encoder
+        from ovi_core.vae import load_wan_vae
+
+        from ovi_core.weights import resolve_weights
+
+        paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download)
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        keep_on_cpu = memory_mode != "gpu" and dev.type == "cuda"
+        load_dev = torch.device("cpu") if keep_on_cpu else dev
+        info = fusion_file_info(paths.fusion)
+        ver = info.get("version", paths.version) if version == "auto" else paths.version
+        logger.info("loading Ovi %s from %s", ver, root)
+        model = load_fusion(paths.fusion, device=load_dev, dtype=dt, attention_backend=attention_backend)
+        text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)
+        vae = load_wan_vae(paths.wan_vae, device=load_dev, dtype=torch.float32 if dev.type == "cpu" else dt)
+        codec = load_audio_codec(paths.mmaudio_vae, paths.bigvgan, device=load_dev, dtype=torch.float32)
+        return cls(model=model, text_encoder=text, video_vae=vae, audio_codec=codec, version=ver,
+                   target_area=info.get("target_area"), device=dev, dtype=dt, memory_mode=memory_mode,
+                   blocks_on_gpu=blocks_on_gpu)
+
+    # -- stages with placement ---------------------------------------------------------------
+
+    @property
+    def _offload(self) -> bool:
+        return self.memory_mode != "gpu"
+
+    def size_for(self, width: int | None, height: int | None) -> tuple[int, int]:
+        """(height, width) for text->AV: the request rescaled to the model's area, sides multiples of 32."""
+        h = height or int(self.target_area**0.5)
+        w = width or int(self.target_area**0.5)
+        return sizes.snap_hw_to_area(h, w, area=self.target_area)
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        image: torch.Tensor | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        steps: int = 50,
+        solver: str = "unipc",
+        shift: float = 5.0,
+        video_guidance_scale: float = 4.0,
+        audio_guidance_scale: float = 3.0,
+        slg_layer: int = 11,
+        seed: int = 103,
+        video_negative: str = sizes.DEFAULTS["video_negative_prompt"],
+        audio_negative: str = sizes.DEFAULTS["audio_negative_prompt"],
+        audio_rope_scale: float | None = None,
+        callback: ProgressFn | None = None,
+        check_interrupt: InterruptFn | None = None,
+    ) -> GenerationResult:
+        """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
+        if solver not in sizes.SOLVERS:
+            raise ValueError(f"Unknown solver {solver!r}; choose one of {sizes.SOLVERS}.")
+        if steps < 1:
+            raise ValueError("steps must be at least 1.")
+        h, w = self.size_for(width, height) if image is None else (0, 0)
+        if image is None:
+            sizes.validate_size(h, w)
+        dev, off = self.device, self._offload
+        try:
+            with on_device(self.text_encoder, dev, offload=off):
+                cond = encode_prompts(self.text_encoder, prompt, video_negative=video_negative,
+                                      audio_negative=audio_negative, version=self.version)
+            image_latent = None
+            if image is not None:
+                with on_device(self.video_vae, dev, offload=off):
+                    image_latent = encode_image(self.video_vae, image, area=self.target_area, device=dev,
+                                                dtype=next(self.video_vae.parameters()).dtype)
+            swapper = None
+            if self.memory_mode == "block_swap":
+                swapper = BlockSwapper(self.model, device=dev, resident=self.blocks_on_gpu)
+                ctx = contextlib.nullcontext()
+            else:
+                ctx = on_device(self.model, dev, offload=off)
+            try:
+                with ctx:
+                    lat = sample_av(
+                        self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
+                        shift=shift, video_guidance_scale=video_guidance_scale,
+                        audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
+                        image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
+                        callback=callback, check_interrupt=check_interrupt,
+                    )
+            finally:
+                if swapper is not None:
+                    swapper.detach()
+                    self.model.to("cpu")
+                    release_memory()
+            with on_device(self.video_vae, dev, offload=off):
+                frames = decode_video(self.video_vae, lat.video, device=dev,
+                                      dtype=next(self.video_vae.parameters()).dtype)
+            with on_device(self.audio_codec, dev, offload=off):
+                wav = decode_audio(self.audio_codec, lat.audio, device=dev,
+                                   dtype=next(self.audio_codec.parameters()).dtype)
+        finally:
+            if dev.type == "cuda":
+                release_memory()
+        return GenerationResult(frames=frames, waveform=wav, sample_rate=SAMPLE_RATE, fps=lat.fps, latents=lat,
+                                prompt=cond.prompt, warnings=cond.warnings)
+
+    @staticmethod
+    def save(result: GenerationResult, path: str, *, wav: bool = False) -> str:
+        """Write the MP4 (H.264 + AAC) atomically; with ``wav`` also ``<path>.wav`` beside it."""
+        from ovi_core.media import write_mp4, write_wav
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        write_mp4(path, result.frames, result.waveform, fps=result.fps, sample_rate=result.sample_rate)
+        if wav:
+            write_wav(os.path.splitext(path)[0] + ".wav", result.waveform, sample_rate=result.sample_rate)
+        return path
