@@ -1,0 +1,236 @@
+"""Speed and memory benchmarks of ComfyUI-Ovi.
+
+    python bench/run.py --device cpu            # 2-core friendly, a few minutes
+    python bench/run.py --device cuda           # full-size 11.66 B model with random weights
+
+Each run writes one JSON file into ``bench/results/`` (machine, torch version, device, config, numbers);
+``bench/RESULTS.md`` keeps the table of the figures that matter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time(fn, *, device: torch.device, repeat: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - t0) / repeat
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------
+# pieces
+# ----------------------------------------------------------------------------------------------
+
+
+def bench_dit_step(cfg, *, video_shape, audio_len, device, dtype, repeat, batch_cfg=True, backend="auto") -> dict:
+    """Seconds per sampling step (two guidance passes batched) of a randomly initialised fusion DiT."""
+    from ovi_core.model import OviFusionModel
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        model = OviFusionModel(cfg)
+    model = model.to_empty(device=device).to(dtype)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.02)
+    model.eval()
+    if hasattr(model, "set_attention_backend"):
+        model.set_attention_backend(backend)
+    b = 2 if batch_cfg else 1
+    f, h, w = video_shape
+    video = torch.randn(b, 48, f, h, w, device=device, dtype=dtype)
+    audio = torch.randn(b, audio_len, 20, device=device, dtype=dtype)
+    t = torch.full((b,), 500.0, device=device)
+    ctx = [torch.randn(100, cfg.video.text_dim, device=device, dtype=dtype) for _ in range(b)]
+    mask = torch.tensor([False, True], device=device) if b == 2 else None
+
+    def step():
+        with torch.no_grad():
+            if batch_cfg:
+                model(video, audio, t, ctx, ctx, slg_layer=min(11, cfg.video.num_layers - 1), slg_mask=mask)
+            else:
+                model(video, audio, t, ctx, ctx)
+                model(video, audio, t, ctx, ctx, slg_layer=min(11, cfg.video.num_layers - 1))
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    sec = _time(step, device=device, repeat=repeat)
+    out = {
+        "video_tokens": f * (h // 2) * (w // 2),
+        "audio_tokens": audio_len,
+        "sec_per_step": sec,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if device.type == "cuda":
+        out["peak_vram_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def bench_load_rss(cfg) -> dict:
+    """Peak RSS while loading a fusion checkpoint in a fresh process, against the file's size."""
+    from ovi_core.model import OviFusionModel
+    from ovi_core.model.loader import save_fusion
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "model.safetensors")
+        torch.manual_seed(0)
+        model = OviFusionModel(cfg, dtype=torch.bfloat16)
+        save_fusion(model, path)
+        del model
+        size = os.path.getsize(path)
+        code = (
+            f"import resource, sys, torch; sys.path.insert(0, {ROOT!r})\n"
+            "from ovi_core.model.loader import load_fusion\n"
+            "import ovi_core.model, safetensors.torch\n"
+            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            f"m = load_fusion({path!r}, device='cpu', dtype=torch.bfloat16)\n"
+            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "print(before, after)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        before, after = (int(x) for x in out.stdout.split())
+    return {"file_mib": size / 2**20, "rss_growth_mib": (after - before) / 1024, "ratio": (after - before) * 1024 / size}
+
+
+def bench_text(device) -> dict:
+    from ovi_core.text import load_text_encoder
+    from ovi_core.text.umt5 import TextEncoder  # noqa: F401  (imported to fail early when absent)
+
+    from ovi_core.tiny import write_tiny_weights
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = write_tiny_weights(d)
+        enc = load_text_encoder(paths["umt5"], tokenizer_path=paths["tokenizer"], device=device, dtype=torch.float32)
+        prompt = "A woman says <S>Hello there, how are you today?<E> Audio: clear female voice, soft room tone."
+        sec = _time(lambda: enc.encode([prompt, "jitter", "robotic"]), device=device, repeat=5)
+    return {"config": "tiny UMT5 (dim 32, 2 layers), 3 prompts", "sec_per_call": sec}
+
+
+def bench_vae_decode(device, *, frames_lat: int, hw_lat: int) -> dict:
+    from ovi_core.vae import load_wan_vae
+
+    from ovi_core.tiny import write_tiny_weights
+
+    with tempfile.TemporaryDirectory() as d:
+        paths = write_tiny_weights(d)
+        vae = load_wan_vae(paths["wan-vae"], device=device, dtype=torch.float32)
+        lat = torch.randn(1, 48, frames_lat, hw_lat, hw_lat, device=device)
+        sec = _time(lambda: vae.decode(lat), device=device, repeat=1)
+    n_frames = 1 + 4 * (frames_lat - 1)
+    return {"config": f"tiny Wan2.2 VAE, latent {frames_lat}x{hw_lat}x{hw_lat} -> {n_frames} frames "
+                      f"{hw_lat * 16}x{hw_lat * 16}", "sec_total": sec, "sec_per_frame": sec / n_frames}
+
+
+# ----------------------------------------------------------------------------------------------
+# suites
+# ----------------------------------------------------------------------------------------------
+
+
+def cpu_suite(args) -> dict:
+    from ovi_core.model.config import TINY
+
+    dev = torch.device("cpu")
+    mid = dataclasses.replace(
+        TINY,
+        video=dataclasses.replace(TINY.video, dim=512, ffn_dim=2048, num_heads=4, num_layers=4, text_dim=256,
+                                  freq_dim=256, text_len=512),
+        audio=dataclasses.replace(TINY.audio, dim=512, ffn_dim=2048, num_heads=4, num_layers=4, text_dim=256,
+                                  freq_dim=256, text_len=512),
+    )
+    res = {"machine": machine_info(dev), "suite": "cpu", "results": {}}
+    r = res["results"]
+    r["dit_tiny"] = {"config": "TINY", **bench_dit_step(TINY, video_shape=(31, 8, 8), audio_len=157, device=dev,
+                                                        dtype=torch.float32, repeat=5)}
+    r["dit_mid"] = {"config": "dim 512, 4 heads, 4 blocks, ffn 2048, fp32",
+                    **bench_dit_step(mid, video_shape=(31, 16, 16), audio_len=157, device=dev, dtype=torch.float32,
+                                     repeat=2)}
+    r["load_rss"] = {"config": "dim 512, 4 blocks, bf16 safetensors", **bench_load_rss(mid)}
+    r["text_encode"] = bench_text(dev)
+    r["vae_decode"] = bench_vae_decode(dev, frames_lat=4, hw_lat=8)
+    return res
+
+
+def cuda_suite(args) -> dict:
+    from ovi_core.attention import available_backends
+    from ovi_core.model.config import OVI_11B
+
+    dev = torch.device("cuda")
+    res = {"machine": machine_info(dev), "suite": "cuda", "results": {}}
+    sizes = {"704x704x121": (31, 704 // 16, 704 // 16, 157), "960x960x241": (61, 60, 60, 314)}
+    for backend in available_backends():
+        for name, (f, h, w, la) in sizes.items():
+            key = f"dit_{name}_{backend}"
+            try:
+                out = bench_dit_step(OVI_11B, video_shape=(f, h, w), audio_len=la, device=dev, dtype=torch.bfloat16,
+                                     repeat=args.repeat, backend=backend)
+                out["sampling_50_steps_sec"] = out["sec_per_step"] * 50
+                res["results"][key] = out
+            except torch.cuda.OutOfMemoryError as e:
+                res["results"][key] = {"error": f"OOM: {e}"[:200]}
+            torch.cuda.empty_cache()
+    return res
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    args = p.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("CUDA is not available on this machine; run with --device cpu.", file=sys.stderr)
+        return 2
+    res = cpu_suite(args) if args.device == "cpu" else cuda_suite(args)
+    os.makedirs(args.out, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = os.path.join(args.out, f"{args.device}-{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(res, f, indent=1)
+    print(json.dumps(res, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
