@@ -170,3 +170,21 @@ def test_pt_file_loads(tiny_file, tmp_path):
     m = load_fusion(str(path))
     ref = load_fusion(tiny_file)
     assert all(torch.equal(v, m.state_dict()[k]) for k, v in ref.state_dict().items())
+
+
+def test_full_size_on_meta_device():
+    """The official 11B config builds and runs shape-wise (meta device: no memory, no compute)."""
+    m = OviFusionModel(OVI_11B, device="meta", dtype=torch.bfloat16)
+    assert sum(p.numel() for p in m.parameters()) == 11_660_753_108  # "Score model (Fusion) all parameters"
+    with torch.no_grad():
+        v, a = m(
+            torch.empty(1, 48, 2, 4, 4, device="meta"),
+            torch.empty(1, 8, 20, device="meta"),
+            torch.tensor([500.0]),
+            torch.empty(1, 5, 4096, device="meta"),
+            [torch.empty(7, 4096, device="meta")],
+            first_frame_clean=True,
+            slg_layer=11,
+            slg_mask=torch.tensor([True]),
+        )
+    assert v.shape == (1, 48, 2, 4, 4) and a.shape == (1, 8, 20) and v.dtype == torch.bfloat16

@@ -152,8 +152,8 @@ class OviFusionModel(nn.Module):
             ve, ve0 = self.video_model.embed_time(t[:, None], dt)  # [B, 1, dim], [B, 1, 6, dim]
         ae, ae0 = self.audio_model.embed_time(t[:, None], dt)
 
-        vctx = self.video_model.embed_text(video_context, dt)  # [B, text_len, dim]
-        actx = self.audio_model.embed_text(audio_context, dt)
+        vctx = self.video_model.embed_text(video_context, dt, device)  # [B, text_len, dim]
+        actx = self.audio_model.embed_text(audio_context, dt, device)
         if vctx.shape[0] != b or actx.shape[0] != b:
             raise ValueError(f"text contexts must hold {b} rows, got {vctx.shape[0]} and {actx.shape[0]}")
         vrope = self.video_model.rope(vgrid, device)

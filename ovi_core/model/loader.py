@@ -26,7 +26,6 @@ from ovi_core.model.config import (
     OVI_11B,
     TINY,
     FusionConfig,
-    TowerConfig,
     infer_config,
     infer_tower_config,
 )
@@ -262,5 +261,4 @@ __all__ = [
     "fp8_state_dict",
     "random_fusion",
     "write_tiny_fusion",
-    "TowerConfig",
 ]

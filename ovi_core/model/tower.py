@@ -303,7 +303,9 @@ class OviTower(nn.Module):
         e0 = self.time_projection(e).unflatten(-1, (6, self.config.dim))  # [B, N, 6, dim]
         return e, e0
 
-    def embed_text(self, context: torch.Tensor | list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    def embed_text(
+        self, context: torch.Tensor | list[torch.Tensor], dtype: torch.dtype, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Text embeddings ``[B, Lt, text_dim]`` or a list of ``[Lt_i, text_dim]`` (each ``Lt <= text_len``)
         -> zero-padded to ``text_len`` rows, then projected: ``[B, text_len, dim]``. All rows are attended."""
         c = self.config
@@ -317,8 +319,8 @@ class OviTower(nn.Module):
                     f"each text context must be [L <= {c.text_len}, {c.text_dim}], got {list(u.shape)}; "
                     f"truncate the prompt embedding to {c.text_len} tokens."
                 )
-            padded.append(F.pad(u, (0, 0, 0, c.text_len - u.shape[0])))
-        return self.text_embedding(torch.stack(padded).to(dtype))  # [B, text_len, dim]
+            padded.append(F.pad(u.to(device=device, dtype=dtype), (0, 0, 0, c.text_len - u.shape[0])))
+        return self.text_embedding(torch.stack(padded).to(device=device, dtype=dtype))  # [B, text_len, dim]
 
     def rope(self, grid: tuple[int, ...], device: torch.device) -> Rope:
         """RoPE tables ``(cos, sin)`` ``[L, 1, head_dim/2]`` for this tower's token grid."""
