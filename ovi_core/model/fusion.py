@@ -1,0 +1,182 @@
+"""The Ovi fusion model: a video tower and an audio tower joined in every block (OVI_REFERENCE.md §2.5).
+
+Per fused layer i (video block ``vb``, audio block ``ab``), in the official order:
+
+1. audio self-attention (1-D scaled RoPE);
+2. video self-attention (3-D RoPE);
+3. ``og_audio`` = the audio state after its self-attention;
+4. audio cross step: text attention + fusion attention to the video state *after* step 2, then FFN;
+5. video cross step: text attention + fusion attention to ``og_audio``, then FFN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ovi_core.model.config import FusionConfig
+from ovi_core.model.tower import OviTower, Rope
+
+Context = torch.Tensor | Sequence[torch.Tensor]
+_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class OviFusionModel(nn.Module):
+    """Twin-tower Ovi DiT. State-dict keys: ``video_model.*`` and ``audio_model.*`` (official names).
+
+    Attributes:
+        video_model, audio_model: the two :class:`OviTower` s.
+        block_hook: optional ``hook(i)`` called before fused layer i runs (e.g. a block-swap manager that
+            moves ``video_model.blocks[i]`` / ``audio_model.blocks[i]`` to the GPU). Not called for a layer
+            that skip-layer guidance drops for every row.
+        gradient_checkpointing: when True and training, each fused layer runs under
+            ``torch.utils.checkpoint`` (``use_reentrant=False``).
+        attention_backend: passed to :func:`ovi_core.attention.attention` (``"auto"`` = process default).
+        compute_dtype: the dtype every layer computes in (see :attr:`compute_dtype`).
+    """
+
+    def __init__(self, config: FusionConfig, *, device: torch.device | str | None = None,
+                 dtype: torch.dtype | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.video_model = OviTower(config.video, device=device, dtype=dtype)
+        self.audio_model = OviTower(config.audio, device=device, dtype=dtype)
+        self.block_hook: Callable[[int], None] | None = None
+        self.gradient_checkpointing: bool = False
+        self.attention_backend: str = "auto"
+        self._compute_dtype: torch.dtype | None = None
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.video.num_layers
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Dtype of all activations: set explicitly (fp8 checkpoints: the loader's ``dtype``), else the dtype
+        of the stored weights (bfloat16 when those are fp8). bf16 reproduces the official numerics."""
+        if self._compute_dtype is not None:
+            return self._compute_dtype
+        dt = self.video_model.time_embedding[0].weight.dtype
+        return torch.bfloat16 if dt in _FP8 else dt
+
+    @compute_dtype.setter
+    def compute_dtype(self, dtype: torch.dtype | None) -> None:
+        if dtype is not None and (not dtype.is_floating_point or dtype in _FP8):
+            raise ValueError(f"compute dtype must be float32, bfloat16 or float16, not {dtype}.")
+        self._compute_dtype = dtype
+
+    # ------------------------------------------------------------------------------------------
+
+    def _fused_layer(
+        self,
+        i: int,
+        vid: torch.Tensor,
+        aud: torch.Tensor,
+        vid_e0: torch.Tensor,
+        aud_e0: torch.Tensor,
+        vid_ctx: torch.Tensor,
+        aud_ctx: torch.Tensor,
+        vid_rope: Rope,
+        aud_rope: Rope,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
+        be = self.attention_backend
+        ae = ab.modulation(aud_e0)  # 6 x [B, La|1, dim]
+        aud = ab.self_attn_step(aud, ae, aud_rope, backend=be)
+        ve = vb.modulation(vid_e0)  # 6 x [B, Lv|1, dim]
+        vid = vb.self_attn_step(vid, ve, vid_rope, backend=be)
+        og_aud = aud
+        aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be)
+        vid = vb.cross_ffn_step(vid, ve, vid_ctx, og_aud, vid_rope, aud_rope, backend=be)
+        return vid, aud
+
+    def forward(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor,
+        t: torch.Tensor,
+        video_context: Context,
+        audio_context: Context,
+        *,
+        first_frame_clean: bool = False,
+        slg_layer: int = -1,
+        slg_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predict the flow-matching velocities of both modalities.
+
+        Args:
+            video: video latent ``[B, 48, F, H, W]`` (H, W divisible by the patch size 2).
+            audio: audio latent ``[B, L, 20]``.
+            t: ``[B]`` integer-valued timesteps in [0, 1000] (float or int tensor), or a scalar.
+            video_context, audio_context: text embeddings, ``[B, Lt, text_dim]`` or a list of B tensors
+                ``[Lt_i, text_dim]`` with ``Lt_i <= text_len``; zero-padded to ``text_len`` inside.
+            first_frame_clean: image-to-video: tokens of latent frame 0 (the first ``H/2 * W/2`` video
+                tokens) get timestep 0; the audio tower is unaffected.
+            slg_layer: skip-layer guidance, drop fused layer ``slg_layer`` in both towers; ``<= 0`` disables.
+            slg_mask: optional ``[B]`` bool; when given, only rows with True skip the layer (e.g. the negative
+                half of a batched CFG pass), the other rows run it.
+
+        Returns:
+            ``(video velocity [B, 48, F, H, W], audio velocity [B, L, 20])`` in the compute dtype.
+        """
+        dt = self.compute_dtype
+        vcfg = self.config.video
+        if video.ndim != 5 or video.shape[1] != vcfg.in_dim:
+            raise ValueError(f"video latent must be [B, {vcfg.in_dim}, F, H, W], got {list(video.shape)}")
+        if audio.ndim != 3 or audio.shape[2] != self.config.audio.in_dim:
+            raise ValueError(f"audio latent must be [B, L, {self.config.audio.in_dim}], got {list(audio.shape)}")
+        if any(s % p for s, p in zip(video.shape[2:], vcfg.patch_size, strict=True)):
+            raise ValueError(f"video latent F, H, W {list(video.shape[2:])} must be multiples of {list(vcfg.patch_size)}")
+        b = video.shape[0]
+        if audio.shape[0] != b:
+            raise ValueError(f"video and audio batch sizes differ ({b} vs {audio.shape[0]})")
+        device = video.device
+        t = torch.as_tensor(t, device=device)
+        if t.ndim == 0:
+            t = t.expand(b)
+        if t.shape != (b,):
+            raise ValueError(f"t must have shape [B] = [{b}], got {list(t.shape)}")
+
+        vid, vgrid = self.video_model.embed(video.to(dt))  # [B, Lv, dim]
+        aud, agrid = self.audio_model.embed(audio.to(dt))  # [B, La, dim]
+
+        if first_frame_clean:
+            # two embeddings per sample (t and 0), spread over tokens: frame-0 tokens get t = 0
+            ve, ve0 = self.video_model.embed_time(torch.stack([t, torch.zeros_like(t)], dim=1), dt)  # [B, 2, ...]
+            sel = (torch.arange(vid.shape[1], device=device) < vgrid[1] * vgrid[2]).long()  # [Lv], 1 = frame 0
+            ve, ve0 = ve[:, sel], ve0[:, sel]  # [B, Lv, dim], [B, Lv, 6, dim]
+        else:
+            ve, ve0 = self.video_model.embed_time(t[:, None], dt)  # [B, 1, dim], [B, 1, 6, dim]
+        ae, ae0 = self.audio_model.embed_time(t[:, None], dt)
+
+        vctx = self.video_model.embed_text(video_context, dt, device)  # [B, text_len, dim]
+        actx = self.audio_model.embed_text(audio_context, dt, device)
+        if vctx.shape[0] != b or actx.shape[0] != b:
+            raise ValueError(f"text contexts must hold {b} rows, got {vctx.shape[0]} and {actx.shape[0]}")
+        vrope = self.video_model.rope(vgrid, device)
+        arope = self.audio_model.rope(agrid, device)
+
+        keep = None
+        if slg_mask is not None:
+            if slg_mask.shape != (b,):
+                raise ValueError(f"slg_mask must be a [B] = [{b}] bool tensor, got {list(slg_mask.shape)}")
+            keep = slg_mask.to(device=device, dtype=torch.bool)[:, None, None]  # [B, 1, 1], True = skip
+        for i in range(self.num_layers):
+            skipped = slg_layer > 0 and i == slg_layer
+            if skipped and keep is None:
+                continue
+            if self.block_hook is not None:
+                self.block_hook(i)
+            args = (i, vid, aud, ve0, ae0, vctx, actx, vrope, arope)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                nvid, naud = checkpoint(self._fused_layer, *args, use_reentrant=False)
+            else:
+                nvid, naud = self._fused_layer(*args)
+            if skipped:
+                nvid, naud = torch.where(keep, vid, nvid), torch.where(keep, aud, naud)
+            vid, aud = nvid, naud
+
+        return self.video_model.output(vid, ve, vgrid), self.audio_model.output(aud, ae, agrid)
