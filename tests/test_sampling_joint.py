@@ -268,3 +268,20 @@ def test_linear_field_joint(solver):
     v, a = sample_joint(denoise, video, audio, solver=solver, steps=6)
     torch.testing.assert_close(v, x0v, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(a, x0a, rtol=1e-4, atol=1e-4)
+
+
+def test_denoiser_has_no_host_reads():
+    """The CFG denoiser runs on meta tensors: no host reads of tensor values per step."""
+    calls = []
+
+    def model_fn(video, audio, t, vc, ac, *, first_frame_clean, slg_layer, slg_mask):
+        calls.append(slg_mask.shape)
+        return video * 2, audio * 2
+
+    ctx = {
+        k: torch.empty(1, LT, D, device="meta")
+        for k in ("pos_video_ctx", "pos_audio_ctx", "neg_video_ctx", "neg_audio_ctx")
+    }
+    video, audio = torch.empty(B, C, F, H, W, device="meta"), torch.empty(B, L, A, device="meta")
+    v, a = make_cfg_denoiser(model_fn, **ctx)(video, audio, torch.empty(B, device="meta"))
+    assert v.shape == video.shape and a.shape == audio.shape and calls == [(2 * B,)]

@@ -11,9 +11,12 @@ All three share the convention ``x_sigma = (1 - sigma) * x0 + sigma * noise``; t
 - ``euler``: plain Euler on the velocity, ``x <- x + (sigma_next - sigma) * v`` in float32 (diffusers'
   ``FlowMatchEulerDiscreteScheduler``).
 
-Every scalar coefficient depends only on the schedule, so it is computed once at construction on the host (in
-float32 with the same operation order as the official schedulers, then held as Python floats). ``step`` does only
-tensor arithmetic on the sample's device: no host synchronisation and no host-to-device copies per step.
+Every scalar coefficient depends only on the schedule, so it is computed once at construction on the host, in
+float32 with the same operation order as the official schedulers, and held as a 0-d float32 CPU tensor: like the
+official code, which keeps its sigmas on the CPU. PyTorch passes such CPU scalars to device kernels by value, so
+``step`` does only tensor arithmetic on the sample's device: no host synchronisation, no host-to-device copies. It
+also keeps the official rounding for bfloat16 samples (a 0-d float32 tensor is rounded to the sample's dtype in a
+mixed op, a Python float is not), so bfloat16 runs match the official solvers bit for bit, not just closely.
 
 Differences from the official schedulers that do not change results in the supported range: the official code
 finds the first step by looking the timestep up in its table, which picks the wrong entry when the first two
@@ -36,13 +39,6 @@ def _lam(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(1 - sigma) - torch.log(sigma)
 
 
-def _as_dtype(value: float, dtype: torch.dtype) -> float:
-    """Round a float32 coefficient to ``dtype`` (the official code casts some coefficient tensors to it)."""
-    if dtype in (torch.float32, torch.float64):
-        return value
-    return torch.tensor(value, dtype=torch.float32).to(dtype).item()
-
-
 class Solver:
     """Base class: holds the schedule and enforces that steps are taken in order, once.
 
@@ -61,7 +57,7 @@ class Solver:
         self.steps = steps
         self.shift = float(shift)
         self.sigmas, self.timesteps = SCHEDULES[self.name](steps, self.shift)
-        self._s = [float(s) for s in self.sigmas]  # python floats (exact float32 values)
+        self._s = list(self.sigmas.unbind(0))  # 0-d float32 CPU tensors
         self._next = 0
 
     def __repr__(self) -> str:
@@ -95,7 +91,7 @@ class EulerSolver(Solver):
 
     def __init__(self, *, steps: int, shift: float = 5.0) -> None:
         super().__init__(steps=steps, shift=shift)
-        self._dt = [(self.sigmas[i + 1] - self.sigmas[i]).item() for i in range(steps)]
+        self._dt = [self.sigmas[i + 1] - self.sigmas[i] for i in range(steps)]
 
     def step(self, velocity: torch.Tensor, index: int, sample: torch.Tensor) -> torch.Tensor:
         self._advance(index)
@@ -111,22 +107,22 @@ class DPMSolver(Solver):
     def __init__(self, *, steps: int, shift: float = 5.0) -> None:
         super().__init__(steps=steps, shift=shift)
         s = self.sigmas
-        self._cx: list[float] = []  # sigma_t / sigma_s0
-        self._cm: list[float] = []  # alpha_t * (exp(-h) - 1)
-        self._cd1: list[float] = []  # 1 / r0 (second-order steps only)
+        self._cx: list[torch.Tensor] = []  # sigma_t / sigma_s0
+        self._cm: list[torch.Tensor] = []  # alpha_t * (exp(-h) - 1)
+        self._cd1: list[torch.Tensor | None] = []  # 1 / r0 (second-order steps only)
         self._second: list[bool] = []
         for i in range(steps):
             sig_t, sig_s0 = s[i + 1], s[i]
             h = _lam(sig_t) - _lam(sig_s0)
-            self._cx.append((sig_t / sig_s0).item())
-            self._cm.append(((1 - sig_t) * (torch.exp(-h) - 1.0)).item())
+            self._cx.append(sig_t / sig_s0)
+            self._cm.append((1 - sig_t) * (torch.exp(-h) - 1.0))
             second = 0 < i < steps - 1
             self._second.append(second)
             if second:
                 r0 = (_lam(sig_s0) - _lam(s[i - 1])) / h
-                self._cd1.append((1.0 / r0).item())
+                self._cd1.append(1.0 / r0)
             else:
-                self._cd1.append(0.0)
+                self._cd1.append(None)
         self._m_prev: torch.Tensor | None = None
 
     def step(self, velocity: torch.Tensor, index: int, sample: torch.Tensor) -> torch.Tensor:
@@ -156,8 +152,8 @@ class UniPCSolver(Solver):
         n = steps
         # Predictor order at step i: warm-up (order 1 first), lower order on the final step.
         self._order = [min(self.order, n - i, i + 1) for i in range(n)]
-        self._p: list[tuple[float, ...]] = []  # predictor: (c_x, c_m0, c_res, rk)
-        self._c: list[tuple[float, ...] | None] = [None]  # corrector at step i (i >= 1): (c_x, c_m0, c_res, rk, rhos..)
+        self._p: list[tuple[torch.Tensor, ...]] = []  # predictor: (c_x, c_m0, c_res, rk)
+        self._c: list[tuple[torch.Tensor, ...] | None] = [None]  # corrector, i >= 1: (c_x, c_m0, c_res, rk, rhos)
         for i in range(n):
             self._p.append(self._coefs(s, t_idx=i + 1, s0_idx=i, order=self._order[i], corrector=False))
         for i in range(1, n):
@@ -166,7 +162,7 @@ class UniPCSolver(Solver):
         self._last_sample: torch.Tensor | None = None
 
     @staticmethod
-    def _coefs(s: torch.Tensor, *, t_idx: int, s0_idx: int, order: int, corrector: bool) -> tuple[float, ...]:
+    def _coefs(s: torch.Tensor, *, t_idx: int, s0_idx: int, order: int, corrector: bool) -> tuple[torch.Tensor, ...]:
         """Scalar coefficients of one UniP (predictor) or UniC (corrector) update, float32 as the reference."""
         sig_t, sig_s0 = s[t_idx], s[s0_idx]
         alpha_t = 1 - sig_t
@@ -174,22 +170,18 @@ class UniPCSolver(Solver):
         hh = -h  # x0 prediction
         h_phi_1 = torch.expm1(hh)
         b_h = torch.expm1(hh)  # bh2
-        c_x = (sig_t / sig_s0).item()
-        c_m0 = (alpha_t * h_phi_1).item()
-        c_res = (alpha_t * b_h).item()
-        rk = 1.0
-        rks = []
+        c_x = sig_t / sig_s0
+        c_m0 = alpha_t * h_phi_1
+        c_res = alpha_t * b_h
+        rk = torch.ones(())
         if order == 2:
-            rk_t = (_lam(s[s0_idx - 1]) - _lam(sig_s0)) / h
-            rks.append(rk_t)
-            rk = rk_t.item()
+            rk = (_lam(s[s0_idx - 1]) - _lam(sig_s0)) / h
         if not corrector:
             return (c_x, c_m0, c_res, rk)  # rho_p = 0.5 for order 2
         if order == 1:
-            rhos = [0.5]
+            rhos = torch.tensor([0.5])
         else:
-            rks.append(torch.tensor(1.0))
-            rks_t = torch.stack(rks)
+            rks_t = torch.stack([rk, torch.ones(())])
             big_r, b = [], []
             h_phi_k = h_phi_1 / hh - 1
             factorial = 1
@@ -198,8 +190,8 @@ class UniPCSolver(Solver):
                 b.append(h_phi_k * factorial / b_h)
                 factorial *= k + 1
                 h_phi_k = h_phi_k / hh - 1 / factorial
-            rhos = torch.linalg.solve(torch.stack(big_r), torch.stack(b)).tolist()
-        return (c_x, c_m0, c_res, rk, *rhos)
+            rhos = torch.linalg.solve(torch.stack(big_r), torch.stack(b))
+        return (c_x, c_m0, c_res, rk, rhos)
 
     def step(self, velocity: torch.Tensor, index: int, sample: torch.Tensor) -> torch.Tensor:
         self._advance(index)
@@ -208,13 +200,13 @@ class UniPCSolver(Solver):
         m_new = sample - self._s[i] * velocity  # x0 prediction
         x = sample
         if i > 0:  # UniC: correct the sample that the previous predictor produced, using the new x0 prediction
-            c_x, c_m0, c_res, rk, *rhos = self._c[i]
+            c_x, c_m0, c_res, rk, rhos = self._c[i]
+            rhos = rhos.to(dtype)  # host op; the reference casts the solved coefficients to the sample dtype
             m0 = self._m[-1]
             x_base = c_x * self._last_sample - c_m0 * m0
-            rho_last = _as_dtype(rhos[-1], dtype)
-            corr = rho_last * (m_new - m0)
+            corr = rhos[-1] * (m_new - m0)
             if len(rhos) == 2:
-                corr = _as_dtype(rhos[0], dtype) * ((self._m[-2] - m0) / rk) + corr
+                corr = rhos[0] * ((self._m[-2] - m0) / rk) + corr
             x = (x_base - c_res * corr).to(dtype)
         self._m = (self._m + [m_new])[-self.order :]
         self._last_sample = x
