@@ -126,3 +126,20 @@ def test_read_errors(tmp_path):
         read_audio(p)
     with pytest.raises(ValueError, match="1 or 2 channels"):
         write_wav(tmp_path / "x.wav", torch.zeros(3, 10), sample_rate=16000)
+
+
+def test_h264_encoder_fallback(tmp_path, monkeypatch):
+    import ovi_core.media as media
+
+    if "libopenh264" not in av.codecs_available:
+        pytest.skip("this PyAV build has no libopenh264")
+    monkeypatch.setattr(media, "H264_ENCODERS", ("no_such_encoder", "libopenh264"))
+    p = tmp_path / "fallback.mp4"
+    write_mp4(p, _smooth_frames(6, 32, 64), _tone(4000))
+    with av.open(str(p)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+    assert read_video_frames(p).shape == (6, 32, 64, 3)
+    monkeypatch.setattr(media, "H264_ENCODERS", ("no_such_encoder",))
+    with pytest.raises(RuntimeError, match="no H.264 encoder"):
+        write_mp4(tmp_path / "none.mp4", _smooth_frames(2, 32, 32), None)
+    assert os.listdir(tmp_path) == ["fallback.mp4"]
