@@ -1,0 +1,217 @@
+"""Joint video + audio flow sampling with per-modality classifier-free guidance and skip-layer guidance.
+
+The official loop (Ovi ``OviFusionEngine.generate``): one shared timestep per step for both modalities, two
+independent solver instances with identical settings, and per step two joint forward passes of the fusion DiT:
+
+- positive: positive text for both towers;
+- negative: the video/audio negative prompts, with the fused layer ``slg_layer`` skipped (skip-layer guidance);
+
+combined per modality as ``v = v_neg + scale * (v_pos - v_neg)`` (video scale 4.0, audio scale 3.0 by default).
+In image-to-video, latent frame 0 is overwritten with the encoded image before every step and after the loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import torch
+
+from .solvers import make_solver
+
+logger = logging.getLogger(__name__)
+
+Context = Union[torch.Tensor, Sequence[torch.Tensor]]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+NAN_CHECK_EVERY = 5
+
+
+class NonFiniteError(ValueError):
+    """The model produced NaN or Inf velocities; sampling was stopped."""
+
+
+def _check_finite(flag: torch.Tensor, first: int, last: int) -> None:
+    """Raise if ``flag`` (a device bool accumulated over steps ``first..last``, 1-based) is set. One host sync."""
+    if bool(flag):
+        where = f"step {last}" if first == last else f"steps {first}-{last}"
+        raise NonFiniteError(
+            f"the model returned NaN/Inf velocities (first seen within {where}); sampling stopped. Common causes: "
+            "float16 overflow (run the model in bfloat16 or float32), a broken or mismatched checkpoint or LoRA, "
+            "or an extreme guidance scale"
+        )
+
+
+def sample_joint(
+    denoise: Denoiser,
+    video: torch.Tensor,
+    audio: torch.Tensor,
+    *,
+    solver: str = "unipc",
+    steps: int = 50,
+    shift: float = 5.0,
+    first_frame: torch.Tensor | None = None,
+    callback: Callable[[int, int], None] | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+    nan_check_every: int = NAN_CHECK_EVERY,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integrate the joint flow from noise to data.
+
+    Args:
+        denoise: ``denoise(video, audio, t) -> (v_video, v_audio)``; ``t`` is float32 ``[B]`` on the video's
+            device (integer-valued for unipc/dpm++), e.g. from :func:`make_cfg_denoiser`.
+        video: initial noise ``[B, 48, F, H, W]`` (not modified).
+        audio: initial noise ``[B, L, 20]`` (not modified).
+        solver: ``"unipc"``, ``"euler"`` or ``"dpm++"``.
+        steps: number of steps (denoiser calls).
+        shift: flow time shift.
+        first_frame: optional clean image latent ``[B or 1, 48, 1, H, W]``; latent frame 0 is set to it before every
+            step and in the result (image-to-video).
+        callback: called as ``callback(i + 1, steps)`` after each step (progress).
+        check_interrupt: called before each step; it raises to abort (e.g. ComfyUI's interrupt check).
+        nan_check_every: non-finite velocities are flagged on the device at every step without a host sync; the
+            flag is read (one sync) every this many steps and after the last step, so a NaN run stops with
+            :class:`NonFiniteError` at most ``nan_check_every - 1`` steps late. 1 checks every step.
+    Returns:
+        ``(video, audio)`` latents, same shapes and dtypes as the inputs.
+    """
+    if video.ndim != 5:
+        raise ValueError(f"video latent must be [B, C, F, H, W], got shape {tuple(video.shape)}")
+    if audio.ndim != 3:
+        raise ValueError(f"audio latent must be [B, L, C], got shape {tuple(audio.shape)}")
+    if audio.shape[0] != video.shape[0]:
+        raise ValueError(f"video and audio batch sizes differ: {video.shape[0]} vs {audio.shape[0]}")
+    if nan_check_every < 1:
+        raise ValueError(f"nan_check_every must be >= 1, got {nan_check_every}")
+    sv = make_solver(solver, steps=steps, shift=shift)
+    sa = make_solver(solver, steps=steps, shift=shift)
+    batch = video.shape[0]
+    device = video.device
+    if first_frame is not None:
+        expected = (video.shape[1], 1, *video.shape[3:])
+        if first_frame.ndim != 5 or tuple(first_frame.shape[1:]) != expected or first_frame.shape[0] not in (1, batch):
+            raise ValueError(
+                f"first_frame must be [{batch} or 1, {expected[0]}, 1, {expected[2]}, {expected[3]}] to match the video "
+                f"latent {tuple(video.shape)}, got {tuple(first_frame.shape)}; encode the image at the video size"
+            )
+        first_frame = first_frame.to(device=device, dtype=video.dtype)
+    timesteps = sv.timesteps.to(device=device, dtype=torch.float32)  # one copy; exact for integer timesteps
+    video = video.clone()
+    audio = audio.clone()
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    since = 1
+    for i in range(steps):
+        if check_interrupt is not None:
+            check_interrupt()
+        if first_frame is not None:
+            video[:, :, :1] = first_frame  # solver outputs are fresh tensors that the solvers do not keep
+        t = timesteps[i].expand(batch)
+        v_video, v_audio = denoise(video, audio, t)
+        if v_video.shape != video.shape or v_audio.shape != audio.shape:
+            raise ValueError(
+                f"denoise returned shapes {tuple(v_video.shape)}, {tuple(v_audio.shape)}; expected "
+                f"{tuple(video.shape)}, {tuple(audio.shape)}"
+            )
+        bad = bad | ~torch.isfinite(v_video).all() | ~torch.isfinite(v_audio).all()
+        if (i + 1) % nan_check_every == 0 or i == steps - 1:
+            _check_finite(bad, since, i + 1)
+            since = i + 2
+        video = sv.step(v_video, i, video)
+        audio = sa.step(v_audio, i, audio)
+        if callback is not None:
+            callback(i + 1, steps)
+    if first_frame is not None:
+        video[:, :, :1] = first_frame
+    return video, audio
+
+
+def _ctx_batch(ctx: Context, batch: int, name: str) -> torch.Tensor | list[torch.Tensor]:
+    """Normalise a text context to ``batch`` rows: a ``[B, Lt, D]`` tensor or a list of B ``[Lt, D]`` tensors.
+
+    Accepts ``[Lt, D]`` (shared by all rows), ``[1 or B, Lt, D]``, or a list of 1 or B ``[Lt, D]`` tensors.
+    """
+    if isinstance(ctx, torch.Tensor):
+        if ctx.ndim == 2:
+            ctx = ctx.unsqueeze(0)
+        if ctx.ndim != 3 or ctx.shape[0] not in (1, batch):
+            raise ValueError(f"{name} must be [Lt, D] or [{batch} or 1, Lt, D], got {tuple(ctx.shape)}")
+        return ctx.expand(batch, -1, -1) if ctx.shape[0] != batch else ctx
+    rows = list(ctx)
+    if len(rows) not in (1, batch) or any(not isinstance(r, torch.Tensor) or r.ndim != 2 for r in rows):
+        raise ValueError(f"{name} must be a list of 1 or {batch} tensors [Lt, D]")
+    return rows * batch if len(rows) != batch else rows
+
+
+def _ctx_cat(a: torch.Tensor | list[torch.Tensor], b: torch.Tensor | list[torch.Tensor]):
+    """Rows of ``a`` then rows of ``b``; a tensor when both are tensors of the same length, else a list."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape[1:] == b.shape[1:]:
+        return torch.cat([a, b], dim=0)
+    return list(a) + list(b)
+
+
+def make_cfg_denoiser(
+    model_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]],
+    *,
+    pos_video_ctx: Context,
+    pos_audio_ctx: Context,
+    neg_video_ctx: Context,
+    neg_audio_ctx: Context,
+    video_guidance_scale: float = 4.0,
+    audio_guidance_scale: float = 3.0,
+    slg_layer: int = 11,
+    first_frame_clean: bool = False,
+    batch_cfg: bool = True,
+) -> Denoiser:
+    """Wrap the fusion DiT into ``denoise(video, audio, t) -> (v_video, v_audio)`` with CFG and skip-layer guidance.
+
+    ``model_fn(video, audio, t, video_context, audio_context, *, first_frame_clean, slg_layer, slg_mask)`` is the
+    fusion DiT's forward: video ``[B, 48, F, H, W]``, audio ``[B, L, 20]``, t float ``[B]``, contexts
+    ``[B, Lt, D]`` tensors or lists of B ``[Lt, D]`` tensors, ``slg_mask`` bool ``[B]`` (rows that skip the fused
+    layer ``slg_layer``); returns velocities of the input shapes.
+
+    The negative pass uses the negative contexts and skips layer ``slg_layer`` (``slg_layer <= 0``: no skip, the
+    mask is all False). Per modality ``v = v_neg + scale * (v_pos - v_neg)``, computed in the model's output dtype.
+    With ``batch_cfg`` both passes run as one batch of 2B rows (positive rows first); otherwise as two calls. When
+    both scales are 1 the negative pass is skipped and the positive prediction is returned unchanged.
+    """
+    need_neg = not (video_guidance_scale == 1 and audio_guidance_scale == 1)
+    gv, ga = float(video_guidance_scale), float(audio_guidance_scale)
+
+    def denoise(video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = video.shape[0]
+        pv = _ctx_batch(pos_video_ctx, batch, "pos_video_ctx")
+        pa = _ctx_batch(pos_audio_ctx, batch, "pos_audio_ctx")
+        no_skip = torch.zeros(batch, dtype=torch.bool, device=video.device)
+        if not need_neg:
+            return model_fn(
+                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
+            )
+        nv = _ctx_batch(neg_video_ctx, batch, "neg_video_ctx")
+        na = _ctx_batch(neg_audio_ctx, batch, "neg_audio_ctx")
+        skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool, device=video.device)
+        if batch_cfg:
+            v_all, a_all = model_fn(
+                torch.cat([video, video]),  # [2B, 48, F, H, W]
+                torch.cat([audio, audio]),  # [2B, L, 20]
+                torch.cat([t, t]),  # [2B]
+                _ctx_cat(pv, nv),
+                _ctx_cat(pa, na),
+                first_frame_clean=first_frame_clean,
+                slg_layer=slg_layer,
+                slg_mask=torch.cat([no_skip, skip]),
+            )
+            v_pos, v_neg = v_all[:batch], v_all[batch:]
+            a_pos, a_neg = a_all[:batch], a_all[batch:]
+        else:
+            v_pos, a_pos = model_fn(
+                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
+            )
+            v_neg, a_neg = model_fn(
+                video, audio, t, nv, na, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=skip
+            )
+        v = v_pos if gv == 1 else v_neg + gv * (v_pos - v_neg)
+        a = a_pos if ga == 1 else a_neg + ga * (a_pos - a_neg)
+        return v, a
+
+    return denoise
