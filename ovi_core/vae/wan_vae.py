@@ -16,29 +16,38 @@ causal convolution keeps the last frames of its input in a per-call cache (a dic
 never by the module), so a chunk sees exactly the context a whole-video pass would. The result equals
 the official chunked computation; decoding the first k latent frames gives a prefix of the full decode.
 
-Spatial tiling. ``decode(..., tile_latent=N)`` decodes overlapping N x N latent tiles one after the
-other (each through all frames with its own cache) and blends them with linear ramps over the overlaps.
-Without ``tile_latent``, latents larger than ``AUTO_TILE_AREA`` latent pixels are tiled with
-``AUTO_TILE`` / ``AUTO_TILE_OVERLAP``; smaller ones decode untiled, exactly like the reference.
+Spatial tiling. The decoder's latent-resolution trunk (``conv1`` + ``middle``, which holds the only
+non-local operation, the per-frame attention) always runs on whole frames; its output for all latent
+frames is kept (``[B, 1024, T, h, w]``: 0.25 GB for 121 frames at 704 x 704, 0.9 GB for 241 at 960 x 960,
+fp32). The up-sampling stages, which are purely convolutional, then run tile by tile:
+``decode(..., tile_latent=N)`` decodes overlapping N x N latent tiles one after the other (each through
+all frames with its own cache) and blends them with linear ramps across the overlaps. Tiles agree with
+the untiled decode exactly except within a few latent pixels of a tile border. Without
+``tile_latent``, latents larger than ``AUTO_TILE_AREA`` latent pixels are tiled automatically (tiles of
+at most that area, overlap ``AUTO_TILE_OVERLAP``); smaller ones decode untiled, exactly like the
+reference.
 
-Peak memory of a decode (full-size model, float32 compute, one tile of t x t latents, batch 1).
-The largest activations live at the last decoder stage (8t x 8t, 4 frames per chunk, 512 -> 256
-channels); about 2,300 channel-frames of that size are alive at the peak, i.e. ~0.6 M * t^2 values.
-The causal caches hold 2 frames of every 3-tap convolution input at every stage, ~0.46 M * t^2 values.
-Together about 1.05 M * t^2 floats = ~4.2 MB * t^2 (see :func:`estimate_decode_memory`):
+Peak memory of a decode (full-size model, float32 compute, batch 1, one tile of th x tw latents).
+The largest activations live at the last decoder stage (8th x 8tw, 4 frames per chunk, 512 -> 256
+channels); about 2,300 channel-frames of that size are alive at the peak, ~0.6 M * th * tw values.
+The causal caches hold 2 frames of every 3-tap convolution input at every stage, ~0.46 M * th * tw
+values. Together about 1.05 M floats = ~4.2 MB per latent pixel of the tile
+(:func:`estimate_decode_memory`, an estimate, not measured on a GPU here):
 
-==================  =====  ===================
-tile (latent)       t      activations+caches
-==================  =====  ===================
-32 x 32 (auto tile) 32     ~4.3 GB
-44 x 44 (704 px)    44     ~8.1 GB
-60 x 60 (960 px)    60     ~15 GB
-==================  =====  ===================
+===========================  ==============  ===================
+video                        tile (latent)   activations+caches
+===========================  ==============  ===================
+any, tile_latent=32          32 x 32         ~4.4 GB
+121 x 704 x 704 (untiled)    44 x 44         ~8.3 GB
+241 x 960 x 960 (auto)       34 x 60         ~8.8 GB
+121 x 704 x 1280 (auto)      44 x 44         ~8.3 GB
+===========================  ==============  ===================
 
-plus the weights (~0.7 G parameters: 1.4 GB bf16 / 2.8 GB fp32), a transient fp32 copy of one layer's
-weights when they are stored in bf16, and the output video itself (121 x 704 x 704: 0.7 GB; 241 x
-960 x 960: 2.7 GB). So 121 frames at 704 x 704 decode untiled and 241 frames at 960 x 960 decode with
-the automatic 32-latent tiles on a 24 GB GPU. The peak does not depend on the number of frames.
+plus the weights (0.70 G parameters: 1.4 GB bf16 / 2.8 GB fp32), a transient fp32 copy of one layer's
+weights when they are stored in bf16, the kept trunk output (above), convolution workspace, and the
+output video itself (121 x 704 x 704: 0.7 GB; 241 x 960 x 960: 2.7 GB). So both 121 frames at 704 x 704
+and 241 frames at 960 x 960 stay around 11-14 GB and fit a 24 GB GPU; pass a smaller ``tile_latent``
+(e.g. 24: ~2.4 GB per tile) for smaller cards. The per-tile peak does not grow with the number of frames.
 
 Precision. The official pipeline stores the VAE weights in bf16 and computes in fp32. Here the weights
 keep whatever dtype they were loaded in and every layer casts them to ``compute_dtype`` (default
@@ -63,8 +72,7 @@ from ovi_core import checkpoints as ck
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "AUTO_TILE",
-    "AUTO_TILE_AREA",
+        "AUTO_TILE_AREA",
     "AUTO_TILE_OVERLAP",
     "LATENT_MEAN",
     "LATENT_STD",
@@ -94,9 +102,9 @@ LATENT_STD: tuple[float, ...] = (
 
 PATCH = 2  # pixel-unshuffle factor in front of the encoder / behind the decoder
 
-# Automatic spatial tiling of decode (latent units): used when H_lat * W_lat exceeds AUTO_TILE_AREA.
+# Automatic spatial tiling of decode (latent units): used when H_lat * W_lat exceeds AUTO_TILE_AREA; the
+# (possibly rectangular) tiles then have at most that area and overlap by at least AUTO_TILE_OVERLAP.
 AUTO_TILE_AREA = 48 * 48
-AUTO_TILE = 32
 AUTO_TILE_OVERLAP = 8
 
 # Per-call streaming state: module -> the trailing input frames it needs next time (or a start marker).
@@ -504,16 +512,27 @@ class Decoder3d(nn.Module):
             RMS_norm(out_dim, images=False, **kw), nn.SiLU(), CausalConv3d(out_dim, 3 * PATCH * PATCH, 3, padding=1, **kw)
         )
 
-    def forward(self, x: Tensor, cache: Cache, first_chunk: bool) -> Tensor:
-        """One latent frame ``[B, z, 1, h, w]`` -> ``[B, 12, 1 or 4, 8h, 8w]`` (1 frame on the first chunk)."""
+    def trunk(self, x: Tensor, cache: Cache) -> Tensor:
+        """Latent-resolution part (``conv1`` + ``middle``): ``[B, z, T, h, w]`` -> ``[B, C0, T, h, w]``."""
         x = self.conv1(x, cache)
         x = self.middle[0](x, cache)
         x = self.middle[1](x)
-        x = self.middle[2](x, cache)
+        return self.middle[2](x, cache)
+
+    def upper(self, x: Tensor, cache: Cache, first_chunk: bool) -> Tensor:
+        """Up-sampling stages + head: ``[B, C0, 1, h, w]`` -> ``[B, 12, 1 or 4, 8h, 8w]`` (1 on the first chunk).
+
+        Only local (convolutional) operations, so spatial tiles of the trunk output decode almost
+        exactly like the whole frame.
+        """
         for block in self.upsamples:
             x = block(x, cache, first_chunk)
         x = F.silu(self.head[0](x))
         return self.head[2](x, cache)
+
+    def forward(self, x: Tensor, cache: Cache, first_chunk: bool) -> Tensor:
+        """One latent frame ``[B, z, 1, h, w]`` -> ``[B, 12, 1 or 4, 8h, 8w]`` (1 frame on the first chunk)."""
+        return self.upper(self.trunk(x, cache), cache, first_chunk)
 
 
 def patchify(x: Tensor) -> Tensor:
@@ -543,6 +562,33 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
         return [0]
     n = math.ceil((length - overlap) / (tile - overlap))
     return [round(k * (length - tile) / (n - 1)) for k in range(n)]
+
+
+def _auto_tile(h: int, w: int, *, area: int, overlap: int) -> tuple[int, int]:
+    """Tile height and width (latent units) of at most ``area`` latent pixels that cover ``h x w`` with the
+    least decoded area (overlaps included); ties go to fewer tiles."""
+
+    def size(length: int, n: int) -> int:
+        return length if n == 1 else math.ceil((length + (n - 1) * overlap) / n)
+
+    best: tuple[int, int, int, int] | None = None
+    for ny in range(1, h + 1):
+        th = size(h, ny)
+        if th <= overlap and ny > 1:
+            break
+        for nx in range(1, w + 1):
+            tw = size(w, nx)
+            if tw <= overlap and nx > 1:
+                break
+            if th * tw <= area:
+                cand = (ny * th * nx * tw, ny * nx, th, tw)
+                if best is None or cand < best:
+                    best = cand
+                break  # more tiles along x only add work
+    if best is None:  # overlap too large for the area: fall back to square tiles
+        side = max(overlap + 1, math.isqrt(area))
+        return side, side
+    return best[2], best[3]
 
 
 def _ramp_weights(starts: list[int], tile: int, length: int, scale: int, k: int) -> Tensor:
@@ -679,7 +725,7 @@ class WanVAE(nn.Module):
         in ``compute_dtype``.
         tile_latent: decode overlapping ``tile_latent x tile_latent`` latent tiles and blend them (lower
         peak memory; output equal to the untiled decode up to small differences near the seams). None:
-        untiled unless ``h * w > AUTO_TILE_AREA``, then tiles of ``AUTO_TILE``.
+        untiled unless ``h * w > AUTO_TILE_AREA``, then tiles of at most that area.
         tile_overlap: overlap of neighbouring tiles in latent pixels (< tile_latent).
         progress: called as ``progress(done, total)`` after each decoded latent frame of each tile.
         """
@@ -687,40 +733,54 @@ class WanVAE(nn.Module):
         if latent.dim() != 5 or latent.shape[1] != cfg.z_dim:
             raise ValueError(f"decode expects a latent [B, {cfg.z_dim}, T, h, w], got shape {tuple(latent.shape)}")
         b, _, t, h, w = latent.shape
-        if tile_latent is None and h * w > AUTO_TILE_AREA:
-            tile_latent = AUTO_TILE
-            tile_overlap = min(tile_overlap, AUTO_TILE // 2)
         if tile_latent is not None:
             if tile_latent < 1:
                 raise ValueError(f"tile_latent must be a positive number of latent pixels, got {tile_latent}")
             if not 0 <= tile_overlap < tile_latent:
-                raise ValueError(f"tile_overlap must be in [0, tile_latent) = [0, {tile_latent}), got {tile_overlap}")
-            ys = _tile_starts(h, tile_latent, tile_overlap)
-            xs = _tile_starts(w, tile_latent, tile_overlap)
+                raise ValueError(
+                    f"tile_overlap must be in [0, tile_latent) = [0, {tile_latent}), got {tile_overlap}; "
+                    f"pass e.g. tile_overlap={tile_latent // 4}"
+                )
+            th = tw = tile_latent
+        elif h * w > AUTO_TILE_AREA:
+            th, tw = _auto_tile(h, w, area=AUTO_TILE_AREA, overlap=AUTO_TILE_OVERLAP)
+            tile_overlap = AUTO_TILE_OVERLAP
+            logger.debug("decode: %dx%d latent tiled automatically in %dx%d tiles", h, w, th, tw)
         else:
-            tile_latent, ys, xs = max(h, w), [0], [0]
+            th, tw = h, w
+        ys = _tile_starts(h, th, tile_overlap)
+        xs = _tile_starts(w, tw, tile_overlap)
 
         z = latent.to(device=self.device, dtype=self.compute_dtype)
         mean, inv_std = self._scale(z)
-        z = self.conv2(z / inv_std + mean)  # [B, z, T, h, w] (pointwise, so per-tile slices are exact)
+        z = self.conv2(z / inv_std + mean)  # [B, z, T, h, w]
+        # The latent-resolution trunk (with the only non-local op, the per-frame attention) runs on whole
+        # frames; its output for all frames is small ([B, C0, T, h, w]) and is then decoded tile by tile.
+        trunk_cache: Cache = {}
+        trunk = torch.cat([self.decoder.trunk(z[:, :, i : i + 1], trunk_cache) for i in range(t)], dim=2)
+        del trunk_cache, z
 
         s, tf = cfg.spatial_factor, cfg.temporal_factor
         frames = 1 + tf * (t - 1)
-        out = torch.zeros(b, 3, frames, h * s, w * s, device=z.device, dtype=z.dtype)
+        out = torch.zeros(b, 3, frames, h * s, w * s, device=trunk.device, dtype=trunk.dtype)
         tiled = len(ys) * len(xs) > 1
+        wsum = torch.zeros(h * s, w * s, device=out.device, dtype=torch.float64) if tiled else None
         total, done = len(ys) * len(xs) * t, 0
         for iy, y0 in enumerate(ys):
             for ix, x0 in enumerate(xs):
-                y1, x1 = min(y0 + tile_latent, h), min(x0 + tile_latent, w)
+                y1, x1 = min(y0 + th, h), min(x0 + tw, w)
                 mask = None
                 if tiled:
-                    wy = _ramp_weights(ys, tile_latent, h, s, iy)
-                    wx = _ramp_weights(xs, tile_latent, w, s, ix)
-                    mask = (wy[:, None] * wx[None, :]).to(device=z.device, dtype=z.dtype)  # [th*s, tw*s]
+                    wy = _ramp_weights(ys, th, h, s, iy)
+                    wx = _ramp_weights(xs, tw, w, s, ix)
+                    mask64 = wy[:, None] * wx[None, :]  # [th*s, tw*s]
+                    wsum[y0 * s : y1 * s, x0 * s : x1 * s] += mask64.to(wsum.device)
+                    mask = mask64.to(device=out.device, dtype=out.dtype)
                 cache: Cache = {}
                 f0 = 0
                 for i in range(t):
-                    y = unpatchify(self.decoder(z[:, :, i : i + 1, y0:y1, x0:x1], cache, i == 0))  # [B, 3, f, ., .]
+                    y = self.decoder.upper(trunk[:, :, i : i + 1, y0:y1, x0:x1], cache, i == 0)
+                    y = unpatchify(y)  # [B, 3, f, (y1 - y0) * 16, (x1 - x0) * 16]
                     f1 = f0 + y.shape[2]
                     region = out[:, :, f0:f1, y0 * s : y1 * s, x0 * s : x1 * s]
                     if mask is None:
@@ -733,6 +793,8 @@ class WanVAE(nn.Module):
                         progress(done, total)
                 assert f0 == frames, (f0, frames)
                 del cache
+        if wsum is not None:  # ramps of two neighbours sum to 1; where three tiles overlap, renormalise
+            out /= wsum.to(out.dtype)
         return out.clamp_(-1.0, 1.0)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
