@@ -274,3 +274,13 @@ def test_tiny_writer_round_trip(tmp_path):
     assert latent.shape == (1, 48, 2, 1, 2) and torch.isfinite(latent).all()
     out = vae.decode(latent)
     assert out.shape == (1, 3, 5, 16, 32) and out.abs().max() <= 1.0 and out.std() > 0
+
+
+def test_batch_items_are_independent(golden_vae):
+    torch.manual_seed(4)
+    z = torch.randn(2, 48, 2, 1, 2)
+    both = golden_vae.decode(z)
+    torch.testing.assert_close(both, torch.cat([golden_vae.decode(z[:1]), golden_vae.decode(z[1:])]), rtol=0, atol=1e-6)
+    video = both[:, :, :5]
+    lat = golden_vae.encode(video)
+    torch.testing.assert_close(lat[1:], golden_vae.encode(video[1:]), rtol=0, atol=1e-5)
