@@ -136,7 +136,6 @@ def bench_load_rss(cfg) -> dict:
 def bench_text(device) -> dict:
     from ovi_core.text import load_text_encoder
     from ovi_core.text.umt5 import TextEncoder  # noqa: F401  (imported to fail early when absent)
-
     from ovi_core.tiny import write_tiny_weights
 
     with tempfile.TemporaryDirectory() as d:
@@ -148,9 +147,8 @@ def bench_text(device) -> dict:
 
 
 def bench_vae_decode(device, *, frames_lat: int, hw_lat: int) -> dict:
-    from ovi_core.vae import load_wan_vae
-
     from ovi_core.tiny import write_tiny_weights
+    from ovi_core.vae import load_wan_vae
 
     with tempfile.TemporaryDirectory() as d:
         paths = write_tiny_weights(d)

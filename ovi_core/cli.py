@@ -24,6 +24,8 @@ COMPONENTS: dict[str, str] = {
 # identification component -> key of COMPONENTS used to check a strict load
 _IDENT_TO_COMPONENT = {
     "ovi-fusion": "fusion",
+    "ovi-video-tower": "fusion",
+    "ovi-audio-tower": "fusion",
     "umt5-xxl": "umt5",
     "wan2.2-vae": "wan-vae",
     "mmaudio-vae-16k": "mmaudio-vae",

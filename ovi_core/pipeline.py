@@ -187,17 +187,20 @@ def sample_av(
     n_layers = len(model.video_model.blocks)
     if slg_layer >= n_layers:
         raise ValueError(f"slg_layer {slg_layer} is past the model's last block ({n_layers - 1}); use -1 to disable.")
-    vshape = (1, VIDEO_LATENT_CHANNELS, spec.latent_frames, height // 16, width // 16)
-    ashape = (1, spec.audio_tokens, AUDIO_LATENT_CHANNELS)
+    vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
+    ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
     video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
     audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
     first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
 
     c = cond.to(device, dtype)
-    prev_scale = None
-    if audio_rope_scale is not None:
-        prev_scale = model.audio_model.rope_scale
-        model.audio_model.rope_scale = float(audio_rope_scale)
+    prev_cfg = None
+    if audio_rope_scale is not None:  # the scaled-RoPE factor of the audio tower, overridden for this run
+        if not 0.0 < float(audio_rope_scale) <= 10.0:
+            raise ValueError(f"audio_rope_scale must be in (0, 10], got {audio_rope_scale}; the official value is "
+                             f"{sizes.audio_rope_scale():.5f}.")
+        prev_cfg = model.audio_model.config
+        model.audio_model.config = replace(prev_cfg, temporal_rope_scaling_factor=float(audio_rope_scale))
 
     def model_fn(v, a, t, vctx, actx, **kw):
         vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
@@ -222,9 +225,9 @@ def sample_av(
                 callback=callback, check_interrupt=check_interrupt,
             )
     finally:
-        if prev_scale is not None:
-            model.audio_model.rope_scale = prev_scale
-    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=spec.fps)
+        if prev_cfg is not None:
+            model.audio_model.config = prev_cfg
+    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -342,7 +345,6 @@ class OviPipeline:
         from ovi_core.model.loader import load_fusion
         from ovi_core.text import load_text_encoder
         from ovi_core.vae import load_wan_vae
-
         from ovi_core.weights import resolve_weights
 
         paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download)
@@ -394,8 +396,10 @@ class OviPipeline:
         check_interrupt: InterruptFn | None = None,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
-        if solver not in sizes.SOLVERS:
-            raise ValueError(f"Unknown solver {solver!r}; choose one of {sizes.SOLVERS}.")
+        from ovi_core.sampling import SOLVERS
+
+        if solver not in SOLVERS:
+            raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
         if steps < 1:
             raise ValueError("steps must be at least 1.")
         h, w = self.size_for(width, height) if image is None else (0, 0)

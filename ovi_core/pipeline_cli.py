@@ -20,6 +20,7 @@ def _size(text: str) -> tuple[int, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ovi_core import sizes
+    from ovi_core.sampling import SOLVERS
 
     d = sizes.DEFAULTS
     g = sub.add_parser("generate", help="text (+ first frame) -> MP4 with synchronized audio")
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--size", type=_size, default=None, help="WxH for text->AV, rescaled to the model's area")
     g.add_argument("--steps", type=int, default=d["steps"])
     g.add_argument("--seed", type=int, default=d["seed"])
-    g.add_argument("--solver", default=d["solver"], choices=sizes.SOLVERS)
+    g.add_argument("--solver", default=d["solver"], choices=SOLVERS)
     g.add_argument("--shift", type=float, default=d["shift"])
     g.add_argument("--video-cfg", type=float, default=d["video_guidance_scale"])
     g.add_argument("--audio-cfg", type=float, default=d["audio_guidance_scale"])

@@ -1,5 +1,6 @@
 """Fusion DiT numerics: golden cases from the official code, batching, SLG, first-frame-clean, RoPE."""
 
+import dataclasses
 import json
 import math
 import os
@@ -43,8 +44,12 @@ def _run_golden(model: OviFusionModel, meta: dict, io: dict):
 def test_golden_bf16(case):
     meta, io = _golden(case)
     cfg = FusionConfig.from_official(meta["video_config"], meta["audio_config"])
-    model = load_fusion(os.path.join(DATA, f"{case}.weights.safetensors"), dtype=torch.bfloat16)
-    assert model.config == cfg  # inferred from shapes (dim 64 -> 4 heads, text_len 8)
+    path = os.path.join(DATA, f"{case}.weights.safetensors")
+    # inferred from shapes (dim 64 -> 4 heads); text_len is invisible in shapes (512 by default, 8 here)
+    assert load_fusion(path, dtype=torch.bfloat16).config == dataclasses.replace(
+        cfg, video=dataclasses.replace(cfg.video, text_len=512), audio=dataclasses.replace(cfg.audio, text_len=512)
+    )
+    model = load_fusion(path, dtype=torch.bfloat16, config=cfg)
     v, a = _run_golden(model, meta, io)
     assert v.dtype == torch.bfloat16 and v.shape == io["outputs.video"].shape
     assert a.shape == io["outputs.audio"].shape
@@ -55,7 +60,8 @@ def test_golden_bf16(case):
 def test_golden_float32_path_is_same_math():
     """The float32 compute path differs from the bf16 reference only by rounding."""
     meta, io = _golden("fusion_i2v_slg")
-    model = load_fusion(os.path.join(DATA, "fusion_i2v_slg.weights.safetensors"), dtype=torch.float32)
+    cfg = FusionConfig.from_official(meta["video_config"], meta["audio_config"])
+    model = load_fusion(os.path.join(DATA, "fusion_i2v_slg.weights.safetensors"), dtype=torch.float32, config=cfg)
     v, a = _run_golden(model, meta, io)
     assert v.dtype == torch.float32
     assert rel(v, io["outputs.video"]) <= 3e-2 and rel(a, io["outputs.audio"]) <= 3e-2
@@ -219,7 +225,8 @@ def test_golden_sensitive(name):
     RoPE direction/scale and to the block order; bit-exact on x86 CPU, so the tolerance is tight."""
     meta = json.load(open(os.path.join(DATA, "fusion_sensitive.json")))
     io = load_file(os.path.join(DATA, "fusion_sensitive.io.safetensors"))
-    model = load_fusion(os.path.join(DATA, "fusion_sensitive.weights.safetensors"), dtype=torch.bfloat16)
+    cfg = FusionConfig.from_official(meta["video_config"], meta["audio_config"])
+    model = load_fusion(os.path.join(DATA, "fusion_sensitive.weights.safetensors"), dtype=torch.bfloat16, config=cfg)
     case = meta["cases"][name]
     v, a = _run_golden(
         model, {"inputs.first_frame_clean": case["first_frame_clean"], "inputs.skip_layer": case["skip_layer"]}, io

@@ -48,12 +48,13 @@ def test_cli_keys_equal_manifest(capsys):
 def test_infer_config():
     assert infer_config(full_size_shapes()) == OVI_11B
     tiny_shapes = ck.meta_shapes(OviFusionModel(TINY, device="meta"))
-    assert infer_config(tiny_shapes) == TINY
+    assert infer_config(tiny_shapes, text_len=TINY.video.text_len) == TINY
+    assert infer_config(tiny_shapes).video.text_len == 512  # invisible in shapes: the official value
     assert infer_config(tiny_shapes, num_heads=2).video.num_heads == 2
     assert infer_config(tiny_shapes, text_len=16).audio.text_len == 16
     deeper = dataclasses.replace(TINY.video, num_layers=3, ffn_dim=96, qk_norm=False)
     cfg = FusionConfig(video=deeper, audio=dataclasses.replace(TINY.audio, num_layers=3, ffn_dim=96, qk_norm=False))
-    assert infer_config(ck.meta_shapes(OviFusionModel(cfg, device="meta"))) == cfg
+    assert infer_config(ck.meta_shapes(OviFusionModel(cfg, device="meta")), text_len=8) == cfg
     with pytest.raises(ValueError, match="audio_model"):
         infer_config({k: v for k, v in tiny_shapes.items() if k.startswith("video_model.")})
 
@@ -80,7 +81,11 @@ def test_shapes_for_and_inspect(tiny_file, capsys):
 
 def test_round_trip_bit_exact(tiny_file, tmp_path):
     m1 = load_fusion(tiny_file, dtype=torch.bfloat16)
-    assert m1.config == TINY and not m1.training
+    # text_len is invisible in shapes: a loaded tiny model gets the official 512
+    assert m1.config == dataclasses.replace(
+        TINY, video=dataclasses.replace(TINY.video, text_len=512), audio=dataclasses.replace(TINY.audio, text_len=512)
+    )
+    assert not m1.training
     sd_file = load_file(tiny_file)
     assert all(torch.equal(sd_file[k], v) for k, v in m1.state_dict().items())
     out = tmp_path / "again.safetensors"
@@ -125,7 +130,7 @@ def test_fp8_file_stays_fp8_and_runs(tiny_file, tmp_path):
     assert m.video_model.blocks[0].self_attn.q.bias.dtype == torch.bfloat16
     assert m.compute_dtype == torch.bfloat16
     # exactly the bf16 model holding the fp8-rounded weights (upcast at call time), close to the original
-    up = OviFusionModel(TINY, dtype=torch.bfloat16)
+    up = OviFusionModel(m.config, dtype=torch.bfloat16)
     up.load_state_dict({k: v.to(torch.bfloat16) for k, v in m.state_dict().items()})
     with torch.no_grad():
         v8, a8 = m(*_inputs(1))

@@ -144,8 +144,10 @@ def default_num_heads(dim: int) -> int:
 
 
 def default_text_len(dim: int) -> int:
-    """Text length, which shapes cannot tell: 512 (official) when ``dim >= 1024``, else 8 (tiny)."""
-    return 512 if dim >= 1024 else 8
+    """Text length, which shapes cannot tell: always the official 512 (UMT5 prompts are up to 512 tokens;
+    ``dim`` is accepted for symmetry with :func:`default_num_heads`). Pass ``text_len`` to override."""
+    del dim
+    return 512
 
 
 def _get(shapes: Mapping[str, tuple[int, ...]], key: str) -> tuple[int, ...]:
@@ -210,7 +212,7 @@ def infer_config(
 
     Read from shapes: dim, ffn_dim, freq_dim, text_dim, in/out dims, patch size, depth, qk_norm,
     cross_attn_norm. Not readable, so fixed by convention unless overridden: ``num_heads`` (head_dim 128
-    for dim >= 1024, else 16), ``text_len`` (512 for dim >= 1024, else 8), eps 1e-6, window [-1, -1], audio
+    for dim >= 1024, else 16), ``text_len`` (512, the official value), eps 1e-6, window [-1, -1], audio
     RoPE scale 0.19676. Raises ``ValueError`` when the shapes are not those of an Ovi fusion model.
     """
     towers = {}
