@@ -106,3 +106,11 @@ def test_ten_seconds_default_chunking(codec):
     latent = torch.randn(1, 314, 20, generator=torch.Generator().manual_seed(4))
     wav = codec.decode(latent)  # 314 > DEFAULT_CHUNK_LATENTS: runs in two chunks
     assert wav.shape == (1, 1, 160768) and torch.isfinite(wav).all()
+
+
+def test_mel_stays_float32_after_cast(codec):
+    wav = torch.randn(1, 2048) * 0.1
+    ref = mel_spectrogram_16k(wav)
+    mel = codec.mel.to(torch.bfloat16)  # a whole-codec .to(bfloat16) reaches this child too
+    assert mel.mel_basis.dtype == torch.float32
+    assert torch.allclose(mel(wav), ref, atol=1e-6)

@@ -111,3 +111,11 @@ def test_wrong_file_error(tmp_path, data_dir):
     assert "bigvgan.weights.safetensors" in msg and "BigVGAN" in msg and "Missing" in msg and "data_mean" in msg
     with pytest.raises(FileNotFoundError):
         mv.load_mmaudio_vae(tmp_path / "nope.pth")
+
+
+def test_44k_vae_rejected(tmp_path):
+    cfg = mv.MMAudioVAEConfig(data_dim=128, embed_dim=40, hidden_dim=8)
+    sd = {k: torch.zeros(v) for k, v in mv._meta_shapes(cfg).items()}
+    torch.save(sd, tmp_path / "v1-44.pth")
+    with pytest.raises(CheckpointError, match="44.1 kHz"):
+        mv.load_mmaudio_vae(tmp_path / "v1-44.pth")

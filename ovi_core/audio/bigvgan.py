@@ -443,6 +443,11 @@ def load_bigvgan(
     path = os.fspath(path)
     raw = ck.load_state_dict(path)
     ident = ck.identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in raw.items()}, path=path)
+    if ident.component == "bigvgan":  # a BigVGAN for another mel layout (e.g. 100 bands)
+        raise ck.CheckpointError(
+            f"{path!r} is {ident.description}; Ovi needs the 80-band 16 kHz BigVGAN "
+            "(ext_weights/best_netG.pt from hkchengrex/MMAudio)."
+        )
     prefix = _split_prefix(raw)
     sd = to_classic_weight_norm_names(ck.strip_prefix(raw, prefix) if prefix else raw)
     try:

@@ -100,6 +100,14 @@ class MelSpectrogram16k(nn.Module):
             persistent=False,
         )
 
+    def _apply(self, fn, recurse=True):  # nn.Module hook behind .to() / .float() / .cuda()
+        super()._apply(fn, recurse)
+        if self.mel_basis.dtype != torch.float32:  # a dtype cast of the parent: rebuild exactly, keep float32
+            dev = self.mel_basis.device
+            self.mel_basis = slaney_mel_filterbank().to(dev)
+            self.window = torch.hann_window(WIN_LENGTH, periodic=True, dtype=torch.float32, device=dev)
+        return self
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``waveform`` ``[B, T]`` (or ``[T]``), values nominally in [-1, 1] -> ``[B, 80, frames]`` float32."""
         squeeze = waveform.ndim == 1

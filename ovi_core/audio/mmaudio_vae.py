@@ -420,6 +420,12 @@ def load_mmaudio_vae(
     """
     path = os.fspath(path)
     sd = ck.load_state_dict(path)
+    ident = ck.identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}, path=path)
+    if ident.component == "mmaudio-vae" and not ident.compatible:
+        raise ck.CheckpointError(
+            f"{path!r} is {ident.description}, not the 16 kHz VAE Ovi uses. {' '.join(ident.notes)} "
+            "(download ext_weights/v1-16.pth from hkchengrex/MMAudio)."
+        )
     try:
         cfg = config_from_shapes(sd)
     except ValueError:
