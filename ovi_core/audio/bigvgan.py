@@ -36,6 +36,7 @@ __all__ = [
     "fold_weight_norm",
     "to_classic_weight_norm_names",
     "load_bigvgan",
+    "config_from_shapes",
     "full_size_shapes",
     "shapes_for",
     "write_tiny_bigvgan",

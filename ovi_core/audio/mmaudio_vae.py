@@ -34,6 +34,7 @@ __all__ = [
     "MPConv1D",
     "fold_mp_weight",
     "load_mmaudio_vae",
+    "config_from_shapes",
     "full_size_shapes",
     "shapes_for",
     "write_tiny_mmaudio_vae",
