@@ -11,12 +11,14 @@ The fusion file carries ``ovi.version`` and ``ovi.target_area`` metadata: the ti
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 
 logger = logging.getLogger(__name__)
 
 TINY_AREA = 64 * 64
+TINY_BLOCKS = 12
 
 
 def write_tiny_weights(root: str, *, seed: int = 0, version: str = "1.0") -> dict[str, str]:
@@ -25,6 +27,7 @@ def write_tiny_weights(root: str, *, seed: int = 0, version: str = "1.0") -> dic
 
     from ovi_core.audio.bigvgan import write_tiny_bigvgan
     from ovi_core.audio.mmaudio_vae import write_tiny_mmaudio_vae
+    from ovi_core.model.config import TINY
     from ovi_core.model.loader import write_tiny_fusion
     from ovi_core.text.umt5 import write_tiny_text_encoder
     from ovi_core.vae.wan_vae import write_tiny_wan_vae
@@ -35,7 +38,13 @@ def write_tiny_weights(root: str, *, seed: int = 0, version: str = "1.0") -> dic
     for p in paths.values():
         os.makedirs(os.path.dirname(p), exist_ok=True)
 
-    write_tiny_fusion(paths["fusion"], seed=seed)
+    # 12 blocks, so that the official skip-layer default (block 11) is valid on the tiny model too
+    tiny = dataclasses.replace(
+        TINY,
+        video=dataclasses.replace(TINY.video, num_layers=TINY_BLOCKS, text_len=512),
+        audio=dataclasses.replace(TINY.audio, num_layers=TINY_BLOCKS, text_len=512),
+    )
+    write_tiny_fusion(paths["fusion"], seed=seed, config=tiny)
     sd = load_file(paths["fusion"])
     save_file(sd, paths["fusion"], metadata={"ovi.version": version, "ovi.target_area": str(TINY_AREA),
                                                "ovi.note": "tiny random weights for tests"})
