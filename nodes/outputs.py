@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 
 from . import _comfy
 from ._types import OVI_LATENTS
@@ -40,7 +41,6 @@ class OviSaveVideo:
     DESCRIPTION = "Writes an MP4 (H.264 + AAC) and shows it; the VIDEO output feeds native video nodes."
 
     def save(self, images, fps, filename_prefix, audio=None):
-        import torch
         from ovi_core.media import write_mp4
 
         if images.dim() == 3:
@@ -59,9 +59,9 @@ class OviSaveVideo:
         os.makedirs(folder, exist_ok=True)
         name = f"{base}_{counter:05}_.mp4"
         path = os.path.join(folder, name)
-        if waveform is None:
-            waveform = torch.zeros(1, int(round(frames.shape[0] / float(fps) * rate)))
-        write_mp4(path, frames, waveform, fps=float(fps), sample_rate=rate)
+        fps = float(fps)
+        rate_q = int(fps) if fps.is_integer() else Fraction(fps).limit_denominator(1001)  # PyAV wants a rational
+        write_mp4(path, frames, waveform, fps=rate_q, sample_rate=rate)
         subfolder = os.path.relpath(folder, root)
         subfolder = "" if subfolder == "." else subfolder.replace(os.sep, "/")
         ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
