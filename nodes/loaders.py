@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+import torch
+
 from . import _comfy, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviModel, Placed
 
@@ -20,8 +22,6 @@ _MEMORY_TIP = ("Where the weights live between uses. offload: in CPU memory, mov
 
 
 def _device_choice(choice: str):
-    import torch
-
     return torch.device("cpu") if choice == "cpu" else _comfy.torch_device()
 
 
@@ -73,10 +73,7 @@ class OviFusionModelLoader:
     DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
 
     def load(self, model, precision, attention, memory_mode, blocks_on_gpu, audio_model="none", version="auto"):
-        import torch
         from ovi_core.model.loader import fp8_state_dict, load_fusion
-
-        from ovi_core.pipeline import fusion_file_info
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
@@ -98,6 +95,8 @@ class OviFusionModelLoader:
             if not has_fp8:
                 module.load_state_dict(fp8_state_dict(module.state_dict()), assign=True)
                 module.compute_dtype = dtype
+        from ovi_core.pipeline import fusion_file_info
+
         info = fusion_file_info(path)
         ver = info.get("version", "1.0") if version == "auto" else version
         from ovi_core import sizes
@@ -177,7 +176,6 @@ class OviVideoVAELoader:
     DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
 
     def load(self, vae, precision, memory_mode):
-        import torch
         from ovi_core.vae import load_wan_vae
 
         path = _runtime.resolve("vae", vae, _runtime.VAE_AUTO)
@@ -215,7 +213,6 @@ class OviAudioVAELoader:
     DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."
 
     def load(self, audio_vae, vocoder, memory_mode):
-        import torch
         from ovi_core.audio import load_audio_codec
 
         vae_path = _runtime.resolve("vae", audio_vae, _runtime.AUDIO_VAE_AUTO)
