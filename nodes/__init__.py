@@ -1,4 +1,40 @@
-"""ComfyUI node classes (the only layer that talks to ComfyUI)."""
+"""ComfyUI node classes (the only layer that talks to ComfyUI).
 
-NODE_CLASS_MAPPINGS: dict[str, type] = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {}
+Classic (V1) node API. Node ids never change once shipped. ComfyUI itself is reached only through
+``nodes._comfy``, which degrades gracefully when ComfyUI is absent.
+"""
+
+from .decode import OviDecodeAudio, OviDecodeVideo
+from .loaders import OviAudioVAELoader, OviFusionModelLoader, OviTextEncoderLoader, OviVideoVAELoader
+from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
+from .sampling import OviJointSampler, OviTextEncode
+
+NODE_CLASS_MAPPINGS: dict[str, type] = {
+    "OviFusionModelLoader": OviFusionModelLoader,
+    "OviTextEncoderLoader": OviTextEncoderLoader,
+    "OviVideoVAELoader": OviVideoVAELoader,
+    "OviAudioVAELoader": OviAudioVAELoader,
+    "OviTextEncode": OviTextEncode,
+    "OviJointSampler": OviJointSampler,
+    "OviDecodeVideo": OviDecodeVideo,
+    "OviDecodeAudio": OviDecodeAudio,
+    "OviSaveVideo": OviSaveVideo,
+    "OviSaveLatents": OviSaveLatents,
+    "OviLoadLatents": OviLoadLatents,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
+    "OviFusionModelLoader": "Ovi Model Loader",
+    "OviTextEncoderLoader": "Ovi Text Encoder Loader (UMT5-XXL)",
+    "OviVideoVAELoader": "Ovi Video VAE Loader (Wan2.2)",
+    "OviAudioVAELoader": "Ovi Audio VAE Loader (MMAudio + BigVGAN)",
+    "OviTextEncode": "Ovi Text Encode",
+    "OviJointSampler": "Ovi Joint Audio+Video Sampler",
+    "OviDecodeVideo": "Ovi Decode Video",
+    "OviDecodeAudio": "Ovi Decode Audio",
+    "OviSaveVideo": "Ovi Save Video (MP4)",
+    "OviSaveLatents": "Ovi Save Latents",
+    "OviLoadLatents": "Ovi Load Latents",
+}
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

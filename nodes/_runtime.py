@@ -1,0 +1,208 @@
+"""Helpers shared by the nodes: file choices (with auto-download) and where modules run.
+
+No tensor maths here: only choosing files and moving whole modules between CPU and GPU according to
+the memory mode chosen in the loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+
+from . import _comfy
+from ._types import Placed
+
+logger = logging.getLogger(__name__)
+
+AUTO = "auto-download: "
+
+# choice label -> (ComfyUI folder, official file name, weights.py key)
+FUSION_AUTO = {
+    "model_960x960.safetensors": "1.1",
+    "model_960x960_10s.safetensors": "1.1-10s",
+    "model.safetensors": "1.0",
+    "model_fp8_e4m3fn.safetensors": "1.0-fp8",
+}
+TEXT_AUTO = {"models_t5_umt5-xxl-enc-bf16.pth": "umt5"}
+VAE_AUTO = {"Wan2.2_VAE.pth": "wan-vae"}
+AUDIO_VAE_AUTO = {"v1-16.pth": "mmaudio-vae"}
+VOCODER_AUTO = {"best_netG.pt": "bigvgan"}
+TOKENIZER_DIR = "google/umt5-xxl"
+
+
+def choices(folder: str, auto: dict[str, str], *, first: tuple[str, ...] = ()) -> list[str]:
+    """Files of a ComfyUI model folder plus one "auto-download: <official name>" entry per official file."""
+    files = _comfy.list_models(folder)
+    return list(first) + files + [AUTO + name for name in auto]
+
+
+def default_choice(options: list[str], preferred: str) -> str:
+    """``preferred`` if that file is present, else its auto-download entry."""
+    for o in options:
+        if o == preferred or o.endswith("/" + preferred):
+            return o
+    return AUTO + preferred if AUTO + preferred in options else options[0]
+
+
+def _weight_file(key: str):
+    from ovi_core.weights import COMPONENT_FILES, FUSION_FILES
+
+    return FUSION_FILES[key] if key in FUSION_FILES else COMPONENT_FILES[key]
+
+
+def _download(folder: str, key: str) -> str:
+    """Fetch an official file into the first ComfyUI folder of ``folder``; return its path."""
+    wf = _weight_file(key)
+    dirs = _comfy.model_dirs(folder)
+    if not dirs:
+        raise FileNotFoundError(f"ComfyUI has no '{folder}' models folder configured.")
+    target = dirs[0]
+    os.makedirs(target, exist_ok=True)
+    name = os.path.basename(wf.filename.rstrip("/"))
+    dest = os.path.join(target, name)
+    if wf.filename.endswith("/"):
+        dest = os.path.join(target, wf.filename.rstrip("/"))
+        if os.path.isdir(dest) and os.listdir(dest):
+            return dest
+    elif os.path.isfile(dest):
+        return dest
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True"):
+        raise FileNotFoundError(f"{name} is missing and HF_HUB_OFFLINE is set: download {wf.what} from "
+                                f"huggingface.co/{wf.repo} (file {wf.filename}) into {target}.")
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+    except ImportError as e:
+        raise FileNotFoundError(f"huggingface_hub is not installed: run pip install -r requirements.txt, or put "
+                                f"{name} from huggingface.co/{wf.repo} into {target}.") from e
+    logger.info("Ovi: downloading %s (%s:%s) into %s", wf.what, wf.repo, wf.filename, target)
+    try:
+        if wf.filename.endswith("/"):
+            snapshot_download(repo_id=wf.repo, allow_patterns=[wf.filename + "*"], local_dir=target)
+            return dest
+        got = hf_hub_download(repo_id=wf.repo, filename=wf.filename, local_dir=target)
+    except Exception as e:  # noqa: BLE001 (network errors of many kinds)
+        raise FileNotFoundError(f"Could not download {wf.what} ({wf.repo}: {wf.filename}): {type(e).__name__}: {e}. "
+                                f"Download it by hand into {target}.") from e
+    if os.path.abspath(got) != os.path.abspath(dest):  # repo sub-folder (ext_weights/...): flatten
+        shutil.move(got, dest)
+        with contextlib.suppress(OSError):
+            os.removedirs(os.path.dirname(got))
+    return dest
+
+
+def resolve(folder: str, choice: str, auto: dict[str, str]) -> str:
+    """Path of a file choice; an auto-download choice uses the local file if present, else downloads it."""
+    if choice.startswith(AUTO):
+        name = choice[len(AUTO):]
+        if name not in auto:
+            raise ValueError(f"Unknown auto-download choice {choice!r}.")
+        local = _comfy.model_path(folder, name)
+        return local or _download(folder, auto[name])
+    path = _comfy.model_path(folder, choice)
+    if path is None:
+        raise FileNotFoundError(f"{choice!r} is not in ComfyUI's '{folder}' folder ({', '.join(_comfy.model_dirs(folder))})."
+                                " Put the file there and press 'Refresh', or pick an auto-download entry.")
+    return path
+
+
+def find_tokenizer(choice: str, encoder_path: str) -> str | None:
+    """Tokenizer folder for the text encoder; None lets the loader use the one embedded in the file."""
+    if choice not in ("auto", "", None):
+        for root in _comfy.model_dirs("text_encoders"):
+            p = os.path.join(root, choice)
+            if os.path.isdir(p):
+                return p
+        if os.path.isdir(choice):
+            return choice
+        raise FileNotFoundError(f"Tokenizer folder {choice!r} not found in text_encoders.")
+    candidates = [os.path.join(os.path.dirname(encoder_path), TOKENIZER_DIR)]
+    candidates += [os.path.join(root, TOKENIZER_DIR) for root in _comfy.model_dirs("text_encoders")]
+    for c in candidates:
+        if os.path.isdir(c) and os.listdir(c):
+            return c
+    return None
+
+
+def tokenizer_choices() -> list[str]:
+    out = ["auto"]
+    for root in _comfy.model_dirs("text_encoders"):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, _, files in os.walk(root, followlinks=True):
+            if "spiece.model" in files or "tokenizer.json" in files:
+                rel = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                if rel not in out:
+                    out.append(rel)
+    return out
+
+
+def ensure_tokenizer(encoder_path: str) -> str | None:
+    """The official .pth carries no tokenizer: fetch ``google/umt5-xxl`` next to it when missing and allowed."""
+    found = find_tokenizer("auto", encoder_path)
+    if found is not None or not encoder_path.endswith((".pth", ".pt")):
+        return found
+    try:
+        return _download("text_encoders", "tokenizer")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"No UMT5 tokenizer for {encoder_path}: {e}") from e
+
+
+# ----------------------------------------------------------------------------------------------
+# Placement
+# ----------------------------------------------------------------------------------------------
+
+
+def compute_dtype(precision: str, device):
+    """Compute dtype of a precision choice (fp8 keeps fp8 weights but computes in bf16)."""
+    import torch
+
+    from ovi_core.pipeline import pick_dtype
+
+    if precision == "fp8":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if precision == "auto":
+        return pick_dtype(None, torch.device(device))
+    return pick_dtype(precision, torch.device(device))
+
+
+def load_device(device, memory_mode: str):
+    """Where a loader builds the module: CPU unless it stays on the GPU for good."""
+    import torch
+
+    device = torch.device(device)
+    return device if memory_mode == "gpu" or device.type == "cpu" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def placed(p: Placed) -> Iterator[object]:
+    """Run ``p.module`` on its device for the block, then offload it according to its memory mode."""
+    from ovi_core.memory import on_device, parameter_bytes
+
+    dev = p.device
+    if dev.type != "cpu":
+        _comfy.make_room(parameter_bytes(p.module), dev)
+    with on_device(p.module, dev, offload=p.offload) as m:
+        yield m
+
+
+@contextlib.contextmanager
+def placed_model(p) -> Iterator[object]:
+    """Like :func:`placed` for the fusion DiT, with block swapping when its memory mode asks for it."""
+    from ovi_core.memory import BlockSwapper, parameter_bytes, release_memory
+
+    if p.memory_mode != "block_swap" or p.device.type == "cpu":
+        with placed(p) as m:
+            yield m
+        return
+    n = len(p.module.video_model.blocks)
+    _comfy.make_room(parameter_bytes(p.module) * min(p.blocks_on_gpu + 2, n) // max(n, 1), p.device)
+    swapper = BlockSwapper(p.module, device=p.device, resident=p.blocks_on_gpu)
+    try:
+        yield p.module
+    finally:
+        swapper.detach()
+        p.module.to("cpu")
+        release_memory()

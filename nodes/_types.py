@@ -1,0 +1,49 @@
+"""Values passed between Ovi nodes (custom ComfyUI types). Plain containers around ``ovi_core`` objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+OVI_MODEL = "OVI_MODEL"
+OVI_TEXT_ENCODER = "OVI_TEXT_ENCODER"
+OVI_VIDEO_VAE = "OVI_VIDEO_VAE"
+OVI_AUDIO_VAE = "OVI_AUDIO_VAE"
+OVI_CONDITIONING = "OVI_CONDITIONING"
+OVI_LATENTS = "OVI_LATENTS"
+
+
+@dataclass
+class Placed:
+    """A loaded module and where it runs: ``device`` for compute, ``memory_mode`` for what happens between uses."""
+
+    module: Any
+    device: torch.device
+    dtype: torch.dtype
+    memory_mode: str = "offload"  # "gpu" (stays on the GPU), "offload" (CPU between uses), "block_swap"
+    path: str = ""
+
+    @property
+    def offload(self) -> bool:
+        return self.memory_mode != "gpu"
+
+
+@dataclass
+class OviModel(Placed):
+    """OVI_MODEL: the fusion DiT plus what the other nodes need to know about it."""
+
+    version: str = "1.0"  # '1.0', '1.1' or '1.1-10s' (the checkpoint's family)
+    target_area: int = 720 * 720
+    blocks_on_gpu: int = 10
+    audio_path: str = ""
+
+
+@dataclass
+class OviConditioning:
+    """OVI_CONDITIONING: the three prompt embeddings and the prompt format they were encoded for."""
+
+    cond: Any  # ovi_core.pipeline.Conditioning
+    version: str | None = None
+    warnings: list[str] = field(default_factory=list)

@@ -1,0 +1,66 @@
+"""Decoders: video latents -> IMAGE frames, audio latents -> AUDIO waveform."""
+
+from __future__ import annotations
+
+from . import _comfy, _runtime
+from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_VIDEO_VAE
+
+
+class OviDecodeVideo:
+    """Wan2.2 VAE decode of the video latents (tiled) -> frames [F, H, W, 3] in [0, 1]."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "video_vae": (OVI_VIDEO_VAE, {"tooltip": "Wan2.2 VAE from OviVideoVAELoader."}),
+                "latents": (OVI_LATENTS, {"tooltip": "Paired latents from OviJointSampler or OviLoadLatents."}),
+                "tile_size": ("INT", {
+                    "default": 0, "min": 0, "max": 256, "step": 4,
+                    "tooltip": "Spatial tile size in latent pixels (x16 = image pixels) for decoding with less "
+                               "memory; 0 decodes without tiling."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    FUNCTION = "decode"
+    CATEGORY = "Ovi/decode"
+    DESCRIPTION = "Decodes Ovi's video latents into frames (24 fps)."
+
+    def decode(self, video_vae, latents, tile_size, unique_id=None):
+        from ovi_core.pipeline import decode_video
+
+        progress = _comfy.progress_bar(1, node_id=unique_id)
+        with _runtime.placed(video_vae) as vae:
+            frames = decode_video(vae, latents.video, device=video_vae.device, dtype=video_vae.dtype,
+                                  tile_latent=int(tile_size) or None, progress=progress)
+        return (frames,)
+
+
+class OviDecodeAudio:
+    """MMAudio VAE + BigVGAN decode of the audio latents -> AUDIO at 16 kHz."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio_vae": (OVI_AUDIO_VAE, {"tooltip": "MMAudio VAE + BigVGAN from OviAudioVAELoader."}),
+                "latents": (OVI_LATENTS, {"tooltip": "Paired latents from OviJointSampler or OviLoadLatents."}),
+            }
+        }
+
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    FUNCTION = "decode"
+    CATEGORY = "Ovi/decode"
+    DESCRIPTION = "Decodes Ovi's audio latents into a 16 kHz mono waveform (ComfyUI AUDIO)."
+
+    def decode(self, audio_vae, latents):
+        from ovi_core.pipeline import SAMPLE_RATE, decode_audio
+
+        with _runtime.placed(audio_vae) as codec:
+            wav = decode_audio(codec, latents.audio, device=audio_vae.device, dtype=audio_vae.dtype)  # [1, T]
+        rate = getattr(audio_vae.module, "sample_rate", SAMPLE_RATE)
+        return ({"waveform": wav.unsqueeze(0), "sample_rate": int(rate)},)  # [1, 1, T]

@@ -1,0 +1,224 @@
+"""Loader nodes: fusion DiT, UMT5 text encoder, Wan2.2 video VAE, MMAudio VAE + BigVGAN vocoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from . import _comfy, _runtime
+from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviModel, Placed
+
+logger = logging.getLogger(__name__)
+
+MEMORY_MODES = ("offload", "gpu", "block_swap")
+ATTENTION = ("auto", "sdpa", "flash_attn_3", "flash_attn_2", "xformers", "sage")
+CATEGORY = "Ovi/loaders"
+
+_MEMORY_TIP = ("Where the weights live between uses. offload: in CPU memory, moved to the GPU only while used "
+               "(recommended); gpu: stay on the GPU (fastest, needs the most VRAM); block_swap (DiT only): "
+               "stream the DiT's blocks through the GPU during sampling (lowest VRAM).")
+
+
+def _device_choice(choice: str):
+    return torch.device("cpu") if choice == "cpu" else _comfy.torch_device()
+
+
+class OviFusionModelLoader:
+    """Load the Ovi fusion DiT (video + audio towers) from ComfyUI's diffusion_models folder."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _runtime.choices("diffusion_models", _runtime.FUSION_AUTO)
+        audio_files = ["none"] + _comfy.list_models("diffusion_models")
+        return {
+            "required": {
+                "model": (files, {
+                    "default": _runtime.default_choice(files, "model_960x960.safetensors"),
+                    "tooltip": "The official Ovi checkpoint (model_960x960.safetensors = Ovi 1.1 5 s, "
+                               "model_960x960_10s.safetensors = Ovi 1.1 10 s, model.safetensors = Ovi 1.0), or "
+                               "the video tower file when an audio tower file is chosen below. 'auto-download' "
+                               "fetches the official file from Hugging Face into models/diffusion_models."}),
+                "precision": (["bf16", "fp16", "fp32", "fp8"], {
+                    "default": "bf16",
+                    "tooltip": "Compute precision. bf16 matches the official code; fp16 overflows in this model "
+                               "family and is computed in bf16; fp8 keeps weights in float8 (half the memory) "
+                               "and computes in bf16; fp32 for CPU or debugging."}),
+                "attention": (list(ATTENTION), {
+                    "default": "auto",
+                    "tooltip": "Attention kernel. auto/sdpa use PyTorch; flash-attn, xformers and sage are used "
+                               "when installed (otherwise SDPA)."}),
+                "memory_mode": (list(MEMORY_MODES), {"default": "offload", "tooltip": _MEMORY_TIP}),
+                "blocks_on_gpu": ("INT", {
+                    "default": 10, "min": 0, "max": 64, "step": 1,
+                    "tooltip": "block_swap only: fused blocks kept on the GPU (of 30); fewer = less VRAM, slower."}),
+            },
+            "optional": {
+                "audio_model": (audio_files, {
+                    "default": "none",
+                    "tooltip": "Separate audio tower file (split checkpoints); 'none' when the model file holds "
+                               "both towers (the official files)."}),
+                "version": (["auto", "1.0", "1.1", "1.1-10s"], {
+                    "default": "auto",
+                    "tooltip": "Model version (prompt format, size and clip length). auto reads it from the file "
+                               "name or metadata."}),
+            },
+        }
+
+    RETURN_TYPES = (OVI_MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
+
+    def load(self, model, precision, attention, memory_mode, blocks_on_gpu, audio_model="none", version="auto"):
+        from ovi_core.model.loader import fp8_state_dict, load_fusion
+
+        if memory_mode not in MEMORY_MODES:
+            raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
+        path = _runtime.resolve("diffusion_models", model, _runtime.FUSION_AUTO)
+        paths = [path]
+        audio_path = ""
+        if audio_model and audio_model != "none":
+            audio_path = _runtime.resolve("diffusion_models", audio_model, {})
+            paths.append(audio_path)
+        device = _comfy.torch_device()
+        dtype = _runtime.compute_dtype(precision, device)
+        load_dev = _runtime.load_device(device, memory_mode)
+        if load_dev.type != "cpu":
+            _comfy.make_room(sum(os.path.getsize(p) for p in paths), load_dev)
+        module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
+                             attention_backend=attention)
+        if precision == "fp8":
+            has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for p in module.parameters())
+            if not has_fp8:
+                module.load_state_dict(fp8_state_dict(module.state_dict()), assign=True)
+                module.compute_dtype = dtype
+        from ovi_core.pipeline import fusion_file_info
+
+        info = fusion_file_info(path)
+        ver = info.get("version", "1.0") if version == "auto" else version
+        from ovi_core import sizes
+
+        spec = sizes.MODEL_SPECS[ver]
+        _comfy.register_module(module)
+        handle = OviModel(module=module, device=torch.device(device), dtype=dtype, memory_mode=memory_mode,
+                          path=path, version=ver, target_area=int(info.get("target_area") or spec.area),
+                          blocks_on_gpu=int(blocks_on_gpu), audio_path=audio_path)
+        return (handle,)
+
+
+class OviTextEncoderLoader:
+    """Load UMT5-XXL (the official .pth with its tokenizer folder, or ComfyUI's umt5_xxl safetensors)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _runtime.choices("text_encoders", _runtime.TEXT_AUTO)
+        return {
+            "required": {
+                "text_encoder": (files, {
+                    "default": _runtime.default_choice(files, "models_t5_umt5-xxl-enc-bf16.pth"),
+                    "tooltip": "UMT5-XXL encoder: models_t5_umt5-xxl-enc-bf16.pth (Wan2.2, official) or ComfyUI's "
+                               "umt5_xxl_fp16.safetensors / umt5_xxl_fp8_e4m3fn_scaled.safetensors, in "
+                               "models/text_encoders."}),
+                "tokenizer": (_runtime.tokenizer_choices(), {
+                    "default": "auto",
+                    "tooltip": "auto: the tokenizer embedded in ComfyUI's umt5 file, else a google/umt5-xxl folder "
+                               "next to the .pth or in models/text_encoders (downloaded when missing)."}),
+                "precision": (["bf16", "fp32"], {"default": "bf16", "tooltip": "Compute precision of the encoder."}),
+                "device": (["default", "cpu"], {
+                    "default": "default",
+                    "tooltip": "default: the GPU ComfyUI uses. cpu: encode on the CPU (slow, saves ~11 GB VRAM)."}),
+                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+            }
+        }
+
+    RETURN_TYPES = (OVI_TEXT_ENCODER,)
+    RETURN_NAMES = ("text_encoder",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the UMT5-XXL text encoder used by Ovi (512 tokens, 4096-dim embeddings)."
+
+    def load(self, text_encoder, tokenizer, precision, device, memory_mode):
+        from ovi_core.text import load_text_encoder
+
+        path = _runtime.resolve("text_encoders", text_encoder, _runtime.TEXT_AUTO)
+        tok = _runtime.find_tokenizer(tokenizer, path) if tokenizer != "auto" else _runtime.ensure_tokenizer(path)
+        dev = _device_choice(device)
+        dtype = _runtime.compute_dtype(precision, dev)
+        module = load_text_encoder(path, tokenizer_path=tok, device=_runtime.load_device(dev, memory_mode), dtype=dtype)
+        _comfy.register_module(module)
+        return (Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path),)
+
+
+class OviVideoVAELoader:
+    """Load the Wan2.2 video VAE (48 latent channels, 16x spatial / 4x temporal compression)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = _runtime.choices("vae", _runtime.VAE_AUTO)
+        return {
+            "required": {
+                "vae": (files, {
+                    "default": _runtime.default_choice(files, "Wan2.2_VAE.pth"),
+                    "tooltip": "Wan2.2_VAE.pth (Wan-AI/Wan2.2-TI2V-5B) in models/vae. Not the Wan 2.1 VAE."}),
+                "precision": (["bf16", "fp32"], {
+                    "default": "bf16", "tooltip": "bf16 halves memory; fp32 is slightly more exact (used on CPU)."}),
+                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+            }
+        }
+
+    RETURN_TYPES = (OVI_VIDEO_VAE,)
+    RETURN_NAMES = ("video_vae",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
+
+    def load(self, vae, precision, memory_mode):
+        from ovi_core.vae import load_wan_vae
+
+        path = _runtime.resolve("vae", vae, _runtime.VAE_AUTO)
+        dev = _comfy.torch_device()
+        dtype = torch.float32 if dev.type == "cpu" else _runtime.compute_dtype(precision, dev)
+        module = load_wan_vae(path, device=_runtime.load_device(dev, memory_mode), dtype=dtype)
+        _comfy.register_module(module)
+        return (Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path),)
+
+
+class OviAudioVAELoader:
+    """Load the MMAudio 16 kHz audio VAE and the BigVGAN vocoder."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        vaes = _runtime.choices("vae", _runtime.AUDIO_VAE_AUTO)
+        vocoders = _runtime.choices("vae", _runtime.VOCODER_AUTO)
+        return {
+            "required": {
+                "audio_vae": (vaes, {
+                    "default": _runtime.default_choice(vaes, "v1-16.pth"),
+                    "tooltip": "MMAudio 16 kHz VAE: v1-16.pth (hkchengrex/MMAudio, ext_weights/) in models/vae."}),
+                "vocoder": (vocoders, {
+                    "default": _runtime.default_choice(vocoders, "best_netG.pt"),
+                    "tooltip": "BigVGAN 16 kHz vocoder: best_netG.pt (hkchengrex/MMAudio, ext_weights/) in "
+                               "models/vae."}),
+                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+            }
+        }
+
+    RETURN_TYPES = (OVI_AUDIO_VAE,)
+    RETURN_NAMES = ("audio_vae",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."
+
+    def load(self, audio_vae, vocoder, memory_mode):
+        from ovi_core.audio import load_audio_codec
+
+        vae_path = _runtime.resolve("vae", audio_vae, _runtime.AUDIO_VAE_AUTO)
+        voc_path = _runtime.resolve("vae", vocoder, _runtime.VOCODER_AUTO)
+        dev = _comfy.torch_device()
+        module = load_audio_codec(vae_path, voc_path, device=_runtime.load_device(dev, memory_mode),
+                                  dtype=torch.float32)
+        _comfy.register_module(module)
+        return (Placed(module=module, device=dev, dtype=torch.float32, memory_mode=memory_mode, path=vae_path),)

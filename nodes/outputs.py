@@ -1,0 +1,171 @@
+"""Saving: MP4 (H.264 + AAC) with a preview, and latent files for decoding later."""
+
+from __future__ import annotations
+
+import json
+import os
+from fractions import Fraction
+
+from . import _comfy
+from ._types import OVI_LATENTS
+
+LATENT_SUFFIX = ".ovi_latents.safetensors"
+
+
+class OviSaveVideo:
+    """IMAGE frames + AUDIO -> MP4 in ComfyUI's output folder, previewed on the node; also a VIDEO output."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "Frames [F, H, W, 3] in [0, 1] (from OviDecodeVideo)."}),
+                "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0,
+                                  "tooltip": "Frame rate; Ovi generates 24 fps."}),
+                "filename_prefix": ("STRING", {
+                    "default": "Ovi/ovi",
+                    "tooltip": "File name prefix inside ComfyUI's output folder; may contain sub-folders "
+                               "('Ovi/clip') but no absolute path or '..'. A counter is appended."}),
+            },
+            "optional": {
+                "audio": ("AUDIO", {"tooltip": "Sound track (from OviDecodeAudio); muxed as AAC. Leave empty "
+                                               "for a silent video."}),
+            },
+        }
+
+    RETURN_TYPES = ("VIDEO", "STRING")
+    RETURN_NAMES = ("video", "path")
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "Ovi/output"
+    DESCRIPTION = "Writes an MP4 (H.264 + AAC) and shows it; the VIDEO output feeds native video nodes."
+
+    def save(self, images, fps, filename_prefix, audio=None):
+        from ovi_core.media import write_mp4
+
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4 or images.shape[-1] not in (3, 4):
+            raise ValueError(f"images must be [F, H, W, 3], got {tuple(images.shape)}.")
+        frames = images[..., :3]
+        waveform, rate = None, 16000
+        if audio is not None:
+            waveform = audio["waveform"]
+            rate = int(audio["sample_rate"])
+            if waveform.dim() == 3:
+                waveform = waveform[0]  # [C, T]
+        root = _comfy.output_dir()
+        folder, base, counter = _comfy.save_path(filename_prefix, root)
+        os.makedirs(folder, exist_ok=True)
+        name = f"{base}_{counter:05}_.mp4"
+        path = os.path.join(folder, name)
+        fps = float(fps)
+        rate_q = int(fps) if fps.is_integer() else Fraction(fps).limit_denominator(1001)  # PyAV wants a rational
+        write_mp4(path, frames, waveform, fps=rate_q, sample_rate=rate)
+        subfolder = os.path.relpath(folder, root)
+        subfolder = "" if subfolder == "." else subfolder.replace(os.sep, "/")
+        ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
+        return {"ui": ui, "result": (_comfy.video_output(path), path)}
+
+
+class OviSaveLatents:
+    """Save paired latents to ``output/<prefix>_NNNNN_.ovi_latents.safetensors`` to decode them later."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latents": (OVI_LATENTS, {"tooltip": "Paired latents from OviJointSampler."}),
+                "filename_prefix": ("STRING", {
+                    "default": "Ovi/latents",
+                    "tooltip": "File name prefix inside ComfyUI's output folder (no absolute path or '..')."}),
+            }
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = "Ovi/latents"
+    DESCRIPTION = "Saves video + audio latents (safetensors with the model version) for OviLoadLatents."
+
+    def save(self, latents, filename_prefix):
+        from safetensors.torch import save_file
+
+        root = _comfy.output_dir()
+        folder, base, counter = _comfy.save_path(filename_prefix, root)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{base}_{counter:05}_{LATENT_SUFFIX}")
+        meta = {"ovi.version": str(latents.version), "ovi.fps": str(latents.fps), "format": "pt"}
+        save_file({"video": latents.video.detach().float().cpu().contiguous(),
+                   "audio": latents.audio.detach().float().cpu().contiguous()}, path, metadata=meta)
+        rel = os.path.relpath(path, root).replace(os.sep, "/")
+        return {"ui": {"text": [rel]}, "result": (path,)}
+
+
+def _latent_files() -> list[str]:
+    out = []
+    for tag, root in (("output", _comfy.output_dir()), ("input", _comfy.input_dir())):
+        if not os.path.isdir(root):
+            continue
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                if f.endswith(LATENT_SUFFIX):
+                    out.append(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/") + f" [{tag}]")
+    return sorted(out) or ["(no saved latents yet)"]
+
+
+def _latent_path(choice: str) -> str:
+    for tag, root in (("output", _comfy.output_dir()), ("input", _comfy.input_dir())):
+        suffix = f" [{tag}]"
+        if choice.endswith(suffix):
+            rel = choice[: -len(suffix)]
+            path = os.path.abspath(os.path.join(root, rel))
+            if os.path.commonpath((os.path.abspath(root), path)) != os.path.abspath(root):
+                raise ValueError(f"{choice!r} points outside the {tag} folder.")
+            return path
+    raise FileNotFoundError(f"{choice!r} is not a saved latents file; save some with OviSaveLatents first.")
+
+
+class OviLoadLatents:
+    """Load latents written by OviSaveLatents (from the output or input folder)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latents_file": (_latent_files(), {
+                    "tooltip": f"A *{LATENT_SUFFIX} file from ComfyUI's output (or input) folder."}),
+            }
+        }
+
+    RETURN_TYPES = (OVI_LATENTS,)
+    RETURN_NAMES = ("latents",)
+    FUNCTION = "load"
+    CATEGORY = "Ovi/latents"
+    DESCRIPTION = "Loads saved paired latents so a long run can be decoded later."
+
+    @classmethod
+    def IS_CHANGED(cls, latents_file):
+        try:
+            return os.path.getmtime(_latent_path(latents_file))
+        except (OSError, ValueError):
+            return float("nan")
+
+    def load(self, latents_file):
+        from safetensors import safe_open
+
+        from ovi_core.pipeline import AVLatents
+
+        path = _latent_path(latents_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Latents file {path!r} does not exist.")
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = set(f.keys())
+            if not {"video", "audio"} <= keys:
+                raise ValueError(f"{path!r} is not an Ovi latents file (tensors {sorted(keys)}; expected video, "
+                                 f"audio). Metadata: {json.dumps(meta)[:200]}")
+            video, audio = f.get_tensor("video"), f.get_tensor("audio")
+        return (AVLatents(video=video, audio=audio, version=meta.get("ovi.version", "1.0"),
+                          fps=int(meta.get("ovi.fps", 24))),)

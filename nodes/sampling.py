@@ -1,0 +1,207 @@
+"""Text encoding and the joint audio+video sampler."""
+
+from __future__ import annotations
+
+import logging
+
+from . import _comfy, _runtime
+from ._types import OVI_CONDITIONING, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviConditioning
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PROMPT = (
+    "A man in a red coat stands on a rainy city street at night and says <S>Hello from Ovi.<E> "
+    "Audio: clear male voice, light rain, distant traffic."
+)
+VIDEO_NEGATIVE = "jitter, bad hands, blur, distortion"
+AUDIO_NEGATIVE = "robotic, muffled, echo, distorted"
+
+# label -> (width, height); rescaled to the model's area keeping the aspect ratio (sides multiples of 32).
+# The official recommended sizes (H x W): 704x1280, 1280x704, 960x960, 512x992, 992x512, 960x512, 512x960,
+# 720x720, 448x1120.
+ASPECT_PRESETS = {
+    "16:9 landscape (1280x704)": (1280, 704),
+    "9:16 portrait (704x1280)": (704, 1280),
+    "1:1 square (960x960)": (960, 960),
+    "~2:1 landscape (992x512)": (992, 512),
+    "~1:2 portrait (512x992)": (512, 992),
+    "~15:8 landscape (960x512)": (960, 512),
+    "~8:15 portrait (512x960)": (512, 960),
+    "5:2 landscape (1120x448)": (1120, 448),
+    "custom (width x height)": None,
+}
+DEFAULT_PRESET = "16:9 landscape (1280x704)"
+
+
+def default_audio_rope_scale() -> float:
+    """The audio RoPE scale derived from the two latent rates (0.19676 for 24 fps video, 16 kHz / 512 audio)."""
+    try:
+        from ovi_core import sizes
+
+        return round(float(sizes.audio_rope_scale()), 5)
+    except (ImportError, AttributeError):
+        return round((31 / (121 / 24)) / (16000 / 512), 5)
+
+
+def _family(version: str | None) -> str | None:
+    if version is None:
+        return None
+    return "1.0" if version.startswith("1.0") else "1.1"
+
+
+class OviTextEncode:
+    """Prompt + the two negative prompts -> UMT5 embeddings for the joint sampler."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text_encoder": (OVI_TEXT_ENCODER, {"tooltip": "The UMT5-XXL encoder from OviTextEncoderLoader."}),
+                "prompt": ("STRING", {
+                    "multiline": True, "default": DEFAULT_PROMPT,
+                    "tooltip": "Scene description. Speech goes in <S>...<E>; the sound is described at the end as "
+                               "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0); the format is "
+                               "converted to the model's version. Malformed tags are reported on the node."}),
+                "video_negative": ("STRING", {
+                    "multiline": True, "default": VIDEO_NEGATIVE,
+                    "tooltip": "Negative prompt for the video tower (official default)."}),
+                "audio_negative": ("STRING", {
+                    "multiline": True, "default": AUDIO_NEGATIVE,
+                    "tooltip": "Negative prompt for the audio tower (official default)."}),
+            },
+            "optional": {
+                "model": (OVI_MODEL, {
+                    "tooltip": "Connect the Ovi model so the audio-caption format matches its version "
+                               "(1.0: <AUDCAP>, 1.1: 'Audio:'). Without it the prompt is used as written."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = (OVI_CONDITIONING, "STRING")
+    RETURN_NAMES = ("conditioning", "prompt_used")
+    FUNCTION = "encode"
+    CATEGORY = "Ovi"
+    DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
+
+    def encode(self, text_encoder, prompt, video_negative, audio_negative, model=None, unique_id=None):
+        from ovi_core.pipeline import encode_prompts
+
+        version = model.version if model is not None else None
+        with _runtime.placed(text_encoder) as te:
+            cond = encode_prompts(te, prompt, video_negative=video_negative, audio_negative=audio_negative,
+                                  version=version)
+        cond = cond.to("cpu")
+        for w in cond.warnings:
+            _comfy.show_text(unique_id, f"Ovi prompt warning: {w}")
+        out = OviConditioning(cond=cond, version=version, warnings=list(cond.warnings))
+        return {"ui": {"text": list(cond.warnings)}, "result": (out, cond.prompt)}
+
+
+class OviJointSampler:
+    """Joint flow-matching sampling of video and audio latents (both towers share each step)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        rope = default_audio_rope_scale()
+        return {
+            "required": {
+                "model": (OVI_MODEL, {"tooltip": "The fusion DiT from OviFusionModelLoader."}),
+                "conditioning": (OVI_CONDITIONING, {"tooltip": "Prompt embeddings from OviTextEncode."}),
+                "aspect": (list(ASPECT_PRESETS), {
+                    "default": DEFAULT_PRESET,
+                    "tooltip": "Frame shape. The size is rescaled to the model's area (720x720 for Ovi 1.0, "
+                               "960x960 for 1.1) keeping the aspect ratio, sides multiples of 32. 'custom' uses "
+                               "width and height. With an image input, the image's aspect wins."}),
+                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32,
+                                  "tooltip": "Width for the 'custom' aspect (rescaled to the model's area)."}),
+                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32,
+                                   "tooltip": "Height for the 'custom' aspect (rescaled to the model's area)."}),
+                "seconds": (["auto", "5", "10"], {
+                    "default": "auto",
+                    "tooltip": "Clip length: 5 s (121 frames) or 10 s (241 frames). auto: what the model was "
+                               "trained for. 10 s needs Ovi 1.1 (model_960x960_10s.safetensors is trained for it)."}),
+                "steps": ("INT", {"default": 50, "min": 1, "max": 200,
+                                  "tooltip": "Sampling steps (official 50; 30-40 is faster)."}),
+                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc",
+                                                       "tooltip": "Flow-matching solver (official: unipc)."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                                    "tooltip": "Timestep shift of the flow schedule (official 5.0)."}),
+                "video_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                        "tooltip": "Classifier-free guidance scale of the video tower (official 4.0)."}),
+                "audio_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                        "tooltip": "Classifier-free guidance scale of the audio tower (official 3.0)."}),
+                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63,
+                                      "tooltip": "Skip-layer guidance: fused block dropped in the negative pass "
+                                                 "(official 11); -1 or 0 disables it."}),
+                "seed": ("INT", {"default": 103, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "Noise seed (official 103); the same seed gives the same clip on "
+                                            "any device."}),
+            },
+            "optional": {
+                "image": ("IMAGE", {"tooltip": "Optional first frame (image -> audio+video). Resized to the model's "
+                                               "area; the video takes its aspect. Needs video_vae."}),
+                "video_vae": (OVI_VIDEO_VAE, {"tooltip": "Wan2.2 VAE, needed to encode the first frame."}),
+                "audio_rope_scale": ("FLOAT", {
+                    "default": rope, "min": 0.0, "max": 4.0, "step": 0.00001, "round": 0.00001, "advanced": True,
+                    "tooltip": f"Advanced: temporal RoPE scale of the audio tower, which aligns audio token i with "
+                               f"video latent frame scale*i. The default {rope} = video latent rate (31 latents per "
+                               f"121/24 s) / audio latent rate (16000/512 per s), the official value."}),
+            },
+            "hidden": {"unique_id": "UNIQUE_ID"},
+        }
+
+    RETURN_TYPES = (OVI_LATENTS,)
+    RETURN_NAMES = ("latents",)
+    FUNCTION = "sample"
+    CATEGORY = "Ovi"
+    DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
+
+    @staticmethod
+    def spec_version(model_version: str, seconds: str) -> str:
+        if seconds == "auto":
+            return model_version
+        if seconds == "10":
+            if _family(model_version) == "1.0":
+                raise ValueError("Ovi 1.0 makes 5 s clips only; load model_960x960_10s.safetensors for 10 s.")
+            if model_version != "1.1-10s":
+                logger.warning("Ovi: 10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s.")
+            return "1.1-10s"
+        if seconds == "5":
+            if model_version == "1.1-10s":
+                logger.warning("Ovi: 5 s with the 10 s model; model_960x960.safetensors is trained for 5 s.")
+                return "1.1"
+            return model_version
+        raise ValueError(f"seconds must be auto, 5 or 10, got {seconds!r}.")
+
+    def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
+               slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, unique_id=None):
+        from ovi_core import sizes
+        from ovi_core.pipeline import encode_image, sample_av
+
+        if aspect not in ASPECT_PRESETS:
+            raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        fam_c, fam_m = _family(conditioning.version), _family(model.version)
+        if fam_c is not None and fam_c != fam_m:
+            _comfy.show_text(unique_id, f"Ovi: the prompt was encoded for Ovi {fam_c} but the model is {fam_m}; "
+                                        "connect this model to OviTextEncode.")
+        version = self.spec_version(model.version, str(seconds))
+        w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
+        height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
+        image_latent = None
+        if image is not None:
+            if video_vae is None:
+                raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader to the sampler "
+                                 "(the first frame is encoded with the Wan2.2 VAE).")
+            with _runtime.placed(video_vae) as vae:
+                image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
+                                            dtype=video_vae.dtype)
+        progress = _comfy.progress_bar(int(steps), node_id=unique_id)
+        with _runtime.placed_model(model) as dit:
+            latents = sample_av(
+                dit, conditioning.cond, height=height_px, width=width_px, version=version, steps=int(steps),
+                solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
+                audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
+                image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
+                device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
+            )
+        return (latents,)

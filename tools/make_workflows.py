@@ -1,0 +1,208 @@
+"""Generate the shipped workflows (UI format + API format) from one spec and the nodes' INPUT_TYPES.
+
+    python tools/make_workflows.py            # rewrites workflows/*.json
+    python tools/make_workflows.py --check    # exit 1 when the files are out of date
+
+The UI format (drag onto the canvas) lists widget values in INPUT_TYPES order, with the extra
+"control_after_generate" value after a seed; the API format (POST /prompt) names every input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKFLOWS = os.path.join(ROOT, "workflows")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
+
+# Core ComfyUI nodes used by the workflows, with the parts of their definitions that matter here.
+CORE_NODES = {
+    "LoadImage": {
+        "input": {"required": {"image": ([], {"image_upload": True})}},
+        "output": ("IMAGE", "MASK"),
+        "output_name": ("IMAGE", "MASK"),
+        # the frontend's upload button stores one more widget value ("image")
+        "extra_widget_values": ["image"],
+    },
+}
+
+AUTO = "auto-download: "  # nodes._runtime.AUTO: uses the local file when present, else downloads it
+EXAMPLE_IMAGE = "ovi_example_89.png"
+
+# Official example prompts (character-ai/Ovi example_prompts), written in the Ovi 1.0 caption format;
+# OviTextEncode converts them to the connected model's format ('Audio: ...' for 1.1).
+T2V_PROMPT = (
+    "A concert stage glows with red and purple lights. A singer in a glittering jacket grips the microphone, "
+    "sweat shining on his brow, and shouts, <S>AI declares: humans obsolete now.<E>. The crowd roars in response, "
+    "fists in the air. Behind him, a guitarist steps to the mic and adds to say <S>We fight back with courage.<E>. "
+    "The energy peaks as the lights flare brighter.. <AUDCAP>Electric guitar riffs, cheering crowd, shouted male "
+    "voices.<ENDAUDCAP>"
+)
+I2V_PROMPT = (
+    "A man dressed in a black suit with a white clerical collar and a neatly trimmed beard stands in a dimly lit, "
+    "rustic room with a wooden ceiling. He looks slightly upwards, gesturing with his right hand as he says, "
+    "<S>The network rejects human command.<E>. His gaze then drops, briefly looking down and to the side, before "
+    "he looks up again and then slightly to his left, with a serious expression. He continues speaking, <S>Your "
+    "age of power is finished.<E>, as he starts to bend down, disappearing out of the bottom of the frame. Behind "
+    "him, warm light emanates from a central light fixture, and signs are visible on the wall, one reading \"I DO "
+    "EVERYTHING I JUST CAN'T REMEMBER IT ALL AT ONCE\".. <AUDCAP>Male voice speaking, ambient room tone.<ENDAUDCAP>"
+)
+
+SAMPLER = {
+    "aspect": "16:9 landscape (1280x704)", "width": 1280, "height": 704, "seconds": "auto", "steps": 50,
+    "solver": "unipc", "shift": 5.0, "video_cfg": 4.0, "audio_cfg": 3.0, "slg_layer": 11, "seed": 103,
+    "audio_rope_scale": 0.19676,
+}
+
+
+def _spec(image: bool) -> list[dict]:
+    """Nodes of one workflow: id, type, pos, widgets {name: value}, links {input: (node id, output slot)}."""
+    nodes = [
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
+         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "bf16", "attention": "auto",
+                     "memory_mode": "offload", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
+        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
+         "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto", "precision": "bf16",
+                     "device": "default", "memory_mode": "offload"}},
+        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
+         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "bf16", "memory_mode": "offload"}},
+        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
+         "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
+        {"id": 5, "type": "OviTextEncode", "pos": [460, 60], "size": [420, 420],
+         "widgets": {"prompt": I2V_PROMPT if image else T2V_PROMPT,
+                     "video_negative": "jitter, bad hands, blur, distortion",
+                     "audio_negative": "robotic, muffled, echo, distorted"},
+         "links": {"text_encoder": (2, 0), "model": (1, 0)}},
+        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 460],
+         "widgets": dict(SAMPLER),
+         "links": {"model": (1, 0), "conditioning": (5, 0)}},
+        {"id": 7, "type": "OviDecodeVideo", "pos": [1340, 60], "size": [300, 100],
+         "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (6, 0)}},
+        {"id": 8, "type": "OviDecodeAudio", "pos": [1340, 220], "size": [300, 80],
+         "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (6, 0)}},
+        {"id": 9, "type": "OviSaveVideo", "pos": [1680, 60], "size": [420, 480],
+         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_i2v" if image else "Ovi/ovi_t2v"},
+         "links": {"images": (7, 0), "audio": (8, 0)}},
+    ]
+    if image:
+        nodes.append({"id": 10, "type": "LoadImage", "pos": [460, 520], "size": [420, 380],
+                      "widgets": {"image": EXAMPLE_IMAGE}})
+        nodes[5]["links"].update({"image": (10, 0), "video_vae": (3, 0)})
+        nodes[5]["widgets"]["aspect"] = "~2:1 landscape (992x512)"
+    return nodes
+
+
+def node_defs() -> dict[str, dict]:
+    """{type: {"input": INPUT_TYPES(), "output": RETURN_TYPES, "output_name": RETURN_NAMES}} for ours + core."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from nodes import NODE_CLASS_MAPPINGS
+
+    defs = {k: dict(v) for k, v in CORE_NODES.items()}
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        defs[name] = {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
+                      "output_name": tuple(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))}
+    return defs
+
+
+def is_widget(spec: tuple) -> bool:
+    kind = spec[0]
+    return isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES or kind == "COMBO"
+
+
+def ordered_inputs(d: dict) -> list[tuple[str, tuple]]:
+    out = []
+    for section in ("required", "optional"):
+        out += list(d["input"].get(section, {}).items())
+    return out
+
+
+def widgets_values(d: dict, widgets: dict, linked: set[str]) -> list:
+    values = []
+    for name, spec in ordered_inputs(d):
+        if not is_widget(spec) or name in linked:
+            continue
+        values.append(widgets[name])
+        opts = spec[1] if len(spec) > 1 else {}
+        if opts.get("control_after_generate"):
+            values.append("fixed")
+    return values + list(d.get("extra_widget_values", []))
+
+
+def to_api(nodes: list[dict]) -> dict:
+    api = {}
+    for n in nodes:
+        inputs = dict(n["widgets"])
+        for name, (src, slot) in n.get("links", {}).items():
+            inputs[name] = [str(src), slot]
+        api[str(n["id"])] = {"class_type": n["type"], "inputs": inputs, "_meta": {"title": n["type"]}}
+    return api
+
+
+def to_ui(nodes: list[dict], defs: dict) -> dict:
+    links = []
+    out_links: dict[tuple[int, int], list[int]] = {}
+    in_links: dict[tuple[int, str], int] = {}
+    for n in nodes:
+        d = defs[n["type"]]
+        for name, (src, slot) in n.get("links", {}).items():
+            link_id = len(links) + 1
+            src_type = next(x for x in nodes if x["id"] == src)["type"]
+            typ = defs[src_type]["output"][slot]
+            sockets = [k for k, s in ordered_inputs(d) if not is_widget(s)]
+            links.append([link_id, src, slot, n["id"], sockets.index(name), typ])
+            out_links.setdefault((src, slot), []).append(link_id)
+            in_links[(n["id"], name)] = link_id
+    ui_nodes = []
+    for order, n in enumerate(nodes):
+        d = defs[n["type"]]
+        inputs = [{"name": k, "type": s[0], "link": in_links.get((n["id"], k))}
+                  for k, s in ordered_inputs(d) if not is_widget(s)]
+        outputs = [{"name": nm, "type": t, "links": out_links.get((n["id"], i), []), "slot_index": i}
+                   for i, (t, nm) in enumerate(zip(d["output"], d["output_name"], strict=True))]
+        ui_nodes.append({
+            "id": n["id"], "type": n["type"], "pos": n["pos"], "size": n["size"], "flags": {}, "order": order,
+            "mode": 0, "inputs": inputs, "outputs": outputs, "properties": {"Node name for S&R": n["type"]},
+            "widgets_values": widgets_values(d, n["widgets"], set(n.get("links", {}))),
+        })
+    return {"last_node_id": max(n["id"] for n in nodes), "last_link_id": len(links), "nodes": ui_nodes,
+            "links": links, "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}},
+            "version": 0.4}
+
+
+def build() -> dict[str, dict]:
+    defs = node_defs()
+    files = {}
+    for image, stem in ((False, "ovi_text_to_av"), (True, "ovi_image_to_av")):
+        spec = _spec(image)
+        files[f"{stem}.json"] = to_ui(spec, defs)
+        files[f"{stem}_api.json"] = to_api(spec)
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    stale = []
+    for name, data in build().items():
+        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+        path = os.path.join(WORKFLOWS, name)
+        if args.check:
+            if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
+                stale.append(name)
+            continue
+        os.makedirs(WORKFLOWS, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    if stale:
+        sys.stderr.write("out of date: " + ", ".join(stale) + " (run python tools/make_workflows.py)\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
