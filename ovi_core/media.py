@@ -41,8 +41,11 @@ def _atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
         raise FileNotFoundError(f"output folder {folder!r} does not exist; create it first")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".part{suffix}", dir=folder)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -83,8 +86,11 @@ def _frame_uint8(frame: torch.Tensor, index: int, hw: tuple[int, int] | None) ->
     return np.ascontiguousarray(f.numpy())
 
 
-def _open_h264(container, fps: int, width: int, height: int, crf: int):
+def _open_h264(container, fps: float, width: int, height: int, crf: int):
+    from fractions import Fraction
+
     av = _av()
+    fps = Fraction(fps).limit_denominator(1001) if not isinstance(fps, int) else fps
     available = av.codecs_available
     for name in H264_ENCODERS:
         if name not in available:
@@ -98,7 +104,7 @@ def _open_h264(container, fps: int, width: int, height: int, crf: int):
         if name == "libx264":
             stream.options = {"crf": str(crf), "preset": "medium"}
         else:
-            stream.bit_rate = max(2_000_000, int(width * height * fps * 0.15))
+            stream.bit_rate = max(2_000_000, int(width * height * float(fps) * 0.15))
         if name != "libx264":
             logger.info("libx264 unavailable, encoding H.264 with %s", name)
         return stream
@@ -113,7 +119,7 @@ def write_mp4(
     frames: Frames,
     waveform: torch.Tensor | None,
     *,
-    fps: int = 24,
+    fps: float = 24,
     sample_rate: int = 16000,
     crf: int = 18,
 ) -> str:
@@ -176,7 +182,7 @@ def write_mp4(
                 pass
             raise
         container.close()
-    logger.info("wrote %s (%d frames at %d fps%s)", path, count, fps, ", with audio" if audio is not None else "")
+    logger.info("wrote %s (%d frames at %g fps%s)", path, count, float(fps), ", with audio" if audio is not None else "")
     return path
 
 

@@ -143,3 +143,13 @@ def test_h264_encoder_fallback(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="no H.264 encoder"):
         write_mp4(tmp_path / "none.mp4", _smooth_frames(2, 32, 32), None)
     assert os.listdir(tmp_path) == ["fallback.mp4"]
+
+
+def test_fractional_fps_and_file_mode(tmp_path):
+    frames = torch.rand(6, 32, 32, 3)
+    out = write_mp4(tmp_path / "f.mp4", frames, torch.zeros(1, 4000), fps=23.976, sample_rate=16000)
+    with av.open(out) as c:
+        assert abs(float(c.streams.video[0].average_rate) - 23.976) < 1e-3
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out).st_mode & 0o777 == 0o666 & ~umask
