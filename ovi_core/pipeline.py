@@ -219,7 +219,7 @@ def sample_av(
         batch_cfg=batch_cfg,
     )
     try:
-        with torch.no_grad():
+        with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
                 denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
                 callback=callback, check_interrupt=check_interrupt,
@@ -339,6 +339,7 @@ class OviPipeline:
         fp8: bool = False,
         attention_backend: str = "auto",
         download: bool | None = None,
+        compile: bool = False,
     ) -> OviPipeline:
         """Load every component from a folder laid out as the official download (see ``ovi_core.weights``)."""
         from ovi_core.audio import load_audio_codec
@@ -356,6 +357,8 @@ class OviPipeline:
         ver = info.get("version", paths.version) if version == "auto" else paths.version
         logger.info("loading Ovi %s from %s", ver, root)
         model = load_fusion(paths.fusion, device=load_dev, dtype=dt, attention_backend=attention_backend)
+        if compile:
+            model.compile(dynamic=False)
         text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)
         vae = load_wan_vae(paths.wan_vae, device=load_dev, dtype=torch.float32 if dev.type == "cpu" else dt)
         codec = load_audio_codec(paths.mmaudio_vae, paths.bigvgan, device=load_dev, dtype=torch.float32)

@@ -46,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--blocks-on-gpu", type=int, default=10, help="resident fused blocks with --memory-mode block_swap")
     g.add_argument("--fp8", action="store_true", help="use the fp8 fusion checkpoint (Ovi 1.0)")
     g.add_argument("--attention", default="auto", help="auto, sdpa, flash, xformers or sage")
+    g.add_argument("--compile", action="store_true", help="torch.compile the fused DiT layer (slow first step)")
     g.add_argument("--offline", action="store_true", help="never download missing weights")
     g.add_argument("--wav", action="store_true", help="also write the 16 kHz WAV beside the MP4")
     g.add_argument("--out", required=True, help="output .mp4 (for a CSV: a folder, or a name to number)")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,
         memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
-        attention_backend=args.attention, download=False if args.offline else None,
+        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
     )
     outs = []
     for n, (text, img) in enumerate(jobs):

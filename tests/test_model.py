@@ -233,3 +233,23 @@ def test_golden_sensitive(name):
     )
     assert rel(v, io[f"outputs.{name}.video"]) <= 3e-3
     assert rel(a, io[f"outputs.{name}.audio"]) <= 3e-3
+
+
+def test_text_embedding_cache_is_exact_and_reused():
+    model = random_fusion(TINY, seed=3).eval()
+    v, a, t = torch.randn(1, 48, 2, 4, 4), torch.randn(1, 6, 20), torch.tensor([700.0])
+    ctx = [torch.randn(5, TINY.video.text_dim)]
+    calls = []
+    orig = model.video_model.embed_text
+    model.video_model.embed_text = lambda *a_, **k: (calls.append(1), orig(*a_, **k))[1]
+    with torch.no_grad():
+        ref = model(v, a, t, ctx, ctx)
+        with model.cache_text_embeddings():
+            one = model(v, a, t, ctx, ctx)
+            two = model(v, a, t * 0.5, ctx, ctx)
+            ctx[0].add_(1.0)  # an in-place change of the prompt embedding invalidates the entry
+            three = model(v, a, t, ctx, ctx)
+    assert torch.equal(ref[0], one[0]) and torch.equal(ref[1], one[1])
+    assert not torch.equal(one[0], two[0])
+    assert not torch.equal(one[0], three[0])
+    assert len(calls) == 1 + 1 + 1  # uncached, first cached (reused by the second), after the change

@@ -11,7 +11,8 @@ Per fused layer i (video block ``vb``, audio block ``ab``), in the official orde
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -48,6 +49,34 @@ class OviFusionModel(nn.Module):
         self.gradient_checkpointing: bool = False
         self.attention_backend: str = "auto"
         self._compute_dtype: torch.dtype | None = None
+        self._text_cache: dict | None = None
+        self._layer_fn = self._fused_layer
+
+    @contextlib.contextmanager
+    def cache_text_embeddings(self) -> Iterator[None]:
+        """Within the block, projected text contexts are computed once per distinct context tensors (the
+        sampler passes the same prompt embeddings at every step) instead of at every forward."""
+        self._text_cache = {}
+        try:
+            yield
+        finally:
+            self._text_cache = None
+
+    def compile(self, **kwargs) -> None:  # noqa: A003 (nn.Module.compile compiles forward; we compile the layer)
+        """``torch.compile`` the fused layer (the hot path), leaving hooks and the Python loop eager."""
+        self._layer_fn = torch.compile(self._fused_layer, **kwargs)
+
+    def _embed_text(self, tower: OviTower, ctx: Context, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        if self._text_cache is None or torch.is_grad_enabled():
+            return tower.embed_text(ctx, dtype, device)
+        rows = (ctx,) if isinstance(ctx, torch.Tensor) else tuple(ctx)
+        key = (id(tower), tuple(id(r) for r in rows), tuple(r._version for r in rows), dtype, device)
+        hit = self._text_cache.get(key)
+        if hit is None:
+            # the rows are kept alive with the entry, so their ids cannot be reused while it exists
+            hit = (tower.embed_text(ctx, dtype, device), rows)
+            self._text_cache[key] = hit
+        return hit[0]
 
     @property
     def num_layers(self) -> int:
@@ -152,8 +181,8 @@ class OviFusionModel(nn.Module):
             ve, ve0 = self.video_model.embed_time(t[:, None], dt)  # [B, 1, dim], [B, 1, 6, dim]
         ae, ae0 = self.audio_model.embed_time(t[:, None], dt)
 
-        vctx = self.video_model.embed_text(video_context, dt, device)  # [B, text_len, dim]
-        actx = self.audio_model.embed_text(audio_context, dt, device)
+        vctx = self._embed_text(self.video_model, video_context, dt, device)  # [B, text_len, dim]
+        actx = self._embed_text(self.audio_model, audio_context, dt, device)
         if vctx.shape[0] != b or actx.shape[0] != b:
             raise ValueError(f"text contexts must hold {b} rows, got {vctx.shape[0]} and {actx.shape[0]}")
         vrope = self.video_model.rope(vgrid, device)
@@ -174,7 +203,7 @@ class OviFusionModel(nn.Module):
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 nvid, naud = checkpoint(self._fused_layer, *args, use_reentrant=False)
             else:
-                nvid, naud = self._fused_layer(*args)
+                nvid, naud = self._layer_fn(*args)
             if skipped:
                 nvid, naud = torch.where(keep, vid, nvid), torch.where(keep, aud, naud)
             vid, aud = nvid, naud
