@@ -75,14 +75,13 @@ def bench_dit_step(cfg, *, video_shape, audio_len, device, dtype, repeat, batch_
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.02)
     model.eval()
-    if hasattr(model, "set_attention_backend"):
-        model.set_attention_backend(backend)
+    model.attention_backend = backend
     b = 2 if batch_cfg else 1
     f, h, w = video_shape
     video = torch.randn(b, 48, f, h, w, device=device, dtype=dtype)
     audio = torch.randn(b, audio_len, 20, device=device, dtype=dtype)
     t = torch.full((b,), 500.0, device=device)
-    ctx = [torch.randn(100, cfg.video.text_dim, device=device, dtype=dtype) for _ in range(b)]
+    ctx = [torch.randn(min(100, cfg.video.text_len), cfg.video.text_dim, device=device, dtype=dtype) for _ in range(b)]
     mask = torch.tensor([False, True], device=device) if b == 2 else None
 
     def step():
@@ -120,17 +119,22 @@ def bench_load_rss(cfg) -> dict:
         del model
         size = os.path.getsize(path)
         code = (
-            f"import resource, sys, torch; sys.path.insert(0, {ROOT!r})\n"
+            f"import sys, torch; sys.path.insert(0, {ROOT!r})\n"
             "from ovi_core.model.loader import load_fusion\n"
             "import ovi_core.model, safetensors.torch\n"
-            "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "def kib(field):\n"
+            "    for line in open('/proc/self/status'):\n"
+            "        if line.startswith(field):\n"
+            "            return int(line.split()[1])\n"
+            "open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS\n"
+            "before = kib('VmRSS:')\n"
             f"m = load_fusion({path!r}, device='cpu', dtype=torch.bfloat16)\n"
-            "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "print(before, after)\n"
+            "print(before, kib('VmHWM:'))\n"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         before, after = (int(x) for x in out.stdout.split())
-    return {"file_mib": size / 2**20, "rss_growth_mib": (after - before) / 1024, "ratio": (after - before) * 1024 / size}
+    return {"file_mib": size / 2**20, "peak_rss_growth_mib": (after - before) / 1024,
+            "ratio_to_file": (after - before) * 1024 / size}
 
 
 def bench_text(device) -> dict:

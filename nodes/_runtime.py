@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 
 from . import _comfy
@@ -69,28 +68,12 @@ def _download(folder: str, key: str) -> str:
             return dest
     elif os.path.isfile(dest):
         return dest
-    if os.environ.get("HF_HUB_OFFLINE", "0") in ("1", "true", "True"):
+    from ovi_core.weights import download_file, offline
+
+    if offline():
         raise FileNotFoundError(f"{name} is missing and HF_HUB_OFFLINE is set: download {wf.what} from "
                                 f"huggingface.co/{wf.repo} (file {wf.filename}) into {target}.")
-    try:
-        from huggingface_hub import hf_hub_download, snapshot_download
-    except ImportError as e:
-        raise FileNotFoundError(f"huggingface_hub is not installed: run pip install -r requirements.txt, or put "
-                                f"{name} from huggingface.co/{wf.repo} into {target}.") from e
-    logger.info("Ovi: downloading %s (%s:%s) into %s", wf.what, wf.repo, wf.filename, target)
-    try:
-        if wf.filename.endswith("/"):
-            snapshot_download(repo_id=wf.repo, allow_patterns=[wf.filename + "*"], local_dir=target)
-            return dest
-        got = hf_hub_download(repo_id=wf.repo, filename=wf.filename, local_dir=target)
-    except Exception as e:  # noqa: BLE001 (network errors of many kinds)
-        raise FileNotFoundError(f"Could not download {wf.what} ({wf.repo}: {wf.filename}): {type(e).__name__}: {e}. "
-                                f"Download it by hand into {target}.") from e
-    if os.path.abspath(got) != os.path.abspath(dest):  # repo sub-folder (ext_weights/...): flatten
-        shutil.move(got, dest)
-        with contextlib.suppress(OSError):
-            os.removedirs(os.path.dirname(got))
-    return dest
+    return download_file(wf, target, flatten=True)
 
 
 def resolve(folder: str, choice: str, auto: dict[str, str]) -> str:

@@ -83,16 +83,42 @@ def _present(root: str, wf: WeightFile) -> bool:
     return os.path.isfile(p)
 
 
-def _download(root: str, wf: WeightFile) -> None:
-    from huggingface_hub import hf_hub_download, snapshot_download
+def download_file(wf: WeightFile, target_dir: str, *, flatten: bool = False) -> str:
+    """Fetch ``wf`` from the Hugging Face Hub into ``target_dir``; return the local path.
 
-    sub = os.path.dirname(wf.local) if not wf.filename.endswith("/") else wf.local[: -len(wf.filename.rstrip("/"))]
-    target = os.path.join(root, sub.rstrip("/")) if sub else root
-    logger.info("downloading %s (%s:%s) into %s", wf.what, wf.repo, wf.filename, target)
-    if wf.filename.endswith("/"):
-        snapshot_download(repo_id=wf.repo, allow_patterns=[wf.filename + "*"], local_dir=target)
-    else:
-        hf_hub_download(repo_id=wf.repo, filename=wf.filename, local_dir=target)
+    Without ``flatten`` the repo's sub-folders are kept (``target_dir/<wf.filename>``, the official layout);
+    with it a file lands at ``target_dir/<basename>`` (ComfyUI's flat model folders). Raises
+    :class:`FileNotFoundError` naming the file and where to put it by hand when the download fails.
+    """
+    import contextlib
+    import shutil
+
+    name = wf.filename.rstrip("/")
+    dest = os.path.join(target_dir, name if wf.filename.endswith("/") or not flatten else os.path.basename(name))
+    try:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        logger.info("downloading %s (%s:%s) into %s", wf.what, wf.repo, wf.filename, target_dir)
+        os.makedirs(target_dir, exist_ok=True)
+        if wf.filename.endswith("/"):
+            snapshot_download(repo_id=wf.repo, allow_patterns=[wf.filename + "*"], local_dir=target_dir)
+            return dest
+        got = hf_hub_download(repo_id=wf.repo, filename=wf.filename, local_dir=target_dir)
+    except Exception as e:  # noqa: BLE001 (ImportError and network errors of many kinds)
+        raise FileNotFoundError(
+            f"Could not download {wf.what} (huggingface.co/{wf.repo}, file {wf.filename}): {type(e).__name__}: {e}. "
+            f"Download it by hand to {dest}."
+        ) from e
+    if os.path.abspath(got) != os.path.abspath(dest):  # a repo sub-folder (ext_weights/...) flattened
+        shutil.move(got, dest)
+        with contextlib.suppress(OSError):
+            os.removedirs(os.path.dirname(got))
+    return dest
+
+
+def offline() -> bool:
+    """True when the Hugging Face Hub must not be contacted (``HF_HUB_OFFLINE``)."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
 def pick_version(root: str, *, version: str = "auto", seconds: int | None = None, fp8: bool = False) -> str:
@@ -126,16 +152,17 @@ def resolve_weights(
     missing = {k: wf for k, wf in needed.items() if not _present(root, wf)}
     if missing:
         if download is None:
-            download = os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True")
+            download = not offline()
         errors = []
         if download:
             for k, wf in list(missing.items()):
+                prefix = wf.local[: len(wf.local) - len(wf.filename.rstrip("/"))]
                 try:
-                    _download(root, wf)
+                    download_file(wf, os.path.join(root, prefix))
                     if _present(root, wf):
                         missing.pop(k)
-                except Exception as e:  # noqa: BLE001 (network errors of many kinds)
-                    errors.append(f"{wf.local}: {type(e).__name__}: {e}")
+                except FileNotFoundError as e:
+                    errors.append(str(e))
         if missing:
             lines = [f"  {os.path.join(root, wf.local)}  <- {wf.what}: huggingface.co/{wf.repo} file {wf.filename}"
                      for wf in missing.values()]

@@ -145,3 +145,14 @@ def test_cli_generate_and_tiny_weights(tmp_path):
     assert cli.main(["generate", "--weights", str(root), "--prompt", PROMPT, "--size", "0x64", "--offline",
                      "--out", str(bad)]) == 2
     assert not bad.exists()
+
+
+def test_failed_download_is_reported_with_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub client refuses to go online: a download failure
+    from ovi_core.weights import COMPONENT_FILES, download_file
+
+    with pytest.raises(FileNotFoundError, match="hkchengrex/MMAudio.*ext_weights/best_netG.pt"):
+        download_file(COMPONENT_FILES["bigvgan"], str(tmp_path), flatten=True)
+    with pytest.raises(FileNotFoundError) as e:
+        resolve_weights(str(tmp_path), version="1.1", download=True)
+    assert "model_960x960.safetensors" in str(e.value) and "Could not download" in str(e.value)
