@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 logger = logging.getLogger(__name__)
@@ -55,6 +56,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.set:
         cfg = TrainConfig.from_dict({**cfg.to_dict(), **_parse_overrides(args.set)})
     res = train(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     logger.info("LoRA written to %s after %d steps (%.1f s)", res.lora_path, res.steps, res.seconds)
     if res.losses:
         sys.stdout.write(json.dumps({"lora": res.lora_path, "steps": res.steps, "final_loss": res.losses[-1]}) + "\n")

@@ -184,11 +184,13 @@ class Trainer:
                 from accelerate import FullyShardedDataParallelPlugin
 
                 kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
-            accelerator = Accelerator(mixed_precision="no", **kwargs)
+            # no GPU: processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo
+            accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available(), **kwargs)
         self.acc = accelerator
         self.progress = progress
         self.check_interrupt = check_interrupt
-        self.device = self.acc.device
+        dev = torch.device(self.acc.device)
+        self.device = torch.device("cpu") if dev.type == "cpu" else dev  # 'cpu:0' confuses some readers
         self.rank = self.acc.process_index
         self.world = self.acc.num_processes
         self.dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
@@ -408,7 +410,8 @@ class Trainer:
             os.replace(tmp, final)
             self._prune()
         self.acc.wait_for_everyone()
-        logger.info("checkpoint %s", final)
+        if self.acc.is_main_process:
+            logger.info("checkpoint %s", final)
         return final
 
     def _prune(self) -> None:
