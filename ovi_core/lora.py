@@ -539,8 +539,11 @@ class LoRAModel:
 
     def __call__(self, *args, **kwargs):
         saved = [(e.network.enabled, e.network.strength) for e in self._entries]
+        dev = next(self.base.parameters()).device
         try:
             for e in self._entries:
+                if next(e.network.parameters()).device != dev:  # follow the base (offload, block swap)
+                    e.network.to(dev)
                 e.network.enabled, e.network.strength = True, e.strength
             return self.base(*args, **kwargs)
         finally:

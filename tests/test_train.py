@@ -146,8 +146,6 @@ def test_gradient_checkpointing_gives_the_same_gradients(files, tmp_path):
     for gc in (False, True):
         t = Trainer(_cfg(files, tmp_path / f"gc{gc}", gradient_checkpointing=gc, steps=1))
         try:
-            from ovi_core.lora import LoRAConfig  # noqa: F401  (the network is already attached)
-
             with torch.no_grad():
                 for p in t.lora.parameters():
                     p.add_(0.01)
@@ -185,3 +183,17 @@ def test_loss_curve_image():
     first_rows = blue[:, int(cols.min())].nonzero().flatten()
     last_rows = blue[:, int(cols.max())].nonzero().flatten()
     assert first_rows.float().mean() < last_rows.float().mean()  # a falling loss goes down the image
+
+
+def test_periodic_validation_loss_and_sample(files, tmp_path):
+    from safetensors.torch import load_file
+
+    t = Trainer(_cfg(files, tmp_path / "val", steps=2, validate_every=1, validation_sample=True, validation_steps=2))
+    try:
+        res = t.train()
+    finally:
+        t.close()
+    assert [v["step"] for v in res.validation] == [1, 2]
+    lat = load_file(res.validation[-1]["sample"])
+    assert lat["video_latent"].shape == (1, 48, 31, 4, 4) and lat["audio_latent"].shape == (1, 157, 20)
+    assert torch.isfinite(lat["video_latent"]).all()

@@ -198,6 +198,10 @@ class Trainer:
 
         self.dataset = dataset if dataset is not None else LatentDataset(config.dataset)
         self.dit = model if model is not None else self._load_model()
+        self._restore = (self.dit.training, any(p.requires_grad for p in self.dit.parameters()),
+                         getattr(self.dit, "gradient_checkpointing", None))
+        if model is not None and not self.fsdp:
+            self.dit.to(self.device)
         self.dit.requires_grad_(False)
         self.dit.train()  # the DiT has no dropout; train mode enables its gradient checkpointing
         if hasattr(self.dit, "gradient_checkpointing"):
@@ -504,8 +508,13 @@ class Trainer:
                            validation=list(self.validation), seconds=time.perf_counter() - t0)
 
     def close(self) -> None:
-        """Detach the LoRA from the DiT (the DiT is left as it was)."""
+        """Detach the LoRA and put the DiT's mode, grad flags and checkpointing switch back."""
         self.lora.detach()
+        training, grads, gc = self._restore
+        self.dit.train(training)
+        self.dit.requires_grad_(grads)
+        if gc is not None:
+            self.dit.gradient_checkpointing = gc
 
 
 def list_checkpoints(out_dir: str) -> list[str]:
