@@ -1,0 +1,345 @@
+"""Training data: a folder of clips with captions -> cached latents and text embeddings on disk.
+
+Source layout: ``clip.mp4`` (or ``.mov``/``.mkv``/``.webm``/``.avi``, with an audio track) next to
+``clip.txt`` holding its caption in Ovi's prompt format (speech in ``<S>...<E>``, sound in
+``Audio: ...`` or ``<AUDCAP>...<ENDAUDCAP>``).
+
+Prepared layout (``prepare_dataset``)::
+
+    OUT/index.json            settings, the clips kept and the clips skipped (with reasons)
+    OUT/<name>.safetensors    video_latent [48, F, h, w], audio_latent [L, 20], text_embedding [Lt, D]
+
+Each clip is cut to the model's duration (``frames`` at ``fps``; the frame rate is resampled), scaled to
+cover and centre-cropped to the model's area (sides multiples of 32); its audio is the same span. A
+clip that cannot be read, has no audio, no caption, or is too short is skipped and listed; it never
+stops the run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+logger = logging.getLogger(__name__)
+
+VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+INDEX_FILE = "index.json"
+AUDIO_HOP = 512  # 16 kHz samples per audio latent (mel hop 256 x VAE downsampling 2)
+AUDIO_SR = 16000
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Clip geometry. Defaults are the official 5 s model (121 frames at 24 fps, 157 audio latents,
+    720x720 area); tests set small values (e.g. 9 frames at 64x64)."""
+
+    frames: int = 121
+    fps: float = 24.0
+    area: int = 720 * 720
+    height: int | None = None  # fixed size (multiples of 32); None: per clip, from its aspect at `area`
+    width: int | None = None
+    audio_tokens: int | None = None  # None: 157 for 121 frames, else round(seconds * 31.25)
+    version: str = "1.0"  # caption format the model expects ('1.0': <AUDCAP>, '1.1': Audio:)
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or (self.frames - 1) % 4:
+            raise ValueError(f"frames must be 4k+1 (the video VAE's temporal stride), got {self.frames}.")
+        for v in (self.height, self.width):
+            if v is not None and (v < 32 or v % 32):
+                raise ValueError(f"height/width must be multiples of 32, got {self.height}x{self.width}.")
+        if (self.height is None) != (self.width is None):
+            raise ValueError("Give both height and width, or neither (then the area decides).")
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.fps
+
+    @property
+    def num_audio_tokens(self) -> int:
+        if self.audio_tokens is not None:
+            return int(self.audio_tokens)
+        if self.frames == 121 and self.fps == 24:
+            return 157
+        if self.frames == 241 and self.fps == 24:
+            return 314
+        return max(1, round(self.seconds * AUDIO_SR / AUDIO_HOP))
+
+
+@dataclass
+class PrepareReport:
+    out_dir: str
+    kept: list[str] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def snap_hw(h: int, w: int, *, area: int) -> tuple[int, int]:
+    """Rescale ``(h, w)`` to ``area`` keeping the aspect ratio; round each side to a multiple of 32."""
+    s = math.sqrt(area / float(h * w))
+    return max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
+
+
+def find_clips(src_dir: str) -> list[str]:
+    if not os.path.isdir(src_dir):
+        raise FileNotFoundError(f"Dataset folder {src_dir!r} does not exist.")
+    return sorted(os.path.join(src_dir, f) for f in os.listdir(src_dir) if f.lower().endswith(VIDEO_EXTS))
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading one clip
+# ----------------------------------------------------------------------------------------------
+
+
+def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``frames`` frames at ``fps`` from the start of the clip ``[F, H, W, 3]`` uint8, and the audio of
+    ``audio_seconds`` ``[C, T]`` float32 at its own sample rate. ``ValueError`` when too short or
+    without audio."""
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as e:  # noqa: BLE001 (PyAV raises many error types)
+        raise ValueError(f"cannot open: {type(e).__name__}: {e}") from e
+    with container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        if not container.streams.audio:
+            raise ValueError("no audio stream")
+        vstream = container.streams.video[0]
+        pics: list[tuple[float, torch.Tensor]] = []
+        need_t = (frames - 1) / fps
+        for frame in container.decode(vstream):
+            t = float(frame.time) if frame.time is not None else len(pics) / float(vstream.average_rate or fps)
+            pics.append((t, torch.from_numpy(frame.to_ndarray(format="rgb24"))))
+            if t >= need_t + 1.0 / fps:
+                break
+    if not pics:
+        raise ValueError("no decodable video frames")
+    times = torch.tensor([t for t, _ in pics], dtype=torch.float64)
+    times = times - times[0]
+    frame_dt = float(times[1] - times[0]) if len(pics) > 1 else 1.0 / fps
+    if times[-1] + frame_dt < need_t + 1e-6 * fps:
+        raise ValueError(f"too short: {float(times[-1] + frame_dt):.3f} s of video, need {need_t:.3f} s")
+    idx = []
+    for k in range(frames):
+        tk = k / fps + 1e-6
+        idx.append(int(torch.searchsorted(times, torch.tensor([tk], dtype=torch.float64), right=True).item()) - 1)
+    video = torch.stack([pics[max(0, i)][1] for i in idx])  # [F, H, W, 3]
+
+    with av.open(path) as container:
+        astream = container.streams.audio[0]
+        sr = int(astream.rate or astream.codec_context.sample_rate)
+        need = int(math.ceil(audio_seconds * sr))
+        chunks, got = [], 0
+        for frame in container.decode(astream):
+            a = torch.from_numpy(frame.to_ndarray()).float()
+            if frame.format.is_planar:
+                a = a.reshape(len(frame.layout.channels), -1)  # [C, n]
+            else:
+                a = a.reshape(-1, len(frame.layout.channels)).t()  # [C, n] from interleaved samples
+            if frame.format.name.startswith("s16"):
+                a = a / 32768.0
+            elif frame.format.name.startswith("s32"):
+                a = a / 2147483648.0
+            chunks.append(a)
+            got += a.shape[1]
+            if got >= need:
+                break
+    if not chunks:
+        raise ValueError("no decodable audio")
+    audio = torch.cat(chunks, dim=1)
+    if audio.shape[1] < need:
+        raise ValueError(f"too short: {audio.shape[1] / sr:.3f} s of audio, need {audio_seconds:.3f} s")
+    return video, audio[:, :need].contiguous(), sr
+
+
+def frames_to_model(video: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
+    """``[F, H, W, 3]`` uint8 -> ``[1, 3, F, height, width]`` in [-1, 1]: scale to cover, centre crop."""
+    x = video.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [F, 3, H, W]
+    h, w = x.shape[-2:]
+    s = max(height / h, width / w)
+    nh, nw = max(height, round(h * s)), max(width, round(w * s))
+    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    x = x[:, :, top:top + height, left:left + width].clamp(-1, 1)
+    return x.permute(1, 0, 2, 3).unsqueeze(0).contiguous()  # [1, 3, F, H, W]
+
+
+def _convert_caption(text: str, version: str) -> str:
+    try:
+        from ovi_core.text.prompt import convert_prompt
+    except ImportError:  # the prompt helpers are optional here
+        return text
+    return convert_prompt(text, version="1.0" if version.startswith("1.0") else "1.1")
+
+
+# ----------------------------------------------------------------------------------------------
+# Preparing a folder
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_json(path: str, obj) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def prepare_dataset(
+    src_dir: str,
+    out_dir: str,
+    *,
+    video_vae,
+    audio_codec,
+    text_encoder,
+    config: PrepareConfig = PrepareConfig(),
+    device: torch.device | str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+) -> PrepareReport:
+    """Encode every clip of ``src_dir`` into ``out_dir`` (see the module docstring).
+
+    ``video_vae.encode([1, 3, F, H, W] in [-1, 1]) -> [1, 48, F', h, w]``;
+    ``audio_codec.encode(waveform [1, C, T], sample_rate) -> [1, L, 20]``;
+    ``text_encoder.encode([caption]) -> [[Lt, D]]``.
+    """
+    from safetensors.torch import save_file
+
+    device = torch.device(device)
+    os.makedirs(out_dir, exist_ok=True)
+    clips = find_clips(src_dir)
+    report = PrepareReport(out_dir=out_dir)
+    items = []
+    n_audio = config.num_audio_tokens
+    audio_seconds = n_audio * AUDIO_HOP / AUDIO_SR
+    vae_dtype = next(video_vae.parameters()).dtype if hasattr(video_vae, "parameters") else torch.float32
+    for i, path in enumerate(clips):
+        name = os.path.splitext(os.path.basename(path))[0]
+        try:
+            cap_path = os.path.splitext(path)[0] + ".txt"
+            if not os.path.isfile(cap_path):
+                raise ValueError(f"no caption file {os.path.basename(cap_path)}")
+            with open(cap_path, encoding="utf-8") as f:
+                caption = f.read().strip()
+            if not caption:
+                raise ValueError("empty caption")
+            caption = _convert_caption(caption, config.version)
+            video, audio, sr = read_clip(path, frames=config.frames, fps=config.fps,
+                                         audio_seconds=max(audio_seconds, config.seconds))
+            if config.height is not None:
+                h, w = config.height, config.width
+            else:
+                h, w = snap_hw(video.shape[1], video.shape[2], area=config.area)
+            pixels = frames_to_model(video, height=h, width=w)
+            vlat = video_vae.encode(pixels.to(device=device, dtype=vae_dtype))  # [1, 48, F', h/16, w/16]
+            alat = audio_codec.encode(audio[None].to(device), sr)  # [1, L, 20]
+            if alat.shape[1] < n_audio:
+                raise ValueError(f"too short: audio gives {alat.shape[1]} latents, need {n_audio}")
+            alat = alat[:, :n_audio]
+            text = text_encoder.encode([caption])[0]  # [Lt, D]
+            tensors = {
+                "video_latent": vlat[0].float().cpu().contiguous(),
+                "audio_latent": alat[0].float().cpu().contiguous(),
+                "text_embedding": text.float().cpu().contiguous(),
+            }
+            file = name + ".safetensors"
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=out_dir)
+            os.close(fd)
+            save_file(tensors, tmp, metadata={"caption": caption, "source": os.path.basename(path)})
+            os.replace(tmp, os.path.join(out_dir, file))
+            items.append({"name": name, "file": file, "caption": caption, "source": os.path.basename(path),
+                          "video_shape": list(tensors["video_latent"].shape),
+                          "audio_shape": list(tensors["audio_latent"].shape)})
+            report.kept.append(name)
+        except (ValueError, RuntimeError, OSError) as e:
+            logger.warning("skipping %s: %s", os.path.basename(path), e)
+            report.skipped.append({"file": os.path.basename(path), "reason": str(e)})
+        if progress is not None:
+            progress(i + 1, len(clips))
+    _atomic_json(os.path.join(out_dir, INDEX_FILE), {
+        "format": 1, "config": asdict(config), "audio_tokens": n_audio, "items": items, "skipped": report.skipped,
+    })
+    logger.info("prepared %d clips, skipped %d -> %s", len(report.kept), len(report.skipped), out_dir)
+    return report
+
+
+def prepare_from_weights(src_dir: str, out_dir: str, *, weights: str, config: PrepareConfig = PrepareConfig(),
+                         device: str = "auto", progress: Callable[[int, int], None] | None = None) -> PrepareReport:
+    """Load the text encoder and the two codecs from an official weights folder, then :func:`prepare_dataset`."""
+    from ovi_core.audio import load_audio_codec
+    from ovi_core.pipeline import pick_device, pick_dtype
+    from ovi_core.text import load_text_encoder
+    from ovi_core.vae import load_wan_vae
+    from ovi_core.weights import resolve_weights
+
+    paths = resolve_weights(weights, version=config.version if config.version != "auto" else "auto")
+    dev = pick_device(device)
+    dt = pick_dtype(None, dev)
+    text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=dev, dtype=dt)
+    vae = load_wan_vae(paths.wan_vae, device=dev, dtype=torch.float32 if dev.type == "cpu" else dt)
+    codec = load_audio_codec(paths.mmaudio_vae, paths.bigvgan, device=dev, dtype=torch.float32)
+    return prepare_dataset(src_dir, out_dir, video_vae=vae, audio_codec=codec, text_encoder=text, config=config,
+                           device=dev, progress=progress)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading prepared data
+# ----------------------------------------------------------------------------------------------
+
+
+class LatentDataset:
+    """The prepared clips: ``ds[i] -> {'video': [48, F, h, w], 'audio': [L, 20], 'text': [Lt, D], 'name'}``."""
+
+    def __init__(self, root: str, *, preload: bool = True) -> None:
+        index = os.path.join(root, INDEX_FILE)
+        if not os.path.isfile(index):
+            raise FileNotFoundError(f"{index} not found: prepare the dataset first "
+                                    "(python -m ovi_core prepare-dataset CLIPS_DIR OUT_DIR --weights W).")
+        with open(index, encoding="utf-8") as f:
+            self.index = json.load(f)
+        self.root = root
+        self.items: list[dict] = list(self.index.get("items", []))
+        self.skipped: list[dict] = list(self.index.get("skipped", []))
+        if not self.items:
+            reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in self.skipped[:5])
+            raise ValueError(f"The prepared dataset {root!r} holds no usable clips ({reasons or 'folder was empty'}).")
+        self._cache: dict[int, dict] = {}
+        if preload:
+            for i in range(len(self.items)):
+                self._cache[i] = self._read(i)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _read(self, i: int) -> dict:
+        from safetensors.torch import load_file
+
+        it = self.items[i]
+        t = load_file(os.path.join(self.root, it["file"]))
+        return {"video": t["video_latent"], "audio": t["audio_latent"], "text": t["text_embedding"],
+                "name": it["name"]}
+
+    def __getitem__(self, i: int) -> dict:
+        if i in self._cache:
+            return self._cache[i]
+        return self._read(i)
+
+
+def collate(samples: Sequence[dict]) -> dict:
+    """Stack latents (equal shapes required within a batch); text stays a list of ``[Lt, D]``."""
+    shapes = {tuple(s["video"].shape) for s in samples} | {("a",) + tuple(s["audio"].shape) for s in samples}
+    if len(shapes) > 2:
+        raise ValueError("Clips in one batch differ in size; use batch_size 1 or prepare with a fixed height/width.")
+    return {
+        "video": torch.stack([s["video"] for s in samples]),
+        "audio": torch.stack([s["audio"] for s in samples]),
+        "text": [s["text"] for s in samples],
+        "names": [s["name"] for s in samples],
+    }

@@ -1,0 +1,574 @@
+"""LoRA fine-tuning of the fusion DiT with the paper's joint flow-matching objective.
+
+One optimisation step (``grad_accum`` micro-batches of ``batch_size`` clips per process)::
+
+    s ~ sampling(uniform | logit-normal) then shifted      one s per clip, shared by both towers
+    x_v = (1 - s) z_v + s n_v,  x_a = (1 - s) z_a + s n_a   independent noises n_v, n_a
+    v_v, v_a = DiT(x_v, x_a, t = 1000 s, text, text)
+    loss = w_v |v_v - (n_v - z_v)|^2 + w_a |v_a - (n_a - z_a)|^2     (w_v 0.85, w_a 0.15)
+
+Determinism (for exact resume and identical ranks): the data order is a pure function of (seed, epoch)
+and the global sample counter; noise and timesteps come from one CPU generator per rank, whose state
+is saved in each checkpoint together with the LoRA weights, optimizer, scheduler and step.
+
+Runs on one device, or on many through ``accelerate launch`` (DDP; FSDP wraps the whole DiT).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ovi_core.lora import LoRANetwork
+from ovi_core.training.config import TrainConfig
+from ovi_core.training.dataset import LatentDataset, collate
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+ProgressFn = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+# ----------------------------------------------------------------------------------------------
+# Objective
+# ----------------------------------------------------------------------------------------------
+
+
+def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """``s' = k s / (1 + (k - 1) s)`` (k = 1: unchanged; k > 1 favours high noise)."""
+    if shift == 1.0:
+        return sigma
+    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
+
+
+def sample_sigmas(n: int, *, generator: torch.Generator, mode: str = "uniform", logit_mean: float = 0.0,
+                  logit_std: float = 1.0, shift: float = 1.0) -> torch.Tensor:
+    """``n`` noise levels in (0, 1), float32 on CPU."""
+    if mode == "uniform":
+        s = torch.rand(n, generator=generator, dtype=torch.float32)
+    elif mode == "logit_normal":
+        s = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float32) * logit_std + logit_mean)
+    else:
+        raise ValueError(f"Unknown timestep sampling {mode!r}; use 'uniform' or 'logit_normal'.")
+    return shift_sigma(s, shift)
+
+
+def flow_matching_loss(
+    model: Callable,
+    video: torch.Tensor,
+    audio: torch.Tensor,
+    video_context: list[torch.Tensor],
+    audio_context: list[torch.Tensor],
+    *,
+    sigma: torch.Tensor,
+    video_noise: torch.Tensor,
+    audio_noise: torch.Tensor,
+    video_weight: float = 0.85,
+    audio_weight: float = 0.15,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Joint flow-matching loss of one batch. Returns ``(total, video_mse, audio_mse)`` (fp32 scalars).
+
+    Shapes: ``video``/``video_noise`` ``[B, 48, F, h, w]``, ``audio``/``audio_noise`` ``[B, L, 20]``, ``sigma``
+    ``[B]`` in [0, 1]; clean latents and noise in fp32, the model sees ``dtype``.
+    """
+    sv = sigma.view(-1, 1, 1, 1, 1)  # [B, 1, 1, 1, 1]
+    sa = sigma.view(-1, 1, 1)  # [B, 1, 1]
+    xv = (1 - sv) * video + sv * video_noise
+    xa = (1 - sa) * audio + sa * audio_noise
+    tv, ta = video_noise - video, audio_noise - audio
+    pv, pa = model(xv.to(dtype), xa.to(dtype), sigma * 1000.0, [c.to(dtype) for c in video_context],
+                   [c.to(dtype) for c in audio_context])
+    lv = torch.mean((pv.float() - tv) ** 2)
+    la = torch.mean((pa.float() - ta) ** 2)
+    return video_weight * lv + audio_weight * la, lv, la
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Multiplier of the learning rate before optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    p = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1 + math.cos(math.pi * p)) if schedule == "cosine" else 1.0 - p
+
+
+# ----------------------------------------------------------------------------------------------
+# Module seen by DDP / FSDP
+# ----------------------------------------------------------------------------------------------
+
+
+class TrainModule(nn.Module):
+    """The LoRA (trainable, registered) and the frozen DiT. Under DDP the DiT is kept out of the
+    module tree, so DDP neither broadcasts nor tracks its 11 B frozen weights; under FSDP it is
+    registered so that FSDP shards it."""
+
+    def __init__(self, dit: nn.Module, lora: LoRANetwork, *, register_dit: bool = False) -> None:
+        super().__init__()
+        self.lora = lora
+        if register_dit:
+            self.dit = dit
+        else:
+            self._dit_ref = (dit,)
+
+    @property
+    def base(self) -> nn.Module:
+        return self.dit if "dit" in self._modules else self._dit_ref[0]
+
+    def forward(self, video, audio, t, video_context, audio_context):
+        """Velocities ``([B, 48, F, h, w], [B, L, 20])`` of the DiT with the LoRA active."""
+        return self.base(video, audio, t, video_context, audio_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Trainer
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    lora_path: str
+    steps: int
+    losses: list[float] = field(default_factory=list)  # per optimizer step (mean over ranks)
+    validation: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _atomic_torch_save(obj, path: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix="tmp_", suffix=".part", dir=os.path.dirname(path))
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def lora_digest(network: LoRANetwork) -> str:
+    """SHA-256 over the LoRA weights (names and bytes), to compare copies across ranks or runs."""
+    h = hashlib.sha256()
+    for k, v in sorted(network.lora_state_dict().items()):
+        h.update(k.encode())
+        h.update(v.float().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    """Train a LoRA on a prepared dataset. ``model``/``dataset`` may be given (e.g. by the ComfyUI node);
+    otherwise they are loaded from ``config.model`` / ``config.dataset``."""
+
+    def __init__(self, config: TrainConfig, *, model: nn.Module | None = None, dataset: LatentDataset | None = None,
+                 accelerator=None, progress: ProgressFn | None = None,
+                 check_interrupt: Callable[[], None] | None = None) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = config
+        if accelerator is None:
+            kwargs = {}
+            if config.distributed == "fsdp":
+                from accelerate import FullyShardedDataParallelPlugin
+
+                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+            # no GPU: processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo
+            accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available(), **kwargs)
+        self.acc = accelerator
+        self.progress = progress
+        self.check_interrupt = check_interrupt
+        dev = torch.device(self.acc.device)
+        self.device = torch.device("cpu") if dev.type == "cpu" else dev  # 'cpu:0' confuses some readers
+        self.rank = self.acc.process_index
+        self.world = self.acc.num_processes
+        self.dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
+        self.fsdp = config.distributed == "fsdp" and self.world > 1
+
+        self.dataset = dataset if dataset is not None else LatentDataset(config.dataset)
+        self.dit = model if model is not None else self._load_model()
+        self._restore = (self.dit.training, any(p.requires_grad for p in self.dit.parameters()),
+                         getattr(self.dit, "gradient_checkpointing", None))
+        if model is not None and not self.fsdp:
+            self.dit.to(self.device)
+        self.dit.requires_grad_(False)
+        self.dit.train()  # the DiT has no dropout; train mode enables its gradient checkpointing
+        if hasattr(self.dit, "gradient_checkpointing"):
+            self.dit.gradient_checkpointing = bool(config.gradient_checkpointing)
+        elif config.gradient_checkpointing:
+            logger.warning("This model has no gradient_checkpointing switch; training without it.")
+        self.model_version = config.model_version or self._model_version()
+
+        self.lora = LoRANetwork.for_model(self.dit, config.lora_config(), device="cpu", seed=config.seed)
+        self.lora.to(self.device)
+        self.lora.attach(self.dit)
+        self.lora.train()
+        self.module = TrainModule(self.dit, self.lora, register_dit=self.fsdp)
+        params = [p for p in self.lora.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.learning_rate, betas=config.adam_betas,
+                                           eps=config.adam_eps, weight_decay=config.weight_decay)
+        self.module, self.optimizer = self.acc.prepare(self.module, self.optimizer)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer.optimizer if hasattr(self.optimizer, "optimizer") else self.optimizer,
+            lambda s: lr_lambda(s, warmup=config.warmup_steps, total=config.steps, schedule=config.lr_schedule),
+        )
+        self.generator = torch.Generator("cpu").manual_seed(self._rank_seed())
+        # the global RNGs drive LoRA dropout: seed them so that a run does not depend on what ran before
+        torch.manual_seed(self._rank_seed())
+        random.seed(self._rank_seed())
+        self.step = 0
+        self.losses: list[float] = []
+        self.validation: list[dict] = []
+        self.out_dir = config.output_dir
+        if self.acc.is_main_process:
+            os.makedirs(os.path.join(self.out_dir, CHECKPOINT_DIR), exist_ok=True)
+        self.acc.wait_for_everyone()
+
+    # -- setup --------------------------------------------------------------------------------
+
+    def _rank_seed(self) -> int:
+        return (int(self.cfg.seed) * 1_000_003 + 7919 * self.rank) % (2**63 - 1)
+
+    def _load_model(self) -> nn.Module:
+        from ovi_core.model import load_fusion
+
+        load_device = "cpu" if self.fsdp else self.device
+        return load_fusion(self.cfg.model, device=load_device, dtype=self.dtype)
+
+    def _model_version(self) -> str:
+        from ovi_core import checkpoints as ck
+
+        path = str(self.cfg.model)
+        try:
+            if path.endswith(ck.SAFETENSORS_EXT):
+                meta = ck.read_safetensors_header(path)[1]
+                if "ovi.version" in meta:
+                    return meta["ovi.version"]
+            return ck._fusion_version_from_name(path) or "unknown"
+        except (ValueError, OSError):
+            return "unknown"
+
+    # -- data -----------------------------------------------------------------------------------
+
+    def _indices(self, micro_step: int) -> list[int]:
+        """Dataset indices of this rank's micro-batch number ``micro_step`` (a pure function)."""
+        n = len(self.dataset)
+        out = []
+        for j in range(self.cfg.batch_size):
+            g = (micro_step * self.cfg.batch_size + j) * self.world + self.rank  # global sample counter
+            epoch, pos = divmod(g, n)
+            perm = torch.randperm(n, generator=torch.Generator("cpu").manual_seed(int(self.cfg.seed) + 104729 * epoch))
+            out.append(int(perm[pos]))
+        return out
+
+    def _batch(self, micro_step: int) -> dict:
+        b = collate([self.dataset[i] for i in self._indices(micro_step)])
+        return b
+
+    # -- one step -------------------------------------------------------------------------------
+
+    def _micro_loss(self, batch: dict) -> tuple[torch.Tensor, float, float]:
+        cfg = self.cfg
+        video = batch["video"].float()
+        audio = batch["audio"].float()
+        b = video.shape[0]
+        sigma = sample_sigmas(b, generator=self.generator, mode=cfg.timestep_sampling, logit_mean=cfg.logit_mean,
+                              logit_std=cfg.logit_std, shift=cfg.timestep_shift)
+        nv = torch.randn(video.shape, generator=self.generator, dtype=torch.float32)
+        na = torch.randn(audio.shape, generator=self.generator, dtype=torch.float32)
+        dev = self.device
+        text = [t.to(dev) for t in batch["text"]]
+        loss, lv, la = flow_matching_loss(
+            self.module, video.to(dev), audio.to(dev), text, text, sigma=sigma.to(dev), video_noise=nv.to(dev),
+            audio_noise=na.to(dev), video_weight=cfg.video_loss_weight, audio_weight=cfg.audio_loss_weight,
+            dtype=self.dtype,
+        )
+        return loss, float(lv.detach()), float(la.detach())
+
+    def train_step(self) -> float:
+        """One optimizer step; returns the loss averaged over micro-batches and ranks."""
+        cfg = self.cfg
+        total = torch.zeros(3, dtype=torch.float64)
+        for k in range(cfg.grad_accum):
+            micro = self.step * cfg.grad_accum + k
+            last = k == cfg.grad_accum - 1
+            ctx = contextlib.nullcontext() if last else self.acc.no_sync(self.module)
+            with ctx:
+                loss, lv, la = self._micro_loss(self._batch(micro))
+                self.acc.backward(loss / cfg.grad_accum)
+            total += torch.tensor([float(loss.detach()), lv, la], dtype=torch.float64)
+        if cfg.max_grad_norm > 0:
+            self.acc.clip_grad_norm_(self.module.parameters(), cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        mean = (total / cfg.grad_accum).to(self.device)
+        if self.world > 1:
+            mean = self.acc.reduce(mean, reduction="mean")
+        loss_v = float(mean[0])
+        self.losses.append(loss_v)
+        self.last_parts = (float(mean[1]), float(mean[2]))
+        return loss_v
+
+    # -- validation -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Loss at fixed noise levels (0.1 .. 0.9) and fixed noises on up to 4 clips: comparable across
+        steps and runs. With ``validation_sample`` also samples latents for the first caption."""
+        cfg = self.cfg
+        g = torch.Generator("cpu").manual_seed(int(cfg.seed) + 99991)
+        levels = torch.tensor([0.1, 0.3, 0.5, 0.7, 0.9])
+        self.lora.eval()
+        try:
+            vals = []
+            for i in range(min(4, len(self.dataset))):
+                s = self.dataset[i]
+                for lvl in levels:
+                    video, audio = s["video"][None].float(), s["audio"][None].float()
+                    nv = torch.randn(video.shape, generator=g)
+                    na = torch.randn(audio.shape, generator=g)
+                    text = [s["text"].to(self.device)]
+                    loss, _, _ = flow_matching_loss(
+                        self.lora_base, video.to(self.device), audio.to(self.device), text, text,
+                        sigma=lvl.view(1).to(self.device), video_noise=nv.to(self.device),
+                        audio_noise=na.to(self.device), video_weight=cfg.video_loss_weight,
+                        audio_weight=cfg.audio_loss_weight, dtype=self.dtype)
+                    vals.append(float(loss))
+            rec = {"step": self.step, "val_loss": sum(vals) / len(vals)}
+            if cfg.validation_sample and self.acc.is_main_process:
+                rec["sample"] = self._sample()
+        finally:
+            self.lora.train()
+        self.validation.append(rec)
+        return rec
+
+    @property
+    def lora_base(self) -> nn.Module:
+        return self.dit
+
+    def _sample(self) -> str:
+        from safetensors.torch import save_file
+
+        from ovi_core.pipeline import Conditioning, sample_av
+
+        s = self.dataset[0]
+        emb = s["text"]
+        cond = Conditioning(positive=emb, video_negative=emb, audio_negative=emb, prompt=s["name"])
+        v = s["video"]
+        # guidance 1: the plain conditional prediction (negatives unused)
+        lat = sample_av(self.dit, cond, height=v.shape[-2] * 16, width=v.shape[-1] * 16, steps=self.cfg.validation_steps,
+                        video_guidance_scale=1.0, audio_guidance_scale=1.0, slg_layer=-1, seed=self.cfg.seed,
+                        version=self._spec_version(), device=self.device, dtype=self.dtype)
+        path = os.path.join(self.out_dir, "samples", f"step-{self.step:06d}.safetensors")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_file({"video_latent": lat.video.contiguous(), "audio_latent": lat.audio.contiguous()}, path,
+                  metadata={"caption_of": s["name"], "step": str(self.step)})
+        return path
+
+    def _spec_version(self) -> str:
+        v = self.model_version
+        return v if v in ("1.0", "1.1", "1.1-10s") else "1.0"
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _ckpt_dir(self, step: int) -> str:
+        return os.path.join(self.out_dir, CHECKPOINT_DIR, f"step-{step:06d}")
+
+    def save_checkpoint(self) -> str:
+        """Write ``checkpoints/step-NNNNNN/`` atomically (a temp folder renamed when complete)."""
+        final = self._ckpt_dir(self.step)
+        tmp = final + ".tmp"
+        if self.acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+        self.acc.wait_for_everyone()
+        rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
+        _atomic_torch_save(rng, os.path.join(tmp, f"rng-rank{self.rank}.pt"))
+        if self.fsdp:
+            self.acc.save_state(os.path.join(tmp, "accelerate"))
+        if self.acc.is_main_process:
+            self.lora.save(os.path.join(tmp, "lora.safetensors"), base_version=self.model_version)
+            state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "losses": self.losses,
+                     "validation": self.validation, "world": self.world}
+            if not self.fsdp:
+                state["optimizer"] = self.optimizer.state_dict()
+            _atomic_torch_save(state, os.path.join(tmp, "state.pt"))
+            with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+                json.dump(self.cfg.to_dict(), f, indent=1)
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            self._prune()
+        self.acc.wait_for_everyone()
+        if self.acc.is_main_process:
+            logger.info("checkpoint %s", final)
+        return final
+
+    def _prune(self) -> None:
+        keep = self.cfg.keep_checkpoints
+        if keep <= 0:
+            return
+        for d in list_checkpoints(self.out_dir)[:-keep]:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def load_checkpoint(self, path: str) -> None:
+        """Restore LoRA weights, optimizer, scheduler, RNG states and step from ``path``."""
+        from safetensors.torch import load_file
+
+        state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
+        if state.get("world", self.world) != self.world:
+            raise ValueError(f"Checkpoint {path} was written by {state['world']} processes, this run has "
+                             f"{self.world}; resume with the same number of processes.")
+        self.lora.load_lora_state_dict(load_file(os.path.join(path, "lora.safetensors")))
+        if self.fsdp:
+            self.acc.load_state(os.path.join(path, "accelerate"))
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        rng_file = os.path.join(path, f"rng-rank{self.rank}.pt")
+        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+        self.generator.set_state(rng["generator"])
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        self.step = int(state["step"])
+        self.losses = list(state.get("losses", []))
+        self.validation = list(state.get("validation", []))
+        logger.info("resumed from %s at step %d", path, self.step)
+
+    def _maybe_resume(self) -> None:
+        r = self.cfg.resume
+        if not r:
+            return
+        path = latest_checkpoint(self.out_dir) if r == "auto" else r
+        if path is None:
+            return
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Checkpoint {path!r} to resume from does not exist.")
+        self.load_checkpoint(path)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def final_lora_path(self) -> str:
+        return os.path.join(self.out_dir, f"{self.cfg.output_name}.safetensors")
+
+    def train(self, *, stop_after: int | None = None) -> TrainResult:
+        """Run to ``config.steps`` (or stop after ``stop_after`` steps of this call, leaving no final
+        file: used to simulate an interrupted run)."""
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        self._maybe_resume()
+        start = self.step
+        metrics = os.path.join(self.out_dir, "metrics.jsonl")
+        while self.step < cfg.steps:
+            if self.check_interrupt is not None:
+                self.check_interrupt()
+            loss = self.train_step()
+            if self.acc.is_main_process and (self.step % max(1, cfg.log_every) == 0 or self.step == cfg.steps):
+                lr = self.scheduler.get_last_lr()[0]
+                logger.info("step %d/%d loss %.5f (video %.5f audio %.5f) lr %.3g", self.step, cfg.steps, loss,
+                            *self.last_parts, lr)
+                with open(metrics, "a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": self.step, "loss": loss, "video": self.last_parts[0],
+                                        "audio": self.last_parts[1], "lr": lr}) + "\n")
+            if self.progress is not None:
+                self.progress(self.step, cfg.steps, loss)
+            if cfg.validate_every and self.step % cfg.validate_every == 0:
+                rec = self.validate()
+                if self.acc.is_main_process:
+                    logger.info("validation at step %d: %s", self.step, rec)
+            if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                self.save_checkpoint()
+            if stop_after is not None and self.step - start >= stop_after:
+                return TrainResult(lora_path="", steps=self.step, losses=list(self.losses),
+                                   validation=list(self.validation), seconds=time.perf_counter() - t0)
+        path = self.final_lora_path()
+        if self.acc.is_main_process:
+            self.lora.save(path, base_version=self.model_version,
+                           extra_metadata={"ovi.lora.steps": str(self.step), "ovi.lora.learning_rate":
+                                           repr(cfg.learning_rate)})
+        # every rank records a digest of its copy (identical under DDP)
+        with open(os.path.join(self.out_dir, f"lora_sha256_rank{self.rank}.txt"), "w", encoding="utf-8") as f:
+            f.write(lora_digest(self.lora) + "\n")
+        self.acc.wait_for_everyone()
+        return TrainResult(lora_path=path, steps=self.step, losses=list(self.losses),
+                           validation=list(self.validation), seconds=time.perf_counter() - t0)
+
+    def close(self) -> None:
+        """Detach the LoRA and put the DiT's mode, grad flags and checkpointing switch back."""
+        self.lora.detach()
+        training, grads, gc = self._restore
+        self.dit.train(training)
+        self.dit.requires_grad_(grads)
+        if gc is not None:
+            self.dit.gradient_checkpointing = gc
+
+
+def list_checkpoints(out_dir: str) -> list[str]:
+    root = os.path.join(out_dir, CHECKPOINT_DIR)
+    if not os.path.isdir(root):
+        return []
+    names = sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp")
+                   and os.path.isfile(os.path.join(root, d, "state.pt")))
+    return [os.path.join(root, d) for d in names]
+
+
+def latest_checkpoint(out_dir: str) -> str | None:
+    c = list_checkpoints(out_dir)
+    return c[-1] if c else None
+
+
+def train(config: TrainConfig, **kwargs) -> TrainResult:
+    """Build a :class:`Trainer` and run it to the end."""
+    t = Trainer(config, **kwargs)
+    try:
+        return t.train()
+    finally:
+        t.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# Loss curve picture (ComfyUI IMAGE)
+# ----------------------------------------------------------------------------------------------
+
+
+def loss_curve_image(losses: list[float], *, width: int = 512, height: int = 256) -> torch.Tensor:
+    """A plain plot of the loss per step: ``[1, height, width, 3]`` float in [0, 1] (ComfyUI IMAGE)."""
+    img = torch.ones(height, width, 3)
+    m = 16  # margin
+    img[m:height - m, m] = 0.6  # y axis
+    img[height - m, m:width - m] = 0.6  # x axis
+    if not losses:
+        return img[None]
+    y = torch.tensor(losses, dtype=torch.float64)
+    y = torch.where(torch.isfinite(y), y, torch.nan)
+    if not torch.isfinite(y).any():
+        return img[None]
+    lo, hi = float(torch.nanquantile(y, 0.0)), float(torch.nanquantile(y, 1.0))
+    span = hi - lo if hi > lo else 1.0
+    n = len(losses)
+    xs = torch.linspace(m + 1, width - m - 1, max(n, 2))[:n]
+    ys = (height - m - 1) - (y - lo) / span * (height - 2 * m - 2)
+    pts = [(float(xs[i]), float(ys[i])) for i in range(n) if torch.isfinite(ys[i])]
+    if len(pts) == 1:
+        pts = pts * 2
+    color = torch.tensor([0.1, 0.3, 0.8])
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):  # finite points, joined in order
+        k = int(max(abs(x1 - x0), abs(y1 - y0))) + 2
+        for t in torch.linspace(0, 1, k).tolist():
+            xi, yi = round(x0 + (x1 - x0) * t), round(y0 + (y1 - y0) * t)
+            img[max(0, yi - 1):yi + 1, max(0, xi - 1):xi + 1] = color
+    return img[None]

@@ -1,0 +1,202 @@
+"""LoRA ComfyUI nodes (called directly, without ComfyUI) and the training workflow files.
+
+``python tests/test_lora_nodes.py --write`` regenerates workflows/ovi_train_lora{,_api}.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for p in (ROOT, os.path.join(ROOT, "tools"), os.path.dirname(os.path.abspath(__file__))):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+
+def _use_our_nodes() -> None:
+    """pytest may put the parent of this repo first on sys.path (the repo root is a package, for ComfyUI),
+    where a sibling folder named "nodes" would shadow ours: make `nodes` this repo's package."""
+    n = sys.modules.get("nodes")
+    if n is not None and not os.path.abspath(getattr(n, "__file__", "") or "").startswith(ROOT + os.sep):
+        for k in [k for k in sys.modules if k == "nodes" or k.startswith("nodes.")]:
+            del sys.modules[k]
+    if sys.path[0] != ROOT:
+        sys.path.insert(0, ROOT)
+
+
+WF = os.path.join(ROOT, "workflows")
+AUTO = "auto-download: "
+PREVIEW_IMAGE = {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_name": ()}
+
+
+def workflow_spec() -> list[dict]:
+    """Load the model and codecs, train a LoRA on a folder of clips, then sample with the trained model."""
+    return [
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
+         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "bf16", "attention": "auto",
+                     "memory_mode": "gpu", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
+        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
+         "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto",
+                     "precision": "bf16", "device": "default", "memory_mode": "offload"}},
+        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
+         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "bf16", "memory_mode": "offload"}},
+        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
+         "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
+        {"id": 5, "type": "OviTrainLoRA", "pos": [460, 60], "size": [400, 480],
+         "widgets": {"dataset_folder": "ovi_dataset", "steps": 500, "learning_rate": 1e-4, "rank": 16,
+                     "targets": "all attention (paper)", "output_name": "ovi_lora", "towers": "both",
+                     "grad_accum": 1, "warmup_steps": 50, "save_every": 250, "gradient_checkpointing": True,
+                     "seed": 42, "frames": 0},
+         "links": {"model": (1, 0), "text_encoder": (2, 0), "video_vae": (3, 0), "audio_vae": (4, 0)}},
+        {"id": 6, "type": "PreviewImage", "pos": [900, 420], "size": [400, 260], "widgets": {},
+         "links": {"images": (5, 2)}},
+        {"id": 7, "type": "OviTextEncode", "pos": [900, 60], "size": [400, 320],
+         "widgets": {"prompt": "A person looks into the camera and says, <S>This is my new LoRA.<E> "
+                               "<AUDCAP>Clear voice, quiet room.<ENDAUDCAP>",
+                     "video_negative": "jitter, bad hands, blur, distortion",
+                     "audio_negative": "robotic, muffled, echo, distorted"},
+         "links": {"text_encoder": (2, 0), "model": (5, 0)}},
+        {"id": 8, "type": "OviJointSampler", "pos": [1340, 60], "size": [380, 460],
+         "widgets": {"aspect": "16:9 landscape (1280x704)", "width": 1280, "height": 704, "seconds": "auto",
+                     "steps": 50, "solver": "unipc", "shift": 5.0, "video_cfg": 4.0, "audio_cfg": 3.0,
+                     "slg_layer": 11, "seed": 103, "audio_rope_scale": 0.19676},
+         "links": {"model": (5, 0), "conditioning": (7, 0)}},
+        {"id": 9, "type": "OviDecodeVideo", "pos": [1760, 60], "size": [300, 100],
+         "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (8, 0)}},
+        {"id": 10, "type": "OviDecodeAudio", "pos": [1760, 220], "size": [300, 80],
+         "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (8, 0)}},
+        {"id": 11, "type": "OviSaveVideo", "pos": [2100, 60], "size": [420, 480],
+         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_lora_sample"},
+         "links": {"images": (9, 0), "audio": (10, 0)}},
+    ]
+
+
+def build_workflows() -> dict[str, dict]:
+    _use_our_nodes()
+    import make_workflows as mw
+
+    from nodes.lora import NODE_CLASS_MAPPINGS
+
+    defs = mw.node_defs()
+    defs["PreviewImage"] = PREVIEW_IMAGE
+    for name, cls in NODE_CLASS_MAPPINGS.items():
+        defs[name] = {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
+                      "output_name": tuple(cls.RETURN_NAMES)}
+    spec = workflow_spec()
+    return {"ovi_train_lora.json": mw.to_ui(spec, defs), "ovi_train_lora_api.json": mw.to_api(spec)}
+
+
+def _text(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def test_training_workflows_are_current_and_valid():
+    _use_our_nodes()
+    from nodes import NODE_CLASS_MAPPINGS as ALL
+    from nodes.lora import NODE_CLASS_MAPPINGS as OURS
+
+    for name, data in build_workflows().items():
+        with open(os.path.join(WF, name), encoding="utf-8") as f:
+            assert f.read() == _text(data), f"{name} is stale: run python tests/test_lora_nodes.py --write"
+    api = build_workflows()["ovi_train_lora_api.json"]
+    known = {**ALL, **OURS}
+    for nid, node in api.items():
+        if node["class_type"] == "PreviewImage":
+            continue
+        cls = known[node["class_type"]]
+        spec = cls.INPUT_TYPES()
+        names = set(spec.get("required", {})) | set(spec.get("optional", {}))
+        assert set(node["inputs"]) <= names, (nid, set(node["inputs"]) - names)
+        assert set(spec.get("required", {})) <= set(node["inputs"]), nid
+
+
+@pytest.fixture
+def dirs(tmp_path, monkeypatch):
+    _use_our_nodes()
+    monkeypatch.setenv("OVI_MODELS_DIR", str(tmp_path / "models"))
+    monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path / "output"))
+    monkeypatch.setenv("OVI_INPUT_DIR", str(tmp_path / "input"))
+    return tmp_path
+
+
+def _handle(path: str):
+    from nodes._types import OviModel
+    from ovi_core.model import load_fusion
+
+    module = load_fusion(path, device="cpu", dtype=torch.float32)
+    return OviModel(module=module, device=torch.device("cpu"), dtype=torch.float32, memory_mode="gpu", path=path,
+                    version="1.0", target_area=64 * 64)
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    ctx = [torch.randn(5, 32, generator=g)]
+    return torch.randn(1, 48, 3, 4, 4, generator=g), torch.randn(1, 15, 20, generator=g), torch.tensor([600.0]), ctx, ctx
+
+
+def test_train_node_then_loader_node(dirs):
+    from train_utils import write_latent_dataset, write_tiny_model
+
+    from nodes.lora import OviLoraLoader, OviTrainLoRA
+    from ovi_core.lora import LoRAModel, load_lora
+
+    model_path = write_tiny_model(str(dirs / "tiny.safetensors"))
+    ds = write_latent_dataset(str(dirs / "input" / "prepared"))
+    handle = _handle(model_path)
+    inp = _inputs()
+    with torch.no_grad():
+        ref = handle.module(*inp)
+    trained, path, curve = OviTrainLoRA().train(handle, "prepared", 3, 1e-2, 4, "all attention (paper)", "my_lora",
+                                                warmup_steps=0, save_every=2, gradient_checkpointing=False)
+    assert path == str(dirs / "models" / "loras" / "my_lora.safetensors") and os.path.isfile(path)
+    assert curve.shape == (1, 256, 512, 3) and curve.dtype == torch.float32
+    assert isinstance(trained.module, LoRAModel) and trained.version == "1.0"
+    assert os.path.isfile(dirs / "output" / "ovi_lora_training" / "my_lora" / "metrics.jsonl")
+    assert os.path.isdir(ds)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(ref, handle.module(*inp), strict=True))  # base untouched
+        out_trained = trained.module(*inp)
+    assert not torch.equal(out_trained[0], ref[0])
+
+    loader = OviLoraLoader()
+    assert "my_lora.safetensors" in OviLoraLoader.INPUT_TYPES()["required"]["lora_name"][0]
+    (same,) = loader.apply(handle, "my_lora.safetensors", 0.0)
+    assert same is handle
+    (half,) = loader.apply(handle, "my_lora.safetensors", 0.5)
+    net = load_lora(handle.module, path, strength=0.5)
+    try:
+        with torch.no_grad():
+            expect = handle.module(*inp)
+    finally:
+        net.detach()
+    with torch.no_grad():
+        got = half.module(*inp)
+    assert all(torch.equal(a, b) for a, b in zip(expect, got, strict=True))
+    with pytest.raises(FileNotFoundError):
+        loader.apply(handle, "missing.safetensors", 1.0)
+
+
+def test_train_node_needs_codecs_for_raw_clips(dirs):
+    from train_utils import write_tiny_model
+
+    from nodes.lora import OviTrainLoRA
+
+    handle = _handle(write_tiny_model(str(dirs / "tiny.safetensors")))
+    (dirs / "input" / "raw").mkdir(parents=True)
+    with pytest.raises(ValueError, match="not prepared"):
+        OviTrainLoRA().train(handle, "raw", 1, 1e-4, 4, "all attention (paper)", "x")
+    with pytest.raises(ValueError, match="output_name"):
+        OviTrainLoRA().train(handle, "raw", 1, 1e-4, 4, "all attention (paper)", "../evil")
+
+
+if __name__ == "__main__":
+    if "--write" in sys.argv:
+        for name, data in build_workflows().items():
+            with open(os.path.join(WF, name), "w", encoding="utf-8") as f:
+                f.write(_text(data))
