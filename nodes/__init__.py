@@ -6,6 +6,8 @@ Classic (V1) node API. Node ids never change once shipped. ComfyUI itself is rea
 
 from .decode import OviDecodeAudio, OviDecodeVideo
 from .loaders import OviAudioVAELoader, OviFusionModelLoader, OviTextEncoderLoader, OviVideoVAELoader
+from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
+from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
 from .sampling import OviJointSampler, OviTextEncode
 
@@ -21,6 +23,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "OviSaveVideo": OviSaveVideo,
     "OviSaveLatents": OviSaveLatents,
     "OviLoadLatents": OviLoadLatents,
+    **_LORA_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -35,6 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "OviSaveVideo": "Ovi Save Video (MP4)",
     "OviSaveLatents": "Ovi Save Latents",
     "OviLoadLatents": "Ovi Load Latents",
+    **_LORA_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

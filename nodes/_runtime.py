@@ -68,11 +68,8 @@ def _download(folder: str, key: str) -> str:
             return dest
     elif os.path.isfile(dest):
         return dest
-    from ovi_core.weights import download_file, offline
+    from ovi_core.weights import download_file
 
-    if offline():
-        raise FileNotFoundError(f"{name} is missing and HF_HUB_OFFLINE is set: download {wf.what} from "
-                                f"huggingface.co/{wf.repo} (file {wf.filename}) into {target}.")
     return download_file(wf, target, flatten=True)
 
 

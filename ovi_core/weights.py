@@ -95,6 +95,9 @@ def download_file(wf: WeightFile, target_dir: str, *, flatten: bool = False) -> 
 
     name = wf.filename.rstrip("/")
     dest = os.path.join(target_dir, name if wf.filename.endswith("/") or not flatten else os.path.basename(name))
+    if offline():
+        raise FileNotFoundError(f"Could not download {wf.what} (huggingface.co/{wf.repo}, file {wf.filename}): "
+                                f"HF_HUB_OFFLINE is set. Download it by hand to {dest}.")
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
 

@@ -1,8 +1,12 @@
 import os
 import sys
 
-import pytest
-import torch
+# Tests never touch the network: the Hub client and our downloaders stay offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")

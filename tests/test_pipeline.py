@@ -148,7 +148,7 @@ def test_cli_generate_and_tiny_weights(tmp_path):
 
 
 def test_failed_download_is_reported_with_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the hub client refuses to go online: a download failure
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: every download fails, and says which file
     from ovi_core.weights import COMPONENT_FILES, download_file
 
     with pytest.raises(FileNotFoundError, match="hkchengrex/MMAudio.*ext_weights/best_netG.pt"):
