@@ -158,7 +158,8 @@ class OviTrainLoRA:
             mixed_precision="bf16" if model.dtype == torch.bfloat16 else "no",
         )
         bar = _comfy.progress_bar(int(steps), node_id=unique_id)
-        with _runtime.placed(model) as dit:
+        # ComfyUI runs nodes under torch.inference_mode; training needs autograd back
+        with torch.inference_mode(False), torch.enable_grad(), _runtime.placed(model) as dit:
             trainer = Trainer(cfg, model=dit, progress=lambda s, n, loss: bar(s, n),
                               check_interrupt=_comfy.check_interrupt)
             try:

@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from ovi_core.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -392,14 +393,8 @@ class LoRANetwork(nn.Module):
         meta.update({str(k): str(v) for k, v in (extra_metadata or {}).items()})
         path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=os.path.dirname(os.path.abspath(path)))
-        os.close(fd)
-        try:
+        with atomic_path(path, suffix=".safetensors") as tmp:
             save_file(self.lora_state_dict(dtype=dtype), tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
 

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import wave
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import Union
 
 import numpy as np
 import torch
+
+from ovi_core.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -30,29 +30,6 @@ def _av():
     except ImportError as e:  # pragma: no cover - av is a declared dependency
         raise ImportError("PyAV is required for video/audio files: pip install av") from e
     return av
-
-
-@contextmanager
-def _atomic_path(path: str | os.PathLike, suffix: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` on success, delete it on any failure."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"output folder {folder!r} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".part{suffix}", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _waveform_2d(waveform: torch.Tensor) -> torch.Tensor:
@@ -149,7 +126,7 @@ def write_mp4(
     audio = _waveform_2d(waveform) if waveform is not None else None
     path = os.fspath(path)
 
-    with _atomic_path(path, ".mp4") as tmp:
+    with atomic_path(path, suffix=".mp4") as tmp:
         container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
         try:
             vstream = astream = None
@@ -213,7 +190,7 @@ def write_wav(path: str | os.PathLike, waveform: torch.Tensor, *, sample_rate: i
     w = _waveform_2d(waveform)
     pcm = (w.clamp(-1, 1) * 32767).to(torch.int16).t().contiguous().numpy()  # [T, C] interleaved
     path = os.fspath(path)
-    with _atomic_path(path, ".wav") as tmp:
+    with atomic_path(path, suffix=".wav") as tmp:
         with wave.open(tmp, "wb") as f:
             f.setnchannels(w.shape[0])
             f.setsampwidth(2)

@@ -148,12 +148,16 @@ def test_train_node_then_loader_node(dirs):
 
     model_path = write_tiny_model(str(dirs / "tiny.safetensors"))
     ds = write_latent_dataset(str(dirs / "input" / "prepared"))
-    handle = _handle(model_path)
+    # ComfyUI executes every node under torch.inference_mode: the loaded weights are inference tensors
+    with torch.inference_mode():
+        handle = _handle(model_path)
     inp = _inputs()
     with torch.no_grad():
         ref = handle.module(*inp)
-    trained, path, curve = OviTrainLoRA().train(handle, "prepared", 3, 1e-2, 4, "all attention (paper)", "my_lora",
-                                                warmup_steps=0, save_every=2, gradient_checkpointing=False)
+    with torch.inference_mode():
+        trained, path, curve = OviTrainLoRA().train(handle, "prepared", 3, 1e-2, 4, "all attention (paper)",
+                                                    "my_lora", warmup_steps=0, save_every=2,
+                                                    gradient_checkpointing=False)
     assert path == str(dirs / "models" / "loras" / "my_lora.safetensors") and os.path.isfile(path)
     assert curve.shape == (1, 256, 512, 3) and curve.dtype == torch.float32
     assert isinstance(trained.module, LoRAModel) and trained.version == "1.0"

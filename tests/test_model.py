@@ -253,3 +253,15 @@ def test_text_embedding_cache_is_exact_and_reused():
     assert not torch.equal(one[0], two[0])
     assert not torch.equal(one[0], three[0])
     assert len(calls) == 1 + 1 + 1  # uncached, first cached (reused by the second), after the change
+
+
+def test_text_embedding_cache_under_inference_mode():
+    """ComfyUI executes nodes under torch.inference_mode, whose tensors carry no version counter."""
+    model = random_fusion(TINY, seed=3).eval()
+    with torch.inference_mode():
+        v, a, t = torch.randn(1, 48, 2, 4, 4), torch.randn(1, 6, 20), torch.tensor([700.0])
+        ctx = [torch.randn(5, TINY.video.text_dim)]
+        ref = model(v, a, t, ctx, ctx)
+        with model.cache_text_embeddings():
+            got = model(v, a, t, ctx, ctx)
+    assert torch.equal(ref[0], got[0]) and torch.equal(ref[1], got[1])

@@ -148,7 +148,8 @@ def run_api(api: dict) -> dict:
             out = (img, torch.zeros(img.shape[:3]))
         else:
             cls = NODE_CLASS_MAPPINGS[node["class_type"]]
-            out = getattr(cls(), cls.FUNCTION)(**kwargs)
+            with torch.inference_mode():  # as ComfyUI's executor runs every node
+                out = getattr(cls(), cls.FUNCTION)(**kwargs)
             if isinstance(out, dict):
                 out = out["result"]
         done[nid] = tuple(out)

@@ -70,10 +70,11 @@ class OviFusionModel(nn.Module):
         if self._text_cache is None or torch.is_grad_enabled():
             return tower.embed_text(ctx, dtype, device)
         rows = (ctx,) if isinstance(ctx, torch.Tensor) else tuple(ctx)
-        key = (id(tower), tuple(id(r) for r in rows), tuple(r._version for r in rows), dtype, device)
+        key = (id(tower), tuple(id(r) for r in rows), tuple(-1 if r.is_inference() else r._version for r in rows), dtype, device)
         hit = self._text_cache.get(key)
         if hit is None:
-            # the rows are kept alive with the entry, so their ids cannot be reused while it exists
+            # the rows are kept alive with the entry, so their ids cannot be reused while it exists;
+            # inference-mode tensors (ComfyUI runs nodes under torch.inference_mode) have no version counter
             hit = (tower.embed_text(ctx, dtype, device), rows)
             self._text_cache[key] = hit
         return hit[0]

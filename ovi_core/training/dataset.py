@@ -21,12 +21,13 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch.nn import functional as F
+
+from ovi_core.fileio import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +187,8 @@ def _convert_caption(text: str, version: str) -> str:
 
 
 def _atomic_json(path: str, obj) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(path, suffix=".json") as tmp, open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -250,10 +249,8 @@ def prepare_dataset(
                 "text_embedding": text.float().cpu().contiguous(),
             }
             file = name + ".safetensors"
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=out_dir)
-            os.close(fd)
-            save_file(tensors, tmp, metadata={"caption": caption, "source": os.path.basename(path)})
-            os.replace(tmp, os.path.join(out_dir, file))
+            with atomic_path(os.path.join(out_dir, file), suffix=".safetensors") as tmp:
+                save_file(tensors, tmp, metadata={"caption": caption, "source": os.path.basename(path)})
             items.append({"name": name, "file": file, "caption": caption, "source": os.path.basename(path),
                           "video_shape": list(tensors["video_latent"].shape),
                           "audio_shape": list(tensors["audio_latent"].shape)})

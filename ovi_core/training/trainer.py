@@ -24,7 +24,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ovi_core.fileio import atomic_path
 from ovi_core.lora import LoRANetwork
 from ovi_core.training.config import TrainConfig
 from ovi_core.training.dataset import LatentDataset, collate
@@ -149,14 +149,8 @@ class TrainResult:
 
 
 def _atomic_torch_save(obj, path: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix="tmp_", suffix=".part", dir=os.path.dirname(path))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def lora_digest(network: LoRANetwork) -> str:
@@ -166,6 +160,19 @@ def lora_digest(network: LoRANetwork) -> str:
         h.update(k.encode())
         h.update(v.float().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def _drop_inference_tensors(module: nn.Module) -> None:
+    """Weights created under ``torch.inference_mode`` (ComfyUI loads every model that way) cannot take part in
+    autograd: swap each for a normal copy, one tensor at a time (no second copy of the whole model)."""
+    with torch.inference_mode(False):
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None and p.is_inference():
+                    m._parameters[name] = nn.Parameter(p.clone(), requires_grad=p.requires_grad)
+            for name, b in list(m._buffers.items()):
+                if b is not None and b.is_inference():
+                    m._buffers[name] = b.clone()
 
 
 class Trainer:
@@ -202,6 +209,7 @@ class Trainer:
                          getattr(self.dit, "gradient_checkpointing", None))
         if model is not None and not self.fsdp:
             self.dit.to(self.device)
+        _drop_inference_tensors(self.dit)
         self.dit.requires_grad_(False)
         self.dit.train()  # the DiT has no dropout; train mode enables its gradient checkpointing
         if hasattr(self.dit, "gradient_checkpointing"):
