@@ -218,6 +218,15 @@ def sample_av(
         first_frame_clean=first is not None,
         batch_cfg=batch_cfg,
     )
+    prev_hook = model.block_hook
+    if check_interrupt is not None:
+        # honour a cancel between fused blocks too, not only between steps (a step can take many seconds)
+        def hook(i: int) -> None:
+            check_interrupt()
+            if prev_hook is not None:
+                prev_hook(i)
+
+        model.block_hook = hook
     try:
         with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
@@ -225,6 +234,7 @@ def sample_av(
                 callback=callback, check_interrupt=check_interrupt,
             )
     finally:
+        model.block_hook = prev_hook
         if prev_cfg is not None:
             model.audio_model.config = prev_cfg
     return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS)

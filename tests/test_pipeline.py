@@ -156,3 +156,37 @@ def test_failed_download_is_reported_with_the_file(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError) as e:
         resolve_weights(str(tmp_path), version="1.1", download=True)
     assert "model_960x960.safetensors" in str(e.value) and "Could not download" in str(e.value)
+
+
+def test_interrupt_is_honoured_inside_a_step(pipe):
+    """A cancel raised by check_interrupt stops the run between fused blocks, and the model is left clean."""
+    cond = encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
+    calls = {"n": 0}
+
+    class Cancelled(Exception):
+        pass
+
+    def check():
+        calls["n"] += 1
+        if calls["n"] == 4:  # 1 before step 0, then once per fused block: the 3rd block of step 0
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        sample_av(pipe.model, cond, height=64, width=64, steps=3, device="cpu", dtype=torch.float32,
+                  check_interrupt=check)
+    assert calls["n"] == 4 and pipe.model.block_hook is None
+
+
+def test_csv_batch_from_the_cli(tmp_path, weights):
+    img = os.path.join(DATA, "ovi_example_89.png")
+    csv = tmp_path / "prompts.csv"
+    csv.write_text(f'text_prompt,image_path\n"{PROMPT}",\n"A cat says <S>meow<E> Audio: a cat.",{img}\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.main(["generate", "--weights", weights, "--prompt", str(csv), "--steps", "1", "--offline",
+                     "--out", str(out)]) == 0
+    files = sorted(os.listdir(out))
+    assert files == ["ovi_000.mp4", "ovi_001.mp4"]
+    with av.open(str(out / "ovi_001.mp4")) as c:
+        s = c.streams.video[0]
+        assert s.width != s.height  # the i2v clip takes the image's (landscape) aspect
