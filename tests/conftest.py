@@ -19,3 +19,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def data_dir() -> str:
     return DATA
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Many small convolutions: one thread avoids OpenMP stalls on the shared 2-core test machine."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -14,13 +14,7 @@ DATA = os.path.join(os.path.dirname(__file__), "data")
 GOLDEN_W = os.path.join(DATA, "bigvgan.weights.safetensors")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small convolutions: one thread avoids OpenMP stalls on the shared 2-core test machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

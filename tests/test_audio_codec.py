@@ -10,14 +10,7 @@ from ovi_core.audio import AudioCodec, load_audio_codec, write_tiny_bigvgan, wri
 from ovi_core.audio.mel import mel_spectrogram_16k
 from ovi_core.checkpoints import CheckpointError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small convolutions: one thread avoids OpenMP stalls on the shared 2-core test machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,7 @@ from safetensors.torch import load_file
 from ovi_core.audio import mmaudio_vae as mv
 from ovi_core.checkpoints import CheckpointError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many small convolutions: one thread avoids OpenMP stalls on the shared 2-core test machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
