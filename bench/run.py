@@ -164,6 +164,26 @@ def bench_vae_decode(device, *, frames_lat: int, hw_lat: int) -> dict:
                       f"{hw_lat * 16}x{hw_lat * 16}", "sec_total": sec, "sec_per_frame": sec / n_frames}
 
 
+def bench_pipeline_tiny(device, *, steps: int = 4) -> dict:
+    """End to end on the tiny weight set: load, encode, sample, decode 121 frames + 5 s audio, write the MP4."""
+    from ovi_core.pipeline import OviPipeline
+    from ovi_core.tiny import write_tiny_weights
+
+    with tempfile.TemporaryDirectory() as d:
+        write_tiny_weights(d)
+        t0 = time.perf_counter()
+        pipe = OviPipeline.from_weights(d, device=device, download=False)
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        res = pipe.generate("A man says <S>Hello.<E> Audio: clear male voice.", steps=steps, seed=1)
+        t_gen = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pipe.save(res, os.path.join(d, "out.mp4"))
+        t_save = time.perf_counter() - t0
+    return {"config": f"tiny weights, 64x64, 121 frames, {steps} steps", "load_sec": t_load,
+            "generate_sec": t_gen, "mp4_write_sec": t_save}
+
+
 # ----------------------------------------------------------------------------------------------
 # suites
 # ----------------------------------------------------------------------------------------------
@@ -190,6 +210,7 @@ def cpu_suite(args) -> dict:
     r["load_rss"] = {"config": "dim 512, 4 blocks, bf16 safetensors", **bench_load_rss(mid)}
     r["text_encode"] = bench_text(dev)
     r["vae_decode"] = bench_vae_decode(dev, frames_lat=4, hw_lat=8)
+    r["pipeline_tiny"] = bench_pipeline_tiny(dev)
     return res
 
 
