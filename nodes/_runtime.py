@@ -171,18 +171,13 @@ def placed(p: Placed) -> Iterator[object]:
 @contextlib.contextmanager
 def placed_model(p) -> Iterator[object]:
     """Like :func:`placed` for the fusion DiT, with block swapping when its memory mode asks for it."""
-    from ovi_core.memory import BlockSwapper, parameter_bytes, release_memory
+    from ovi_core.memory import dit_on_device, parameter_bytes
 
-    if p.memory_mode != "block_swap" or p.device.type == "cpu":
-        with placed(p) as m:
-            yield m
-        return
-    n = len(p.module.video_model.blocks)
-    _comfy.make_room(parameter_bytes(p.module) * min(p.blocks_on_gpu + 2, n) // max(n, 1), p.device)
-    swapper = BlockSwapper(p.module, device=p.device, resident=p.blocks_on_gpu)
-    try:
-        yield p.module
-    finally:
-        swapper.detach()
-        p.module.to("cpu")
-        release_memory()
+    if p.device.type != "cpu":
+        need = parameter_bytes(p.module)
+        if p.memory_mode == "block_swap":
+            n = len(p.module.video_model.blocks)
+            need = need * min(p.blocks_on_gpu + 2, n) // max(n, 1)
+        _comfy.make_room(need, p.device)
+    with dit_on_device(p.module, p.device, memory_mode=p.memory_mode, blocks_on_gpu=p.blocks_on_gpu) as m:
+        yield m

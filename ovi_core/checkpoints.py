@@ -235,7 +235,7 @@ def _num_params(infos: Mapping[str, TensorInfo]) -> int:
     return total
 
 
-def _fusion_version_from_name(path: str | None) -> str | None:
+def fusion_version_from_name(path: str | None) -> str | None:
     if not path:
         return None
     name = os.path.basename(path).lower()
@@ -265,7 +265,7 @@ def identify(infos: Mapping[str, TensorInfo], *, path: str | None = None) -> Ide
     has_audio = any(k.startswith("audio_model.") for k in keys)
     if has_video or has_audio:
         fusion = any("k_fusion" in k for k in keys)
-        version = _fusion_version_from_name(path)
+        version = fusion_version_from_name(path)
         if has_video and has_audio:
             comp, desc = "ovi-fusion", "Ovi fusion DiT (video + audio towers)"
         elif has_video:

@@ -49,6 +49,31 @@ def on_device(module: nn.Module, device: torch.device | str, *, offload: bool) -
             release_memory()
 
 
+@contextlib.contextmanager
+def dit_on_device(model: nn.Module, device: torch.device | str, *, memory_mode: str, blocks_on_gpu: int = 10
+                  ) -> Iterator[nn.Module]:
+    """Place the fusion DiT for sampling according to ``memory_mode`` (see the module docstring).
+
+    ``gpu``: moved to ``device`` and left there; ``offload``: moved there and back to CPU afterwards;
+    ``block_swap`` (CUDA): ``blocks_on_gpu`` fused blocks resident, the rest streamed, all back on CPU
+    afterwards. On a CPU device every mode is a plain placement.
+    """
+    if memory_mode not in MEMORY_MODES:
+        raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
+    device = torch.device(device)
+    if memory_mode != "block_swap" or device.type == "cpu":
+        with on_device(model, device, offload=memory_mode != "gpu") as m:
+            yield m
+        return
+    swapper = BlockSwapper(model, device=device, resident=blocks_on_gpu)
+    try:
+        yield model
+    finally:
+        swapper.detach()
+        model.to("cpu")
+        release_memory()
+
+
 class BlockSwapper:
     """Stream the fused blocks of an Ovi DiT through the GPU, ``resident`` blocks kept there.
 

@@ -10,7 +10,6 @@ Each stage is a plain function taking the components it needs (the ComfyUI nodes
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ovi_core import sizes
-from ovi_core.memory import MEMORY_MODES, BlockSwapper, on_device, release_memory
+from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 
 logger = logging.getLogger(__name__)
 
@@ -287,7 +286,7 @@ def fusion_file_info(path: str) -> dict:
         if "ovi.target_area" in meta:
             info["target_area"] = int(meta["ovi.target_area"])
     if "version" not in info:
-        info["version"] = ck._fusion_version_from_name(path) or "1.0"
+        info["version"] = ck.fusion_version_from_name(path) or "1.0"
     return info
 
 
@@ -428,26 +427,14 @@ class OviPipeline:
                 with on_device(self.video_vae, dev, offload=off):
                     image_latent = encode_image(self.video_vae, image, area=self.target_area, device=dev,
                                                 dtype=next(self.video_vae.parameters()).dtype)
-            swapper = None
-            if self.memory_mode == "block_swap":
-                swapper = BlockSwapper(self.model, device=dev, resident=self.blocks_on_gpu)
-                ctx = contextlib.nullcontext()
-            else:
-                ctx = on_device(self.model, dev, offload=off)
-            try:
-                with ctx:
-                    lat = sample_av(
-                        self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
-                        shift=shift, video_guidance_scale=video_guidance_scale,
-                        audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
-                        image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
-                        callback=callback, check_interrupt=check_interrupt,
-                    )
-            finally:
-                if swapper is not None:
-                    swapper.detach()
-                    self.model.to("cpu")
-                    release_memory()
+            with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
+                lat = sample_av(
+                    self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
+                    shift=shift, video_guidance_scale=video_guidance_scale,
+                    audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
+                    image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
+                    callback=callback, check_interrupt=check_interrupt,
+                )
             with on_device(self.video_vae, dev, offload=off):
                 frames = decode_video(self.video_vae, lat.video, device=dev,
                                       dtype=next(self.video_vae.parameters()).dtype)

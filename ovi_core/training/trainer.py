@@ -263,7 +263,7 @@ class Trainer:
                 meta = ck.read_safetensors_header(path)[1]
                 if "ovi.version" in meta:
                     return meta["ovi.version"]
-            return ck._fusion_version_from_name(path) or "unknown"
+            return ck.fusion_version_from_name(path) or "unknown"
         except (ValueError, OSError):
             return "unknown"
 
