@@ -222,7 +222,9 @@ def test_attention_k_lens_and_backends():
 @pytest.mark.parametrize("name", ["plain", "i2v_slg"])
 def test_golden_sensitive(name):
     """Extra case from the official code with unit-scale norms (attention far from uniform): sensitive to
-    RoPE direction/scale and to the block order; bit-exact on x86 CPU, so the tolerance is tight."""
+    RoPE direction/scale and to the block order. Bit-exact on the AMD EPYC (AVX2) machine that recorded it; on
+    Intel AMX/AVX512-bf16 CPUs oneDNN rounds the bf16 matmuls differently, which moves the video output by
+    rel 4.5e-3 (about one bf16 ulp, 2^-8). A reversed RoPE moves it by 0.15-0.19, so 8e-3 still catches it."""
     meta = json.load(open(os.path.join(DATA, "fusion_sensitive.json")))
     io = load_file(os.path.join(DATA, "fusion_sensitive.io.safetensors"))
     cfg = FusionConfig.from_official(meta["video_config"], meta["audio_config"])
@@ -231,7 +233,7 @@ def test_golden_sensitive(name):
     v, a = _run_golden(
         model, {"inputs.first_frame_clean": case["first_frame_clean"], "inputs.skip_layer": case["skip_layer"]}, io
     )
-    assert rel(v, io[f"outputs.{name}.video"]) <= 3e-3
+    assert rel(v, io[f"outputs.{name}.video"]) <= 8e-3
     assert rel(a, io[f"outputs.{name}.audio"]) <= 3e-3
 
 
