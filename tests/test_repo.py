@@ -38,3 +38,14 @@ def test_ovi_core_never_imports_comfyui():
                     if n.split(".")[0] in COMFY_MODULES:
                         offenders.append(f"{path}: {n}")
     assert not offenders, offenders
+
+
+def test_plugin_entry_imports_as_a_loose_module():
+    """pytest imports the repo-root ``__init__.py`` without a parent package when the checkout's folder name is
+    not an identifier (``git clone .../ComfyUI-Ovi``); that import must work, not only ComfyUI's package import."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("__init__", os.path.join(ROOT, "__init__.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert "OviJointSampler" in module.NODE_CLASS_MAPPINGS
