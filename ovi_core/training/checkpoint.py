@@ -114,12 +114,20 @@ class ResumePlan:
     changed: dict[str, tuple[Any, Any]]  # field -> (checkpoint's value, this run's value), all applied
 
 
-def check_resume(path: str, cfg: TrainConfig, *, world: int, fsdp: bool, how: str = "") -> ResumePlan:
+def check_resume(path: str, cfg: TrainConfig, *, world: int, rank: int = 0, fsdp: bool,
+                 how: str = "") -> ResumePlan:
     """Check that ``cfg`` can continue checkpoint ``path``; ``ValueError`` naming the field that cannot change.
+    Reads the small state files (and refuses damaged or planted ones) and the LoRA's header: no weights.
 
     ``how`` tells the user how to start a fresh run instead (e.g. "use another output_name").
     """
     state = read_state(path)
+    read_rng(path, rank)
+    lora = os.path.join(path, "lora.safetensors")
+    try:
+        ck.read_safetensors_header(lora)
+    except (ValueError, FileNotFoundError) as e:
+        raise ck.CheckpointError(f"Checkpoint LoRA: {e}") from e
     fresh = how or f"use another output_dir, or delete {os.path.dirname(path)!r} to start over"
     if state.get("world", world) != world:
         raise ValueError(f"Checkpoint {path} was written by {state['world']} processes, this run has {world}; "

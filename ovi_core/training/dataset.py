@@ -163,14 +163,17 @@ def probe_size(path: str) -> tuple[int, int]:
 
 
 def _to_rgb(frame, size: tuple[int, int] | None) -> torch.Tensor:
-    """One decoded frame -> ``[H, W, 3]`` uint8; scaled down at decode (area filter) to cover ``size`` when
-    larger, so a huge source never lives in memory at full size."""
+    """One decoded frame -> ``[H, W, 3]`` uint8, scaled down right away to cover ``size`` when larger (the
+    filter of :func:`frames_to_model`, antialiased bicubic): only one frame ever exists at full size."""
+    x = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # [H, W, 3]
     if size is not None:
-        ch, cw = cover_size(frame.height, frame.width, size=size)
-        if ch < frame.height and cw < frame.width:
-            return torch.from_numpy(frame.reformat(width=cw, height=ch, format="rgb24",
-                                                   interpolation="AREA").to_ndarray())
-    return torch.from_numpy(frame.to_ndarray(format="rgb24"))
+        h, w = x.shape[:2]
+        ch, cw = cover_size(h, w, size=size)
+        if ch < h and cw < w:
+            y = F.interpolate(x.permute(2, 0, 1)[None].float(), size=(ch, cw), mode="bicubic", align_corners=False,
+                              antialias=True)  # [1, 3, ch, cw]
+            x = y[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+    return x
 
 
 def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None = None,

@@ -379,7 +379,7 @@ class Trainer:
             return None
         if not os.path.isdir(path):
             raise FileNotFoundError(f"Checkpoint {path!r} to resume from does not exist.")
-        plan = ckpt.check_resume(path, self.cfg, world=self.world, fsdp=self.fsdp)
+        plan = ckpt.check_resume(path, self.cfg, world=self.world, rank=self.rank, fsdp=self.fsdp)
         for k, (old, new) in plan.changed.items():
             logger.info("resume from %s: %s changed from %r to %r (applied)", os.path.basename(path), k, old, new)
         return plan
@@ -388,7 +388,7 @@ class Trainer:
         """Restore LoRA weights, optimizer, scheduler, RNG states and step from ``path``, then apply this run's
         learning rate, optimizer settings and schedule (fields that cannot change are refused)."""
         if self.resume_plan is None or self.resume_plan.path != path:
-            self.resume_plan = ckpt.check_resume(path, self.cfg, world=self.world, fsdp=self.fsdp)
+            self.resume_plan = ckpt.check_resume(path, self.cfg, world=self.world, rank=self.rank, fsdp=self.fsdp)
         state = ckpt.read_state(path)
         rng = ckpt.read_rng(path, self.rank)
         lora_sd, _ = ck.read_tensor_file(os.path.join(path, "lora.safetensors"), what="Checkpoint LoRA")
