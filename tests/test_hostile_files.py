@@ -402,3 +402,19 @@ def test_vocoder_alpha_tensors_are_not_read_as_lora_alphas():
 
     with pytest.raises(ValueError, match="unexpected keys"):
         parse_lora_state_dict({"ups.0.weight": torch.zeros(2, 2), "activations.0.act.alpha": torch.zeros(8)})
+
+
+def test_fsdp_state_that_accelerate_would_unpickle_is_refused(tmp_path):
+    from ovi_core.training.checkpoint import check_accelerate_dir
+
+    d = tmp_path / "accelerate"
+    d.mkdir()
+    (d / "optimizer.bin").write_bytes(b"")
+    check_accelerate_dir(str(d))  # full state dicts: read by accelerate with weights_only=True
+    for name in (".metadata", "custom_checkpoint_0.pkl"):
+        (d / name).write_bytes(b"")
+        with pytest.raises(ValueError, match="are pickles and are not loaded"):
+            check_accelerate_dir(str(d))
+        (d / name).unlink()
+    with pytest.raises(FileNotFoundError):
+        check_accelerate_dir(str(tmp_path / "absent"))

@@ -128,7 +128,8 @@ def check_resume(path: str, cfg: TrainConfig, *, world: int, rank: int = 0, fsdp
         ck.read_safetensors_header(lora)
     except (ValueError, FileNotFoundError) as e:
         raise ck.CheckpointError(f"Checkpoint LoRA: {e}") from e
-    fresh = how or f"use another output_dir, or delete {os.path.dirname(path)!r} to start over"
+    fresh = how or (f"start a new run in another output folder (in ComfyUI: another output_name), or delete "
+                    f"{os.path.dirname(path)!r} to start over")
     if state.get("world", world) != world:
         raise ValueError(f"Checkpoint {path} was written by {state['world']} processes, this run has {world}; "
                          "resume with the same number of processes.")
@@ -157,6 +158,18 @@ def check_resume(path: str, cfg: TrainConfig, *, world: int, rank: int = 0, fsdp
     else:
         logger.warning("Checkpoint %s has no config.json; cannot check that the settings match.", path)
     return ResumePlan(path=path, step=int(state["step"]), changed=changed)
+
+
+def check_accelerate_dir(path: str) -> None:
+    """Refuse an FSDP state folder that accelerate would not read with ``weights_only=True``: sharded (DCP)
+    checkpoints (their ``.metadata`` is a pickle) and registered custom objects (``custom_checkpoint_N.pkl``)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"Checkpoint folder {path!r} (FSDP state) not found; the checkpoint is incomplete.")
+    odd = sorted(f for f in os.listdir(path) if f == ".metadata" or f.endswith(".distcp")
+                 or f.startswith("custom_checkpoint_"))
+    if odd:
+        raise ck.CheckpointError(f"FSDP state {path!r} holds {odd[:3]}: sharded or custom checkpoints are pickles "
+                                 "and are not loaded. Resume from a checkpoint this trainer wrote (full state dicts).")
 
 
 def trim_metrics(path: str, step: int) -> None:

@@ -124,7 +124,9 @@ class Trainer:
             if config.distributed == "fsdp":
                 from accelerate import FullyShardedDataParallelPlugin
 
-                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+                # full state dicts, read with weights_only=True (sharded DCP checkpoints keep pickled metadata)
+                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True,
+                                                                       state_dict_type="FULL_STATE_DICT")
             # no GPU: processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo
             accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available(), **kwargs)
         self.acc = accelerator
@@ -394,7 +396,9 @@ class Trainer:
         lora_sd, _ = ck.read_tensor_file(os.path.join(path, "lora.safetensors"), what="Checkpoint LoRA")
         self.lora.load_lora_state_dict(lora_sd)
         if self.fsdp:
-            self.acc.load_state(os.path.join(path, "accelerate"), load_kwargs={"weights_only": True})
+            acc_dir = os.path.join(path, "accelerate")
+            ckpt.check_accelerate_dir(acc_dir)
+            self.acc.load_state(acc_dir, load_kwargs={"weights_only": True})
         else:
             if "optimizer" not in state:
                 raise ck.CheckpointError(f"Checkpoint {path!r} holds no optimizer state; it is damaged.")
