@@ -457,7 +457,7 @@ def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
         except ck.CheckpointError as e:
             raise ck.CheckpointError(f"LoRA file: {e}") from e
         if ident.component != "lora":
-            raise ck.CheckpointError(f"{path!r} is not a LoRA: it looks like {ident.description}. Pick a LoRA file "
+            raise ck.CheckpointError(f"Not a LoRA file: {path!r} looks like {ident.description}. Pick a LoRA file "
                                      "(from OviTrainLoRA or `python -m ovi_core train`) for the LoRA loader.")
     return ck.read_tensor_file(path, what="LoRA file")
 
