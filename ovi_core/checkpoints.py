@@ -196,9 +196,13 @@ def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cp
         from safetensors import safe_open
 
         out: dict[str, torch.Tensor] = {}
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k)
+        except Exception as e:  # noqa: BLE001  (SafetensorError on a header that passed our checks)
+            raise CheckpointError(f"{path!r} could not be read ({type(e).__name__}: {e}); it is damaged. Download "
+                                  "or write it again.") from e
         return out
     obj = _torch_load(path)
     sd = _flatten(obj)

@@ -141,6 +141,7 @@ class Trainer:
         self.out_dir = config.output_dir
         # the checkpoint to resume from, checked against this config before anything heavy loads
         self.resume_plan: ResumePlan | None = self._plan_resume()
+        self.model_version = config.model_version or self._model_version()  # validates the file's metadata
 
         self.dataset = dataset if dataset is not None else LatentDataset(config.dataset)
         self.dit = model if model is not None else self._load_model()
@@ -155,7 +156,6 @@ class Trainer:
             self.dit.gradient_checkpointing = bool(config.gradient_checkpointing)
         elif config.gradient_checkpointing:
             logger.warning("This model has no gradient_checkpointing switch; training without it.")
-        self.model_version = config.model_version or self._model_version()
 
         self.lora = LoRANetwork.for_model(self.dit, config.lora_config(), device="cpu", seed=config.seed)
         self.lora.to(self.device)
