@@ -119,15 +119,29 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict[str, TensorIn
             header = json.loads(f.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{path!r}: unreadable safetensors header ({e}). Download the file again.") from e
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path!r}: the safetensors header is not a JSON object; the file is damaged or not a "
+                              "safetensors file. Download it again.")
     meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path!r}: the safetensors metadata is not a JSON object; the file is damaged.")
+    meta = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
     infos: dict[str, TensorInfo] = {}
     end = 0
     for name, entry in header.items():
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{path!r}: the header entry of tensor {name!r} is not an object; the file is damaged.")
         dtype = _ST_DTYPES.get(entry.get("dtype"))
         if dtype is None:
             raise CheckpointError(f"{path!r}: tensor {name!r} has unsupported dtype {entry.get('dtype')!r}.")
-        infos[name] = TensorInfo(tuple(entry["shape"]), dtype)
-        end = max(end, entry["data_offsets"][1])
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if (not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape)
+                or not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and o >= 0 for o in offsets) or offsets[0] > offsets[1]):
+            raise CheckpointError(f"{path!r}: tensor {name!r} has a malformed shape {shape!r} or data offsets "
+                                  f"{offsets!r}; the file is damaged. Download or write it again.")
+        infos[name] = TensorInfo(tuple(shape), dtype)
+        end = max(end, offsets[1])
     if 8 + n + end > size:
         raise CheckpointError(
             f"{path!r} is truncated: its header describes {8 + n + end} bytes but the file has {size}. "
@@ -182,9 +196,13 @@ def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cp
         from safetensors import safe_open
 
         out: dict[str, torch.Tensor] = {}
-        with safe_open(path, framework="pt", device=str(device)) as f:
-            for k in f.keys():
-                out[k] = f.get_tensor(k)
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k)
+        except Exception as e:  # noqa: BLE001  (SafetensorError on a header that passed our checks)
+            raise CheckpointError(f"{path!r} could not be read ({type(e).__name__}: {e}); it is damaged. Download "
+                                  "or write it again.") from e
         return out
     obj = _torch_load(path)
     sd = _flatten(obj)
@@ -193,6 +211,86 @@ def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cp
     if str(device) != "cpu":
         sd = {k: v.to(device) for k, v in sd.items()}
     return sd
+
+
+def read_tensor_file(
+    path: str | os.PathLike, *, what: str, required: Iterable[str] = (), device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """``({name: tensor}, metadata)`` of a tensor file (``.safetensors``, or a pickle read with ``weights_only``).
+
+    The one reader for files a user can hand us (LoRAs, prepared latents, training state): every problem
+    (missing, truncated, damaged, missing tensors ``required``) is a :class:`CheckpointError` (a ``ValueError``)
+    or ``FileNotFoundError`` that names the file and ``what`` it should be, never a bare library error.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} not found" + (" (it is a folder)" if os.path.isdir(path) else "")
+                                + "; check the path.")
+    try:
+        sd = load_state_dict(path, device=device)
+        meta = read_safetensors_header(path)[1] if _is_safetensors(path) else {}
+    except CheckpointError as e:
+        raise CheckpointError(f"{what}: {e}") from e
+    except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, RuntimeError from a damaged file)
+        raise CheckpointError(f"{what} {path!r} could not be read ({type(e).__name__}: {e}); it is damaged or "
+                              "not such a file. Write or download it again.") from e
+    missing = [k for k in required if k not in sd]
+    if missing:
+        raise CheckpointError(f"{what} {path!r} lacks the tensors {missing} (it holds {_first(sd)}); it is not such "
+                              "a file, or it was written by something else.")
+    return sd, meta
+
+
+def read_json_file(path: str | os.PathLike, *, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing, unreadable or non-object file is a clear error naming it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path!r} not found; check the path.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            obj = json.load(f)
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{what} {path!r} is not UTF-8 text ({e}); it is damaged.") from e
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{what} {path!r} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); "
+                              "it is damaged or was edited by hand. Fix it or write it again.") from e
+    except OSError as e:
+        raise CheckpointError(f"{what} {path!r} could not be read: {e}") from e
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{what} {path!r} holds a JSON {type(obj).__name__}, expected an object {{...}}.")
+    return obj
+
+
+# ----------------------------------------------------------------------------------------------
+# Metadata (user input: a file's metadata can say anything)
+# ----------------------------------------------------------------------------------------------
+
+
+def meta_int(meta: Mapping[str, Any], key: str, *, path: str, low: int, high: int, example: str) -> int | None:
+    """``int(meta[key])`` checked to lie in ``[low, high]``; ``None`` when absent; a clear error otherwise."""
+    if key not in meta:
+        return None
+    raw = meta[key]
+    try:
+        val = int(str(raw).strip())
+    except ValueError:
+        val = None
+    if val is None or not low <= val <= high:
+        raise CheckpointError(f"{path!r}: its metadata {key}={str(raw)[:40]!r} is not a whole number between {low} "
+                              f"and {high} (e.g. {example}). Fix or remove that metadata entry.")
+    return val
+
+
+def meta_choice(meta: Mapping[str, Any], key: str, *, path: str, choices: Iterable[str]) -> str | None:
+    """``meta[key]`` checked to be one of ``choices``; ``None`` when absent; a clear error otherwise."""
+    if key not in meta:
+        return None
+    choices = tuple(choices)
+    val = str(meta[key]).strip()
+    if val not in choices:
+        raise CheckpointError(f"{path!r}: its metadata {key}={val[:40]!r} is not one of {list(choices)}. Fix or "
+                              "remove that metadata entry.")
+    return val
 
 
 def peek(path: str | os.PathLike) -> dict[str, TensorInfo]:
@@ -248,6 +346,25 @@ def fusion_version_from_name(path: str | None) -> str | None:
     return None
 
 
+# a LoRA tensor: ComfyUI/kohya ``lora_down``/``lora_up``, PEFT ``lora_A``/``lora_B`` (optionally ``.default``),
+# ``lora.down``/``lora.up``, and the full-difference patches ``.diff``/``.diff_b`` of some Wan LoRAs
+_LORA_KEY = re.compile(r"(\.|_)(lora_down|lora_up|lora_A|lora_B|lora\.down|lora\.up)(\.default)?\.weight$|\.diff(_b)?$")
+
+
+def _identify_lora(infos: Mapping[str, TensorInfo], lora_keys: list[str], *, dtype: str,
+                   nparams: int) -> Identification:
+    towers = sorted({k.split(".", 1)[0] for k in lora_keys if k.startswith(("video_model.", "audio_model."))})
+    ranks = sorted({infos[k].shape[0] for k in lora_keys if re.search(r"(lora_down|lora_A|lora\.down)", k)
+                    and len(infos[k].shape) == 2})
+    rank = f"rank {ranks[0]}" if len(ranks) == 1 else (f"ranks {ranks[0]}-{ranks[-1]}" if ranks else "no rank")
+    n_layers = len({_LORA_KEY.split(k)[0] for k in lora_keys})
+    if towers:
+        desc = f"LoRA for the Ovi fusion DiT ({', '.join(towers)}; {n_layers} layers, {rank})"
+    else:
+        desc = f"LoRA weights ({n_layers} layers, {rank}; not in Ovi's video_model/audio_model layout)"
+    return Identification("lora", desc, dtype=dtype, num_params=nparams)
+
+
 def identify(infos: Mapping[str, TensorInfo], *, path: str | None = None) -> Identification:
     """Recognise a checkpoint from its tensor names and shapes."""
     keys = set(infos)
@@ -259,6 +376,11 @@ def identify(infos: Mapping[str, TensorInfo], *, path: str | None = None) -> Ide
 
     def shape(name: str) -> tuple[int, ...] | None:
         return infos[name].shape if name in infos else None
+
+    # --- LoRA (first: its keys carry the model's module names, e.g. video_model.blocks.0...) ---
+    lora_keys = [k for k in keys if _LORA_KEY.search(k)]
+    if lora_keys:
+        return _identify_lora(infos, lora_keys, dtype=dtype, nparams=nparams)
 
     # --- Ovi fusion model (both towers, or one tower) ---
     has_video = any(k.startswith("video_model.") for k in keys)
@@ -362,10 +484,6 @@ def identify(infos: Mapping[str, TensorInfo], *, path: str | None = None) -> Ide
             mels = w[1] if w else None
             return Identification("bigvgan-16k" if mels == 80 else "bigvgan", f"BigVGAN vocoder ({mels} mels)",
                                   dtype=dtype, num_params=nparams, compatible=mels == 80)
-
-    # --- LoRA ---
-    if any(k.endswith(".lora_down.weight") or k.endswith(".lora_A.weight") for k in keys):
-        return Identification("lora", "LoRA weights", dtype=dtype, num_params=nparams)
 
     sample = ", ".join(sorted(keys)[:5])
     return Identification(

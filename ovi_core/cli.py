@@ -65,6 +65,18 @@ def inspect_file(path: str) -> dict:
         "notes": list(ident.notes),
         "loads_strictly": False,
     }
+    if ident.component == "lora":  # a LoRA is checked as the LoRA loader reads it
+        from ovi_core.lora import lora_info, network_from_state_dict, read_lora
+
+        try:
+            info = lora_info(path)
+            sd, meta = read_lora(path)
+            network_from_state_dict(sd, metadata=meta, device="cpu")
+            report.update(rank=info.rank, layers=info.layers, towers=list(info.towers), targets=list(info.targets),
+                          version=info.base_version, loads_strictly=True)
+        except ValueError as e:
+            report["problem"] = str(e)
+        return report
     comp = _IDENT_TO_COMPONENT.get(ident.component)
     if comp is None:
         report["problem"] = "not a component ComfyUI-Ovi loads" if not ident.compatible else "no strict check"

@@ -371,6 +371,12 @@ class LoRANetwork(nn.Module):
             extra = sorted(set(parsed) - set(self.names.values()))
             miss = sorted(set(self.names.values()) - set(parsed))
             raise ValueError(f"LoRA state does not match this network: missing {miss[:5]}, unexpected {extra[:5]}.")
+        bad = [f"{n}: file {list(d.shape)}/{list(u.shape)}, network {list(self.adapter(n).lora_down.weight.shape)}/"
+               f"{list(self.adapter(n).lora_up.weight.shape)}" for n, (d, u, _) in parsed.items()
+               if d.shape != self.adapter(n).lora_down.weight.shape or u.shape != self.adapter(n).lora_up.weight.shape]
+        if bad:
+            raise ValueError(f"LoRA state does not match this network's shapes (another rank or model size?): "
+                             f"{bad[:3]}.")
         for name, (down, up, alpha) in parsed.items():
             ad = self.adapter(name)
             ad.lora_down.weight.copy_(down)
@@ -421,7 +427,7 @@ def parse_lora_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[tor
                 table[k[: -len(suf)]] = v
                 break
         else:
-            if k.endswith(".alpha"):
+            if k.endswith(".alpha") and v.numel() == 1:
                 alphas[k[: -len(".alpha")]] = float(v.float().item())
             else:
                 unknown.append(k)
@@ -445,11 +451,15 @@ def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
     from ovi_core import checkpoints as ck
 
     path = os.fspath(path)
-    sd = ck.load_state_dict(path)
-    meta: dict[str, str] = {}
-    if path.endswith(ck.SAFETENSORS_EXT):
-        meta = ck.read_safetensors_header(path)[1]
-    return sd, meta
+    if os.path.isfile(path):  # refuse other models from the header, before reading any tensor
+        try:
+            ident = ck.identify(ck.peek(path), path=path)
+        except ck.CheckpointError as e:
+            raise ck.CheckpointError(f"LoRA file: {e}") from e
+        if ident.component != "lora":
+            raise ck.CheckpointError(f"Not a LoRA file: {path!r} looks like {ident.description}. Pick a LoRA file "
+                                     "(from OviTrainLoRA or `python -m ovi_core train`) for the LoRA loader.")
+    return ck.read_tensor_file(path, what="LoRA file")
 
 
 def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None,

@@ -281,10 +281,14 @@ def fusion_file_info(path: str) -> dict:
             meta = ck.read_safetensors_header(path)[1]
         except ValueError:
             meta = {}
-        if "ovi.version" in meta:
-            info["version"] = meta["ovi.version"]
-        if "ovi.target_area" in meta:
-            info["target_area"] = int(meta["ovi.target_area"])
+        # metadata is user input: checked here, with the file named, before any weight loads
+        version = ck.meta_choice(meta, "ovi.version", path=str(path), choices=sizes.MODEL_SPECS)
+        area = ck.meta_int(meta, "ovi.target_area", path=str(path), low=sizes.SIDE_MULTIPLE**2,
+                           high=sizes.MAX_SIDE**2, example="921600 for 960x960")
+        if version is not None:
+            info["version"] = version
+        if area is not None:
+            info["target_area"] = area
     if "version" not in info:
         info["version"] = ck.fusion_version_from_name(path) or "1.0"
     return info

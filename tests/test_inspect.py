@@ -65,3 +65,21 @@ def test_truncated_file_is_reported(capsys, tmp_path, tiny):
     code, rep = _inspect(capsys, path)
     assert code == 1 and "truncated" in rep["error"] and "download it again" in rep["error"]
     assert os.path.getsize(path) == len(data) // 2
+
+
+def test_a_trained_lora_is_called_a_lora(capsys, tmp_path, tiny):
+    from ovi_core.lora import LoRAConfig, LoRANetwork
+    from ovi_core.model import load_fusion
+
+    net = LoRANetwork.for_model(load_fusion(tiny["fusion"]), LoRAConfig(rank=3, targets=("fusion",)), seed=0)
+    path = net.save(tmp_path / "style.safetensors", base_version="1.1")
+    code, rep = _inspect(capsys, path)
+    assert code == 0 and rep["component"] == "lora" and rep["loads_strictly"] is True
+    assert rep["description"].startswith("LoRA for the Ovi fusion DiT") and "towers)" not in rep["description"]
+    assert rep["rank"] == 3 and rep["version"] == "1.1" and rep["targets"] == ["cross_attn.k_fusion", "cross_attn.v_fusion"]
+    # a LoRA for another model family is still called a LoRA, and does not load
+    other = tmp_path / "sdxl_lora.safetensors"
+    save_file({"lora_unet_down_0.lora_down.weight": torch.zeros(2, 8), "lora_unet_down_0.lora_up.weight": torch.zeros(8, 2)},
+              other)
+    code, rep = _inspect(capsys, other)
+    assert code == 1 and rep["component"] == "lora" and "not in Ovi's" in rep["description"] and rep["problem"]

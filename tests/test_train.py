@@ -138,7 +138,8 @@ def test_checkpoints_are_atomic_and_pruned(files, tmp_path):
     os.makedirs(out / "checkpoints" / "step-000009.tmp")  # a half-written checkpoint from a crash
     assert os.path.basename(latest_checkpoint(str(out))) == "step-000004"
     ck = out / "checkpoints" / "step-000004"
-    assert sorted(os.listdir(ck)) == ["config.json", "lora.safetensors", "rng-rank0.pt", "state.pt"]
+    assert sorted(os.listdir(ck)) == ["config.json", "lora.safetensors", "rng-rank0.json", "rng-rank0.safetensors",
+                                      "state.json", "state.safetensors"]  # no pickles
 
 
 def test_gradient_checkpointing_gives_the_same_gradients(files, tmp_path):

@@ -31,7 +31,8 @@ def test_two_process_accelerate_run_keeps_ranks_identical(tmp_path):
     assert digests[0] == digests[1] and len(digests[0]) == 64
     assert (out / "ovi_lora.safetensors").is_file()
     ck = out / "checkpoints" / "step-000002"
-    assert (ck / "rng-rank0.pt").is_file() and (ck / "rng-rank1.pt").is_file()
+    assert all((ck / f"rng-rank{r}.{ext}").is_file() for r in (0, 1) for ext in ("json", "safetensors"))
+    assert not list(ck.glob("*.pt"))  # no pickles
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # only rank 0 logs
 

@@ -35,6 +35,8 @@ VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 INDEX_FILE = "index.json"
 AUDIO_HOP = 512  # 16 kHz samples per audio latent (mel hop 256 x VAE downsampling 2)
 AUDIO_SR = 16000
+AREA_SLACK = 1.1  # a fixed size may exceed the model's area by this factor (sides round to multiples of 32)
+MAX_FPS = 120
 
 
 @dataclass(frozen=True)
@@ -51,13 +53,39 @@ class PrepareConfig:
     version: str = "1.0"  # caption format the model expects ('1.0': <AUDCAP>, '1.1': Audio:)
 
     def __post_init__(self) -> None:
-        if self.frames < 1 or (self.frames - 1) % 4:
+        # every size is capped here, before any clip is decoded (a huge size would allocate per clip)
+        from ovi_core import sizes
+
+        spec = sizes.MODEL_SPECS.get(self.version)
+        if spec is None:
+            raise ValueError(f"Unknown model version {self.version!r}; use one of {sorted(sizes.MODEL_SPECS)}.")
+        max_area = int(spec.area * AREA_SLACK)
+        if not isinstance(self.frames, int) or self.frames < 1 or (self.frames - 1) % 4:
             raise ValueError(f"frames must be 4k+1 (the video VAE's temporal stride), got {self.frames}.")
+        longest = max(sp.frames for sp in sizes.MODEL_SPECS.values())
+        if self.frames > longest:
+            raise ValueError(f"frames {self.frames} is longer than any Ovi model makes; use at most {longest} "
+                             f"({longest / 24:.0f} s at 24 fps, the 10 s model).")
+        if not (math.isfinite(self.fps) and 1 <= self.fps <= MAX_FPS):
+            raise ValueError(f"fps must be between 1 and {MAX_FPS}, got {self.fps}.")
+        if not isinstance(self.area, int) or not sizes.SIDE_MULTIPLE**2 <= self.area <= max_area:
+            raise ValueError(f"area {self.area} must be between {sizes.SIDE_MULTIPLE**2} (32x32) and Ovi "
+                             f"{spec.version}'s training area {spec.area} ({math.isqrt(spec.area)}^2) pixels.")
         for v in (self.height, self.width):
-            if v is not None and (v < 32 or v % 32):
-                raise ValueError(f"height/width must be multiples of 32, got {self.height}x{self.width}.")
+            if v is not None and (not isinstance(v, int) or v < 32 or v % 32 or v > sizes.MAX_SIDE):
+                raise ValueError(f"height/width must be multiples of 32 between 32 and {sizes.MAX_SIDE}, got "
+                                 f"{self.height}x{self.width}.")
         if (self.height is None) != (self.width is None):
             raise ValueError("Give both height and width, or neither (then the area decides).")
+        if self.height is not None and self.height * self.width > max_area:
+            raise ValueError(f"{self.height}x{self.width} is {self.height * self.width} pixels, more than Ovi "
+                             f"{spec.version}'s training area {spec.area} ({math.isqrt(spec.area)}^2); pick a smaller "
+                             "size (e.g. 704x1280 for 1.1, 544x960 for 1.0) or give only the area.")
+        if self.audio_tokens is not None:
+            most = math.ceil(self.seconds * AUDIO_SR / AUDIO_HOP) + 1
+            if not isinstance(self.audio_tokens, int) or not 1 <= self.audio_tokens <= most:
+                raise ValueError(f"audio_tokens must be between 1 and {most} for {self.frames} frames at {self.fps} "
+                                 f"fps, got {self.audio_tokens}.")
 
     @property
     def seconds(self) -> float:
@@ -72,6 +100,17 @@ class PrepareConfig:
         if self.frames == 241 and self.fps == 24:
             return 314
         return max(1, round(self.seconds * AUDIO_SR / AUDIO_HOP))
+
+    def audio_samples(self, sample_rate: int) -> int:
+        """Samples at ``sample_rate`` that give :attr:`num_audio_tokens` latents (``L * 512`` at 16 kHz:
+        157 latents need 5.024 s), rounded up; exact integer arithmetic."""
+        return -(-self.num_audio_tokens * AUDIO_HOP * int(sample_rate) // AUDIO_SR)
+
+    def size_for(self, height: int, width: int) -> tuple[int, int]:
+        """Model size ``(h, w)`` for a source of ``height x width``: the fixed size, or the area at its aspect."""
+        if self.height is not None:
+            return self.height, self.width
+        return snap_hw(height, width, area=self.area)
 
 
 @dataclass
@@ -98,11 +137,56 @@ def find_clips(src_dir: str) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """``frames`` frames at ``fps`` from the start of the clip ``[F, H, W, 3]`` uint8, and the audio of
-    ``audio_seconds`` ``[C, T]`` float32 at its own sample rate. ``ValueError`` when too short or
-    without audio."""
+def cover_size(height: int, width: int, *, size: tuple[int, int]) -> tuple[int, int]:
+    """The smallest ``(h, w)`` with the aspect of ``height x width`` that covers ``size`` (what
+    :func:`frames_to_model` scales to before its centre crop)."""
+    s = max(size[0] / height, size[1] / width)
+    return max(size[0], round(height * s)), max(size[1], round(width * s))
+
+
+def probe_size(path: str) -> tuple[int, int]:
+    """``(height, width)`` of the clip's first video stream, from its header (nothing decoded)."""
     import av
+
+    try:
+        with av.open(path) as container:
+            streams = container.streams.video
+            cc = streams[0].codec_context if streams else None
+            h, w = (int(cc.height or 0), int(cc.width or 0)) if cc is not None else (0, 0)
+    except Exception as e:  # noqa: BLE001 (PyAV raises many error types)
+        raise ValueError(f"cannot open: {type(e).__name__}: {e}") from e
+    if cc is None:
+        raise ValueError("no video stream")
+    if h <= 0 or w <= 0:
+        raise ValueError(f"the video stream has no valid size ({h}x{w})")
+    return h, w
+
+
+def _to_rgb(frame, size: tuple[int, int] | None) -> torch.Tensor:
+    """One decoded frame -> ``[H, W, 3]`` uint8, scaled down right away to cover ``size`` when larger (the
+    filter of :func:`frames_to_model`, antialiased bicubic): only one frame ever exists at full size."""
+    x = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # [H, W, 3]
+    if size is not None:
+        h, w = x.shape[:2]
+        ch, cw = cover_size(h, w, size=size)
+        if ch < h and cw < w:
+            y = F.interpolate(x.permute(2, 0, 1)[None].float(), size=(ch, cw), mode="bicubic", align_corners=False,
+                              antialias=True)  # [1, 3, ch, cw]
+            x = y[0].round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous()
+    return x
+
+
+def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None = None,
+              audio_latents: int | None = None,
+              size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``frames`` frames at ``fps`` from the start of the clip ``[F, H, W, 3]`` uint8, and its audio ``[C, T]``
+    float32 at its own sample rate: enough for ``audio_latents`` audio latents (``L * 512`` samples at 16 kHz,
+    exact), or ``audio_seconds``. ``size`` ``(h, w)``: frames larger than needed to cover it are scaled down
+    while decoding. ``ValueError`` when too short or without audio."""
+    import av
+
+    if (audio_seconds is None) == (audio_latents is None):
+        raise ValueError("give audio_seconds or audio_latents")
 
     try:
         container = av.open(path)
@@ -118,7 +202,7 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float) -> tu
         need_t = (frames - 1) / fps
         for frame in container.decode(vstream):
             t = float(frame.time) if frame.time is not None else len(pics) / float(vstream.average_rate or fps)
-            pics.append((t, torch.from_numpy(frame.to_ndarray(format="rgb24"))))
+            pics.append((t, _to_rgb(frame, size)))
             if t >= need_t + 1.0 / fps:
                 break
     if not pics:
@@ -137,7 +221,11 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float) -> tu
     with av.open(path) as container:
         astream = container.streams.audio[0]
         sr = int(astream.rate or astream.codec_context.sample_rate)
-        need = int(math.ceil(audio_seconds * sr))
+        if audio_latents is not None:
+            need = -(-int(audio_latents) * AUDIO_HOP * sr // AUDIO_SR)  # ceil, in integers
+            audio_seconds = need / sr
+        else:
+            need = int(math.ceil(audio_seconds * sr))
         chunks, got = [], 0
         for frame in container.decode(astream):
             a = torch.from_numpy(frame.to_ndarray()).float()
@@ -165,9 +253,9 @@ def frames_to_model(video: torch.Tensor, *, height: int, width: int) -> torch.Te
     """``[F, H, W, 3]`` uint8 -> ``[1, 3, F, height, width]`` in [-1, 1]: scale to cover, centre crop."""
     x = video.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [F, 3, H, W]
     h, w = x.shape[-2:]
-    s = max(height / h, width / w)
-    nh, nw = max(height, round(h * s)), max(width, round(w * s))
-    x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
+    nh, nw = cover_size(h, w, size=(height, width))
+    if (nh, nw) != (h, w):  # frames scaled at decode already have the cover size: crop only
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True)
     top, left = (nh - height) // 2, (nw - width) // 2
     x = x[:, :, top:top + height, left:left + width].clamp(-1, 1)
     return x.permute(1, 0, 2, 3).unsqueeze(0).contiguous()  # [1, 3, F, H, W]
@@ -217,7 +305,6 @@ def prepare_dataset(
     report = PrepareReport(out_dir=out_dir)
     items = []
     n_audio = config.num_audio_tokens
-    audio_seconds = n_audio * AUDIO_HOP / AUDIO_SR
     vae_dtype = next(video_vae.parameters()).dtype if hasattr(video_vae, "parameters") else torch.float32
     for i, path in enumerate(clips):
         name = os.path.splitext(os.path.basename(path))[0]
@@ -230,12 +317,10 @@ def prepare_dataset(
             if not caption:
                 raise ValueError("empty caption")
             caption = _convert_caption(caption, config.version)
-            video, audio, sr = read_clip(path, frames=config.frames, fps=config.fps,
-                                         audio_seconds=max(audio_seconds, config.seconds))
-            if config.height is not None:
-                h, w = config.height, config.width
-            else:
-                h, w = snap_hw(video.shape[1], video.shape[2], area=config.area)
+            h, w = config.size_for(*probe_size(path))
+            # audio: exactly what the latents need (157 latents: 157 * 512 samples at 16 kHz = 5.024 s)
+            video, audio, sr = read_clip(path, frames=config.frames, fps=config.fps, audio_latents=n_audio,
+                                         size=(h, w))
             pixels = frames_to_model(video, height=h, width=w)
             vlat = video_vae.encode(pixels.to(device=device, dtype=vae_dtype))  # [1, 48, F', h/16, w/16]
             alat = audio_codec.encode(audio[None].to(device), sr)  # [1, L, 20]
@@ -276,6 +361,12 @@ def prepare_from_weights(src_dir: str, out_dir: str, *, weights: str, config: Pr
     from ovi_core.vae import load_wan_vae
     from ovi_core.weights import resolve_weights
 
+    clips = find_clips(src_dir)  # checked before any weights load
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"Output {out_dir!r} is a file; give a folder for the prepared dataset.")
+    if not clips:
+        raise ValueError(f"No clips in {src_dir!r} (looked for {', '.join(VIDEO_EXTS)} files with same-name .txt "
+                         "captions).")
     paths = resolve_weights(weights, version=config.version if config.version != "auto" else "auto")
     dev = pick_device(device)
     dt = pick_dtype(None, dev)
@@ -295,17 +386,19 @@ class LatentDataset:
     """The prepared clips: ``ds[i] -> {'video': [48, F, h, w], 'audio': [L, 20], 'text': [Lt, D], 'name'}``."""
 
     def __init__(self, root: str, *, preload: bool = True) -> None:
+        from ovi_core import checkpoints as ck
+
         index = os.path.join(root, INDEX_FILE)
         if not os.path.isfile(index):
             raise FileNotFoundError(f"{index} not found: prepare the dataset first "
                                     "(python -m ovi_core prepare-dataset CLIPS_DIR OUT_DIR --weights W).")
-        with open(index, encoding="utf-8") as f:
-            self.index = json.load(f)
+        self.index = ck.read_json_file(index, what="Dataset index")
         self.root = root
-        self.items: list[dict] = list(self.index.get("items", []))
-        self.skipped: list[dict] = list(self.index.get("skipped", []))
+        self.items: list[dict] = _checked_items(self.index.get("items", []), index)
+        skipped = self.index.get("skipped", [])
+        self.skipped: list[dict] = [x for x in skipped if isinstance(x, dict)] if isinstance(skipped, list) else []
         if not self.items:
-            reasons = "; ".join(f"{s['file']}: {s['reason']}" for s in self.skipped[:5])
+            reasons = "; ".join(f"{s.get('file')}: {s.get('reason')}" for s in self.skipped[:5])
             raise ValueError(f"The prepared dataset {root!r} holds no usable clips ({reasons or 'folder was empty'}).")
         self._cache: dict[int, dict] = {}
         if preload:
@@ -316,17 +409,46 @@ class LatentDataset:
         return len(self.items)
 
     def _read(self, i: int) -> dict:
-        from safetensors.torch import load_file
+        from ovi_core import checkpoints as ck
 
         it = self.items[i]
-        t = load_file(os.path.join(self.root, it["file"]))
-        return {"video": t["video_latent"], "audio": t["audio_latent"], "text": t["text_embedding"],
-                "name": it["name"]}
+        path = os.path.join(self.root, it["file"])
+        t, _ = ck.read_tensor_file(path, what="Prepared clip", required=LATENT_KEYS)
+        v, a, x = t["video_latent"], t["audio_latent"], t["text_embedding"]
+        if v.dim() != 4 or v.shape[0] != 48 or a.dim() != 2 or a.shape[1] != 20 or x.dim() != 2 or x.shape[0] < 1:
+            raise ck.CheckpointError(
+                f"Prepared clip {path!r} has video_latent {list(v.shape)}, audio_latent {list(a.shape)}, "
+                f"text_embedding {list(x.shape)}; expected [48, F, h, w], [L, 20] and [Lt, D]. Prepare the dataset "
+                "again.")
+        if not (v.is_floating_point() and a.is_floating_point() and x.is_floating_point()):
+            raise ck.CheckpointError(f"Prepared clip {path!r} holds non-float latents; prepare the dataset again.")
+        return {"video": v, "audio": a, "text": x, "name": it["name"]}
 
     def __getitem__(self, i: int) -> dict:
         if i in self._cache:
             return self._cache[i]
         return self._read(i)
+
+
+LATENT_KEYS = ("video_latent", "audio_latent", "text_embedding")
+
+
+def _checked_items(items, index: str) -> list[dict]:
+    """The ``items`` of an index, each ``{"name": str, "file": plain file name in the dataset folder}``."""
+    from ovi_core import checkpoints as ck
+
+    if not isinstance(items, list):
+        raise ck.CheckpointError(f"Dataset index {index!r}: 'items' is not a list; prepare the dataset again.")
+    out = []
+    for n, it in enumerate(items):
+        file = it.get("file") if isinstance(it, dict) else None
+        if (not isinstance(file, str) or not file or os.path.basename(file) != file or file.startswith(".")
+                or not isinstance(it.get("name", ""), str)):
+            raise ck.CheckpointError(f"Dataset index {index!r}: item {n} ({json.dumps(it)[:80]}) must be an object "
+                                     "with a 'file' (a file name in the dataset folder) and a 'name'; prepare the "
+                                     "dataset again.")
+        out.append({**it, "name": it.get("name") or os.path.splitext(file)[0]})
+    return out
 
 
 def collate(samples: Sequence[dict]) -> dict:

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -31,80 +30,20 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ovi_core.fileio import atomic_path
+from ovi_core import checkpoints as ck
 from ovi_core.lora import LoRANetwork
+from ovi_core.training import checkpoint as ckpt
+from ovi_core.training.checkpoint import CHECKPOINT_DIR, ResumePlan, latest_checkpoint, list_checkpoints
 from ovi_core.training.config import TrainConfig
 from ovi_core.training.dataset import LatentDataset, collate
+from ovi_core.training.objective import flow_matching_loss, lr_lambda, sample_sigmas, shift_sigma
+from ovi_core.training.plot import loss_curve_image
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
+__all__ = ["CHECKPOINT_DIR", "TrainResult", "Trainer", "flow_matching_loss", "latest_checkpoint", "list_checkpoints",
+           "loss_curve_image", "lr_lambda", "sample_sigmas", "shift_sigma", "train"]
 ProgressFn = Callable[[int, int, float], None]  # (step, total, loss)
-
-
-# ----------------------------------------------------------------------------------------------
-# Objective
-# ----------------------------------------------------------------------------------------------
-
-
-def shift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
-    """``s' = k s / (1 + (k - 1) s)`` (k = 1: unchanged; k > 1 favours high noise)."""
-    if shift == 1.0:
-        return sigma
-    return shift * sigma / (1.0 + (shift - 1.0) * sigma)
-
-
-def sample_sigmas(n: int, *, generator: torch.Generator, mode: str = "uniform", logit_mean: float = 0.0,
-                  logit_std: float = 1.0, shift: float = 1.0) -> torch.Tensor:
-    """``n`` noise levels in (0, 1), float32 on CPU."""
-    if mode == "uniform":
-        s = torch.rand(n, generator=generator, dtype=torch.float32)
-    elif mode == "logit_normal":
-        s = torch.sigmoid(torch.randn(n, generator=generator, dtype=torch.float32) * logit_std + logit_mean)
-    else:
-        raise ValueError(f"Unknown timestep sampling {mode!r}; use 'uniform' or 'logit_normal'.")
-    return shift_sigma(s, shift)
-
-
-def flow_matching_loss(
-    model: Callable,
-    video: torch.Tensor,
-    audio: torch.Tensor,
-    video_context: list[torch.Tensor],
-    audio_context: list[torch.Tensor],
-    *,
-    sigma: torch.Tensor,
-    video_noise: torch.Tensor,
-    audio_noise: torch.Tensor,
-    video_weight: float = 0.85,
-    audio_weight: float = 0.15,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint flow-matching loss of one batch. Returns ``(total, video_mse, audio_mse)`` (fp32 scalars).
-
-    Shapes: ``video``/``video_noise`` ``[B, 48, F, h, w]``, ``audio``/``audio_noise`` ``[B, L, 20]``, ``sigma``
-    ``[B]`` in [0, 1]; clean latents and noise in fp32, the model sees ``dtype``.
-    """
-    sv = sigma.view(-1, 1, 1, 1, 1)  # [B, 1, 1, 1, 1]
-    sa = sigma.view(-1, 1, 1)  # [B, 1, 1]
-    xv = (1 - sv) * video + sv * video_noise
-    xa = (1 - sa) * audio + sa * audio_noise
-    tv, ta = video_noise - video, audio_noise - audio
-    pv, pa = model(xv.to(dtype), xa.to(dtype), sigma * 1000.0, [c.to(dtype) for c in video_context],
-                   [c.to(dtype) for c in audio_context])
-    lv = torch.mean((pv.float() - tv) ** 2)
-    la = torch.mean((pa.float() - ta) ** 2)
-    return video_weight * lv + audio_weight * la, lv, la
-
-
-def lr_lambda(step: int, *, warmup: int, total: int, schedule: str) -> float:
-    """Multiplier of the learning rate before optimizer step ``step`` (0-based)."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant" or total <= warmup:
-        return 1.0
-    p = min(1.0, (step - warmup) / max(1, total - warmup))
-    return 0.5 * (1 + math.cos(math.pi * p)) if schedule == "cosine" else 1.0 - p
 
 
 # ----------------------------------------------------------------------------------------------
@@ -148,11 +87,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _atomic_torch_save(obj, path: str) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def lora_digest(network: LoRANetwork) -> str:
     """SHA-256 over the LoRA weights (names and bytes), to compare copies across ranks or runs."""
     h = hashlib.sha256()
@@ -190,7 +124,9 @@ class Trainer:
             if config.distributed == "fsdp":
                 from accelerate import FullyShardedDataParallelPlugin
 
-                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True)
+                # full state dicts, read with weights_only=True (sharded DCP checkpoints keep pickled metadata)
+                kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True,
+                                                                       state_dict_type="FULL_STATE_DICT")
             # no GPU: processes started by `accelerate launch --multi_gpu` / torchrun talk over gloo
             accelerator = Accelerator(mixed_precision="no", cpu=not torch.cuda.is_available(), **kwargs)
         self.acc = accelerator
@@ -202,6 +138,10 @@ class Trainer:
         self.world = self.acc.num_processes
         self.dtype = torch.bfloat16 if config.mixed_precision == "bf16" else torch.float32
         self.fsdp = config.distributed == "fsdp" and self.world > 1
+        self.out_dir = config.output_dir
+        # the checkpoint to resume from, checked against this config before anything heavy loads
+        self.resume_plan: ResumePlan | None = self._plan_resume()
+        self.model_version = config.model_version or self._model_version()  # validates the file's metadata
 
         self.dataset = dataset if dataset is not None else LatentDataset(config.dataset)
         self.dit = model if model is not None else self._load_model()
@@ -216,7 +156,6 @@ class Trainer:
             self.dit.gradient_checkpointing = bool(config.gradient_checkpointing)
         elif config.gradient_checkpointing:
             logger.warning("This model has no gradient_checkpointing switch; training without it.")
-        self.model_version = config.model_version or self._model_version()
 
         self.lora = LoRANetwork.for_model(self.dit, config.lora_config(), device="cpu", seed=config.seed)
         self.lora.to(self.device)
@@ -238,7 +177,6 @@ class Trainer:
         self.step = 0
         self.losses: list[float] = []
         self.validation: list[dict] = []
-        self.out_dir = config.output_dir
         if self.acc.is_main_process:
             os.makedirs(os.path.join(self.out_dir, CHECKPOINT_DIR), exist_ok=True)
         self.acc.wait_for_everyone()
@@ -255,17 +193,17 @@ class Trainer:
         return load_fusion(self.cfg.model, device=load_device, dtype=self.dtype)
 
     def _model_version(self) -> str:
-        from ovi_core import checkpoints as ck
+        from ovi_core.sizes import MODEL_SPECS
 
         path = str(self.cfg.model)
-        try:
-            if path.endswith(ck.SAFETENSORS_EXT):
+        version = None
+        if path.endswith(ck.SAFETENSORS_EXT) and os.path.isfile(path):
+            try:
                 meta = ck.read_safetensors_header(path)[1]
-                if "ovi.version" in meta:
-                    return meta["ovi.version"]
-            return ck.fusion_version_from_name(path) or "unknown"
-        except (ValueError, OSError):
-            return "unknown"
+            except (ValueError, OSError):
+                meta = {}
+            version = ck.meta_choice(meta, "ovi.version", path=path, choices=MODEL_SPECS)
+        return version or ck.fusion_version_from_name(path) or "unknown"
 
     # -- data -----------------------------------------------------------------------------------
 
@@ -396,7 +334,8 @@ class Trainer:
         return os.path.join(self.out_dir, CHECKPOINT_DIR, f"step-{step:06d}")
 
     def save_checkpoint(self) -> str:
-        """Write ``checkpoints/step-NNNNNN/`` atomically (a temp folder renamed when complete)."""
+        """Write ``checkpoints/step-NNNNNN/`` atomically (a temp folder renamed when complete); no pickles
+        (see :mod:`ovi_core.training.checkpoint`)."""
         final = self._ckpt_dir(self.step)
         tmp = final + ".tmp"
         if self.acc.is_main_process:
@@ -404,16 +343,16 @@ class Trainer:
             os.makedirs(tmp)
         self.acc.wait_for_everyone()
         rng = {"generator": self.generator.get_state(), "torch": torch.get_rng_state(), "python": random.getstate()}
-        _atomic_torch_save(rng, os.path.join(tmp, f"rng-rank{self.rank}.pt"))
+        ckpt.write_rng(tmp, self.rank, rng)
         if self.fsdp:
             self.acc.save_state(os.path.join(tmp, "accelerate"))
         if self.acc.is_main_process:
             self.lora.save(os.path.join(tmp, "lora.safetensors"), base_version=self.model_version)
             state = {"step": self.step, "scheduler": self.scheduler.state_dict(), "losses": self.losses,
-                     "validation": self.validation, "world": self.world}
+                     "validation": self.validation, "world": self.world, "fsdp": self.fsdp}
             if not self.fsdp:
                 state["optimizer"] = self.optimizer.state_dict()
-            _atomic_torch_save(state, os.path.join(tmp, "state.pt"))
+            ckpt.write_state(tmp, state)
             with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
                 json.dump(self.cfg.to_dict(), f, indent=1)
         self.acc.wait_for_everyone()
@@ -433,22 +372,39 @@ class Trainer:
         for d in list_checkpoints(self.out_dir)[:-keep]:
             shutil.rmtree(d, ignore_errors=True)
 
-    def load_checkpoint(self, path: str) -> None:
-        """Restore LoRA weights, optimizer, scheduler, RNG states and step from ``path``."""
-        from safetensors.torch import load_file
+    def _plan_resume(self) -> ResumePlan | None:
+        r = self.cfg.resume
+        if not r:
+            return None
+        path = latest_checkpoint(self.out_dir) if r == "auto" else r
+        if path is None:
+            return None
+        if not os.path.isdir(path):
+            raise FileNotFoundError(f"Checkpoint {path!r} to resume from does not exist.")
+        plan = ckpt.check_resume(path, self.cfg, world=self.world, rank=self.rank, fsdp=self.fsdp)
+        for k, (old, new) in plan.changed.items():
+            logger.info("resume from %s: %s changed from %r to %r (applied)", os.path.basename(path), k, old, new)
+        return plan
 
-        state = torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=False)
-        if state.get("world", self.world) != self.world:
-            raise ValueError(f"Checkpoint {path} was written by {state['world']} processes, this run has "
-                             f"{self.world}; resume with the same number of processes.")
-        self.lora.load_lora_state_dict(load_file(os.path.join(path, "lora.safetensors")))
+    def load_checkpoint(self, path: str) -> None:
+        """Restore LoRA weights, optimizer, scheduler, RNG states and step from ``path``, then apply this run's
+        learning rate, optimizer settings and schedule (fields that cannot change are refused)."""
+        if self.resume_plan is None or self.resume_plan.path != path:
+            self.resume_plan = ckpt.check_resume(path, self.cfg, world=self.world, rank=self.rank, fsdp=self.fsdp)
+        state = ckpt.read_state(path)
+        rng = ckpt.read_rng(path, self.rank)
+        lora_sd, _ = ck.read_tensor_file(os.path.join(path, "lora.safetensors"), what="Checkpoint LoRA")
+        self.lora.load_lora_state_dict(lora_sd)
         if self.fsdp:
-            self.acc.load_state(os.path.join(path, "accelerate"))
+            acc_dir = os.path.join(path, "accelerate")
+            ckpt.check_accelerate_dir(acc_dir)
+            self.acc.load_state(acc_dir, load_kwargs={"weights_only": True})
         else:
+            if "optimizer" not in state:
+                raise ck.CheckpointError(f"Checkpoint {path!r} holds no optimizer state; it is damaged.")
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        rng_file = os.path.join(path, f"rng-rank{self.rank}.pt")
-        rng = torch.load(rng_file, map_location="cpu", weights_only=False)
+        self._apply_hyperparameters()
         self.generator.set_state(rng["generator"])
         torch.set_rng_state(rng["torch"])
         random.setstate(rng["python"])
@@ -457,16 +413,23 @@ class Trainer:
         self.validation = list(state.get("validation", []))
         logger.info("resumed from %s at step %d", path, self.step)
 
+    def _apply_hyperparameters(self) -> None:
+        """After loading a checkpoint: this config's learning rate, AdamW settings and LR schedule, at the
+        restored scheduler position (the same values when nothing changed)."""
+        cfg, sched = self.cfg, self.scheduler
+        groups = sched.optimizer.param_groups
+        for g in groups:
+            g.update(initial_lr=cfg.learning_rate, betas=cfg.adam_betas, eps=cfg.adam_eps,
+                     weight_decay=cfg.weight_decay)
+        sched.base_lrs = [cfg.learning_rate for _ in groups]
+        lrs = [base * fn(sched.last_epoch) for base, fn in zip(sched.base_lrs, sched.lr_lambdas, strict=True)]
+        for g, lr in zip(groups, lrs, strict=True):
+            g["lr"] = lr
+        sched._last_lr = list(lrs)
+
     def _maybe_resume(self) -> None:
-        r = self.cfg.resume
-        if not r:
-            return
-        path = latest_checkpoint(self.out_dir) if r == "auto" else r
-        if path is None:
-            return
-        if not os.path.isdir(path):
-            raise FileNotFoundError(f"Checkpoint {path!r} to resume from does not exist.")
-        self.load_checkpoint(path)
+        if self.resume_plan is not None:
+            self.load_checkpoint(self.resume_plan.path)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -481,6 +444,8 @@ class Trainer:
         self._maybe_resume()
         start = self.step
         metrics = os.path.join(self.out_dir, "metrics.jsonl")
+        if self.acc.is_main_process:
+            ckpt.trim_metrics(metrics, self.step)  # steps after the checkpoint are logged again below
         while self.step < cfg.steps:
             if self.check_interrupt is not None:
                 self.check_interrupt()
@@ -525,20 +490,6 @@ class Trainer:
             self.dit.gradient_checkpointing = gc
 
 
-def list_checkpoints(out_dir: str) -> list[str]:
-    root = os.path.join(out_dir, CHECKPOINT_DIR)
-    if not os.path.isdir(root):
-        return []
-    names = sorted(d for d in os.listdir(root) if d.startswith("step-") and not d.endswith(".tmp")
-                   and os.path.isfile(os.path.join(root, d, "state.pt")))
-    return [os.path.join(root, d) for d in names]
-
-
-def latest_checkpoint(out_dir: str) -> str | None:
-    c = list_checkpoints(out_dir)
-    return c[-1] if c else None
-
-
 def train(config: TrainConfig, **kwargs) -> TrainResult:
     """Build a :class:`Trainer` and run it to the end."""
     t = Trainer(config, **kwargs)
@@ -546,37 +497,3 @@ def train(config: TrainConfig, **kwargs) -> TrainResult:
         return t.train()
     finally:
         t.close()
-
-
-# ----------------------------------------------------------------------------------------------
-# Loss curve picture (ComfyUI IMAGE)
-# ----------------------------------------------------------------------------------------------
-
-
-def loss_curve_image(losses: list[float], *, width: int = 512, height: int = 256) -> torch.Tensor:
-    """A plain plot of the loss per step: ``[1, height, width, 3]`` float in [0, 1] (ComfyUI IMAGE)."""
-    img = torch.ones(height, width, 3)
-    m = 16  # margin
-    img[m:height - m, m] = 0.6  # y axis
-    img[height - m, m:width - m] = 0.6  # x axis
-    if not losses:
-        return img[None]
-    y = torch.tensor(losses, dtype=torch.float64)
-    y = torch.where(torch.isfinite(y), y, torch.nan)
-    if not torch.isfinite(y).any():
-        return img[None]
-    lo, hi = float(torch.nanquantile(y, 0.0)), float(torch.nanquantile(y, 1.0))
-    span = hi - lo if hi > lo else 1.0
-    n = len(losses)
-    xs = torch.linspace(m + 1, width - m - 1, max(n, 2))[:n]
-    ys = (height - m - 1) - (y - lo) / span * (height - 2 * m - 2)
-    pts = [(float(xs[i]), float(ys[i])) for i in range(n) if torch.isfinite(ys[i])]
-    if len(pts) == 1:
-        pts = pts * 2
-    color = torch.tensor([0.1, 0.3, 0.8])
-    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:], strict=True):  # finite points, joined in order
-        k = int(max(abs(x1 - x0), abs(y1 - y0))) + 2
-        for t in torch.linspace(0, 1, k).tolist():
-            xi, yi = round(x0 + (x1 - x0) * t), round(y0 + (y1 - y0) * t)
-            img[max(0, yi - 1):yi + 1, max(0, xi - 1):xi + 1] = color
-    return img[None]
