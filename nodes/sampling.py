@@ -204,6 +204,15 @@ class OviJointSampler:
             with _runtime.placed(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
+        warn_lines = [f"Ovi warning: {n}" for n in notes]
+        if image_latent is not None:
+            planned = (image_latent.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, image_latent.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
+        else:
+            planned = (width_px, height_px)
+        spec = sizes.MODEL_SPECS[version]
+        _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
+                                                          prefix="Ovi: sampling ")] + warn_lines),
+                         level=logging.WARNING if notes else logging.DEBUG)
         progress = _comfy.progress_bar(int(steps), node_id=unique_id)
         with _runtime.placed_model(model) as dit:
             latents = sample_av(
@@ -213,24 +222,22 @@ class OviJointSampler:
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
             )
-        text = used_size_text(latents, requested=None if image is not None else (w, h))
-        lines = [text] + [f"Ovi warning: {n}" for n in notes]
-        _comfy.show_text(unique_id, "\n".join(lines), level=logging.WARNING if notes else logging.INFO)
+        # what was made, read from the latents themselves (replaces the text shown while sampling)
+        _, _, f, lh, lw = latents.video.shape
+        frames = (f - 1) * 4 + 1  # Wan2.2 VAE: latent frame 0 = pixel frame 0, then 4 pixel frames per latent frame
+        text = size_text(lw * sizes.SPATIAL_DOWNSAMPLE, lh * sizes.SPATIAL_DOWNSAMPLE, frames,
+                         getattr(latents, "fps", None) or sizes.FPS, requested=None if image is not None else (w, h))
+        _comfy.show_text(unique_id, "\n".join([text] + warn_lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
 
 
-def used_size_text(latents, *, requested: tuple[int, int] | None) -> str:
-    """What the sampler made, from the latents themselves: ``W x H`` pixels, frames, seconds (and the size asked
-    for when snapping to the model's area changed it; None: the size came from the image)."""
-    from ovi_core import sizes
-
-    _, _, f, h, w = latents.video.shape
-    width, height = w * sizes.SPATIAL_DOWNSAMPLE, h * sizes.SPATIAL_DOWNSAMPLE
-    frames = (f - 1) * 4 + 1  # Wan2.2 VAE: latent frame 0 = pixel frame 0, then 4 pixel frames per latent frame
-    fps = getattr(latents, "fps", sizes.FPS) or sizes.FPS
-    used = f"Ovi: {width}x{height}, {frames} frames ({frames / fps:.2f} s at {fps} fps)"
+def size_text(width: int, height: int, frames: int, fps: float, *, requested: tuple[int, int] | None,
+              prefix: str = "Ovi: ") -> str:
+    """``Ovi: W x H, N frames (S s at F fps)`` plus the size asked for when snapping to the model's area changed
+    it (``requested`` None: the size came from the image)."""
+    text = f"{prefix}{width}x{height}, {frames} frames ({frames / fps:.2f} s at {fps:g} fps)"
     if requested is None:
-        return used + ", size from the image"
+        return text
     if tuple(requested) != (width, height):
-        return used + f" (asked {requested[0]}x{requested[1]}, snapped to the model's area)"
-    return used
+        return text + f" (asked {requested[0]}x{requested[1]}, snapped to the model's area)"
+    return text

@@ -233,10 +233,12 @@ def test_sampler_shows_the_size_it_used(server, loaded):
     lat = _sample(model, cond)
     h, w = sizes.snap_hw_to_area(704, 1280, area=model.target_area)  # independent of the node's arithmetic
     assert tuple(lat.video.shape[-2:]) == (h // 16, w // 16)
-    ((node, sent),) = server.sent
-    text = html.unescape(sent)
+    (node0, before), (node, after) = server.sent  # the plan while sampling, then what the latents are
     frames = sizes.MODEL_SPECS["1.1"].frames
-    assert node == "6" and text.startswith(f"Ovi: {w}x{h}, {frames} frames")
+    assert node0 == node == "6"
+    assert html.unescape(before).startswith(f"Ovi: sampling {w}x{h}, {frames} frames")
+    text = html.unescape(after)
+    assert text.startswith(f"Ovi: {w}x{h}, {frames} frames ({frames / 24:.2f} s at 24 fps)")
     assert "asked 1280x704" in text and "warning" not in text
 
 
@@ -246,11 +248,13 @@ def test_ten_seconds_with_a_five_second_model_warns_on_the_node(server, loaded):
         cond = OviTextEncode().encode(te, "A cat says <S>hi<E> Audio: a meow.", "", "", model=model)["result"][0]
     server.sent.clear()
     lat = _sample(model, cond, seconds="10")
-    ((_, sent),) = server.sent
-    lines = html.unescape(sent).splitlines()
+    (_, before), (_, after) = server.sent
+    warning = "Ovi warning: 10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s."
+    assert html.unescape(before).splitlines()[1] == warning  # seen before the long sampling starts
+    lines = html.unescape(after).splitlines()
     frames = (lat.video.shape[2] - 1) * 4 + 1
     assert lines[0].startswith("Ovi: ") and f"{frames} frames" in lines[0] and frames > 200
-    assert lines[1] == "Ovi warning: 10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s."
+    assert lines[1] == warning
     assert OviJointSampler.clip_version("1.1", "10") == ("1.1-10s", [lines[1][len("Ovi warning: "):]])
 
 
