@@ -11,6 +11,7 @@ behaviour so the node classes can be exercised directly:
 
 from __future__ import annotations
 
+import html
 import logging
 import os
 import threading
@@ -51,7 +52,7 @@ def _fallback_models_dir() -> str:
 
 
 def model_dirs(folder: str) -> list[str]:
-    """All folders ComfyUI searches for ``folder`` (e.g. "diffusion_models"); the first one is where downloads go."""
+    """All folders ComfyUI searches for ``folder`` (e.g. "diffusion_models"); downloads go to ``download_dir``."""
     fp = folder_paths()
     if fp is not None:
         try:
@@ -59,6 +60,17 @@ def model_dirs(folder: str) -> list[str]:
         except Exception:  # noqa: BLE001 (unknown folder name in an older ComfyUI)
             return []
     return [os.path.join(_fallback_models_dir(), folder)]
+
+
+def download_dir(folder: str) -> str | None:
+    """Where an auto-download into ``folder`` goes: the ComfyUI path named like the folder itself
+    (``models/diffusion_models``, as README says, not the legacy ``models/unet`` that ComfyUI lists first),
+    else the first configured path; None when ComfyUI has no such folder."""
+    dirs = model_dirs(folder)
+    for d in dirs:
+        if os.path.basename(os.path.normpath(d)) == folder:
+            return d
+    return dirs[0] if dirs else None
 
 
 def list_models(folder: str) -> list[str]:
@@ -114,13 +126,13 @@ def input_dir() -> str:
 def save_path(prefix: str, root: str) -> tuple[str, str, int]:
     """``(folder, filename_base, counter)`` for a new output file, ComfyUI's ``get_save_image_path`` rules.
 
-    Refuses absolute prefixes and any '..' so nothing is written outside ``root``.
+    Refuses absolute prefixes, any '..' and symbolic links leading out, so nothing is written outside
+    ``root`` (``ovi_core.validate.check_filename_prefix``, the same check as at queue time).
     """
+    from ovi_core.validate import check_filename_prefix
+
     prefix = (prefix or "").strip() or "Ovi"
-    parts = prefix.replace("\\", "/").split("/")
-    if os.path.isabs(prefix) or prefix.startswith(("/", "\\")) or ".." in parts or ":" in prefix:
-        raise ValueError(f"filename_prefix {prefix!r} must be a relative name inside the output folder "
-                         "(no absolute path, drive or '..'), e.g. 'Ovi/clip'.")
+    check_filename_prefix(prefix, output_dir=root)
     fp = folder_paths()
     if fp is not None:
         folder, base, counter, _sub, _ = fp.get_save_image_path(prefix, root)
@@ -179,18 +191,48 @@ def check_interrupt() -> None:
         mm.throw_exception_if_processing_interrupted()
 
 
-def show_text(node_id: str | None, text: str) -> None:
-    """Show ``text`` on the node in the browser (warnings); logged always."""
-    logger.warning("%s", text)
+def ui_text(text: str) -> str:
+    """``text`` as the node's text preview must receive it: the frontend inserts it with ``innerHTML``
+    (newlines become line breaks), so ``<S>``/``<E>`` and any other markup are escaped to show literally."""
+    return html.escape(text, quote=False)
+
+
+def show_text(node_id: str | None, text: str, *, level: int = logging.WARNING) -> None:
+    """Show ``text`` on the node in the browser (literally: HTML is escaped), replacing what it showed
+    before; logged always (at ``level``). Several lines: join them with newlines into one call."""
+    logger.log(level, "%s", text)
     if node_id is None:
         return
     server = _try_import("server")
     inst = getattr(getattr(server, "PromptServer", None), "instance", None) if server else None
     if inst is not None and hasattr(inst, "send_progress_text"):
         try:
-            inst.send_progress_text(text, node_id)
+            inst.send_progress_text(ui_text(text), node_id)
         except Exception:  # noqa: BLE001 (UI messages are best effort)
             pass
+
+
+def metadata_disabled() -> bool:
+    """True when ComfyUI runs with ``--disable-metadata`` (then no prompt/workflow goes into saved files)."""
+    cli = _try_import("comfy.cli_args")
+    return bool(getattr(getattr(cli, "args", None), "disable_metadata", False))
+
+
+def workflow_metadata(prompt, extra_pnginfo) -> dict[str, str]:
+    """Container tags as core ``SaveVideo`` writes them: ``prompt`` and each ``extra_pnginfo`` entry
+    (``workflow``) as JSON text, so dropping the file onto ComfyUI restores the graph. Empty when ComfyUI
+    runs with ``--disable-metadata`` or when there is nothing to embed."""
+    import json
+
+    if metadata_disabled():
+        return {}
+    meta: dict[str, str] = {}
+    if isinstance(extra_pnginfo, dict):
+        for k, v in extra_pnginfo.items():
+            meta[str(k)] = json.dumps(v)
+    if prompt is not None:
+        meta["prompt"] = json.dumps(prompt)
+    return meta
 
 
 def video_output(path: str):

@@ -53,12 +53,11 @@ def _weight_file(key: str):
 
 
 def _download(folder: str, key: str) -> str:
-    """Fetch an official file into the first ComfyUI folder of ``folder``; return its path."""
+    """Fetch an official file into ComfyUI's ``models/<folder>`` (see ``_comfy.download_dir``); return its path."""
     wf = _weight_file(key)
-    dirs = _comfy.model_dirs(folder)
-    if not dirs:
+    target = _comfy.download_dir(folder)
+    if target is None:
         raise FileNotFoundError(f"ComfyUI has no '{folder}' models folder configured.")
-    target = dirs[0]
     os.makedirs(target, exist_ok=True)
     name = os.path.basename(wf.filename.rstrip("/"))
     dest = os.path.join(target, name)

@@ -13,6 +13,8 @@ from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, O
 logger = logging.getLogger(__name__)
 
 MEMORY_MODES = ("offload", "gpu", "block_swap")
+# "auto" (bf16 on a GPU, fp32 on CPU) is the default of new nodes; the explicit values of saved workflows stay valid
+PRECISIONS = ("auto", "bf16", "fp16", "fp32", "fp8")
 ATTENTION = ("auto", "sdpa", "flash_attn_3", "flash_attn_2", "xformers", "sage")
 CATEGORY = "Ovi/loaders"
 
@@ -40,11 +42,12 @@ class OviFusionModelLoader:
                                "model_960x960_10s.safetensors = Ovi 1.1 10 s, model.safetensors = Ovi 1.0), or "
                                "the video tower file when an audio tower file is chosen below. 'auto-download' "
                                "fetches the official file from Hugging Face into models/diffusion_models."}),
-                "precision": (["bf16", "fp16", "fp32", "fp8"], {
-                    "default": "bf16",
-                    "tooltip": "Compute precision. bf16 matches the official code; fp16 overflows in this model "
-                               "family and is computed in bf16; fp8 keeps weights in float8 (half the memory) "
-                               "and computes in bf16; fp32 for CPU or debugging."}),
+                "precision": (list(PRECISIONS), {
+                    "default": "auto",
+                    "tooltip": "Compute precision. auto: bf16 on a GPU (the official code's), fp32 on CPU. bf16 "
+                               "matches the official code; fp16 overflows in this model family and is computed "
+                               "in bf16; fp8 keeps weights in float8 (half the memory) and computes in bf16 (fp32 "
+                               "on CPU); fp32 for CPU or debugging."}),
                 "attention": (list(ATTENTION), {
                     "default": "auto",
                     "tooltip": "Attention kernel. auto/sdpa use PyTorch; flash-attn, xformers and sage are used "
@@ -126,7 +129,9 @@ class OviTextEncoderLoader:
                     "default": "auto",
                     "tooltip": "auto: the tokenizer embedded in ComfyUI's umt5 file, else a google/umt5-xxl folder "
                                "next to the .pth or in models/text_encoders (downloaded when missing)."}),
-                "precision": (["bf16", "fp32"], {"default": "bf16", "tooltip": "Compute precision of the encoder."}),
+                "precision": (["auto", "bf16", "fp32"], {
+                    "default": "auto",
+                    "tooltip": "Compute precision of the encoder. auto: bf16 on a GPU, fp32 on CPU."}),
                 "device": (["default", "cpu"], {
                     "default": "default",
                     "tooltip": "default: the GPU ComfyUI uses. cpu: encode on the CPU (slow, saves ~11 GB VRAM)."}),
@@ -163,8 +168,10 @@ class OviVideoVAELoader:
                 "vae": (files, {
                     "default": _runtime.default_choice(files, "Wan2.2_VAE.pth"),
                     "tooltip": "Wan2.2_VAE.pth (Wan-AI/Wan2.2-TI2V-5B) in models/vae. Not the Wan 2.1 VAE."}),
-                "precision": (["bf16", "fp32"], {
-                    "default": "bf16", "tooltip": "bf16 halves memory; fp32 is slightly more exact (used on CPU)."}),
+                "precision": (["auto", "bf16", "fp32"], {
+                    "default": "auto",
+                    "tooltip": "auto: bf16 on a GPU, fp32 on CPU. bf16 halves memory; fp32 is slightly more exact "
+                               "(always used on CPU)."}),
                 "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
             }
         }

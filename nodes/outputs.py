@@ -12,6 +12,22 @@ from ._types import OVI_LATENTS
 LATENT_SUFFIX = ".ovi_latents.safetensors"
 
 
+def _validate_prefix(prefix) -> bool | str:
+    """Queue-time check of ``filename_prefix`` (ComfyUI's VALIDATE_INPUTS): True, or the reason it is refused.
+
+    A linked prefix has no value yet at queue time (None): it is checked again when the file is written.
+    """
+    if prefix is None:
+        return True
+    from ovi_core.validate import check_filename_prefix
+
+    try:
+        check_filename_prefix(prefix, output_dir=_comfy.output_dir())
+    except ValueError as e:
+        return str(e)
+    return True
+
+
 class OviSaveVideo:
     """IMAGE frames + AUDIO -> MP4 in ComfyUI's output folder, previewed on the node; also a VIDEO output."""
 
@@ -31,7 +47,12 @@ class OviSaveVideo:
                 "audio": ("AUDIO", {"tooltip": "Sound track (from OviDecodeAudio); muxed as AAC. Leave empty "
                                                "for a silent video."}),
             },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return _validate_prefix(filename_prefix)
 
     RETURN_TYPES = ("VIDEO", "STRING")
     RETURN_NAMES = ("video", "path")
@@ -40,7 +61,7 @@ class OviSaveVideo:
     CATEGORY = "Ovi/output"
     DESCRIPTION = "Writes an MP4 (H.264 + AAC) and shows it; the VIDEO output feeds native video nodes."
 
-    def save(self, images, fps, filename_prefix, audio=None):
+    def save(self, images, fps, filename_prefix, audio=None, prompt=None, extra_pnginfo=None):
         from ovi_core.media import write_mp4
 
         if images.dim() == 3:
@@ -61,7 +82,9 @@ class OviSaveVideo:
         path = os.path.join(folder, name)
         fps = float(fps)
         rate_q = int(fps) if fps.is_integer() else Fraction(fps).limit_denominator(1001)  # PyAV wants a rational
-        write_mp4(path, frames, waveform, fps=rate_q, sample_rate=rate)
+        # the graph goes into the file as core SaveVideo puts it, so dropping the MP4 onto ComfyUI restores it
+        write_mp4(path, frames, waveform, fps=rate_q, sample_rate=rate,
+                  metadata=_comfy.workflow_metadata(prompt, extra_pnginfo) or None)
         subfolder = os.path.relpath(folder, root)
         subfolder = "" if subfolder == "." else subfolder.replace(os.sep, "/")
         ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
@@ -81,6 +104,10 @@ class OviSaveLatents:
                     "tooltip": "File name prefix inside ComfyUI's output folder (no absolute path or '..')."}),
             }
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, filename_prefix=None):
+        return _validate_prefix(filename_prefix)
 
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)

@@ -91,8 +91,8 @@ class OviTextEncode:
             cond = encode_prompts(te, prompt, video_negative=video_negative, audio_negative=audio_negative,
                                   version=version)
         cond = cond.to("cpu")
-        for w in cond.warnings:
-            _comfy.show_text(unique_id, f"Ovi prompt warning: {w}")
+        if cond.warnings:  # one text (each message replaces the node's previous one)
+            _comfy.show_text(unique_id, "\n".join(f"Ovi prompt warning: {w}" for w in cond.warnings))
         out = OviConditioning(cond=cond, version=version, warnings=list(cond.warnings))
         return {"ui": {"text": list(cond.warnings)}, "result": (out, cond.prompt)}
 
@@ -157,21 +157,28 @@ class OviJointSampler:
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
 
     @staticmethod
-    def spec_version(model_version: str, seconds: str) -> str:
+    def clip_version(model_version: str, seconds: str) -> tuple[str, list[str]]:
+        """The size spec for the requested clip length, plus warnings for a length the model was not trained for."""
         if seconds == "auto":
-            return model_version
+            return model_version, []
         if seconds == "10":
             if _family(model_version) == "1.0":
                 raise ValueError("Ovi 1.0 makes 5 s clips only; load model_960x960_10s.safetensors for 10 s.")
             if model_version != "1.1-10s":
-                logger.warning("Ovi: 10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s.")
-            return "1.1-10s"
+                return "1.1-10s", ["10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s."]
+            return "1.1-10s", []
         if seconds == "5":
             if model_version == "1.1-10s":
-                logger.warning("Ovi: 5 s with the 10 s model; model_960x960.safetensors is trained for 5 s.")
-                return "1.1"
-            return model_version
+                return "1.1", ["5 s with the 10 s model; model_960x960.safetensors is trained for 5 s."]
+            return model_version, []
         raise ValueError(f"seconds must be auto, 5 or 10, got {seconds!r}.")
+
+    @classmethod
+    def spec_version(cls, model_version: str, seconds: str) -> str:
+        version, warnings = cls.clip_version(model_version, seconds)
+        for w in warnings:
+            logger.warning("Ovi: %s", w)
+        return version
 
     def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
                slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, unique_id=None):
@@ -180,11 +187,13 @@ class OviJointSampler:
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        notes: list[str] = []
         fam_c, fam_m = _family(conditioning.version), _family(model.version)
         if fam_c is not None and fam_c != fam_m:
-            _comfy.show_text(unique_id, f"Ovi: the prompt was encoded for Ovi {fam_c} but the model is {fam_m}; "
-                                        "connect this model to OviTextEncode.")
-        version = self.spec_version(model.version, str(seconds))
+            notes.append(f"the prompt was encoded for Ovi {fam_c} but the model is {fam_m}; connect this model to "
+                         "OviTextEncode.")
+        version, clip_notes = self.clip_version(model.version, str(seconds))
+        notes += clip_notes
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
         height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         image_latent = None
@@ -195,6 +204,15 @@ class OviJointSampler:
             with _runtime.placed(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
+        warn_lines = [f"Ovi warning: {n}" for n in notes]
+        if image_latent is not None:
+            planned = (image_latent.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, image_latent.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
+        else:
+            planned = (width_px, height_px)
+        spec = sizes.MODEL_SPECS[version]
+        _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
+                                                          prefix="Ovi: sampling ")] + warn_lines),
+                         level=logging.WARNING if notes else logging.DEBUG)
         progress = _comfy.progress_bar(int(steps), node_id=unique_id)
         with _runtime.placed_model(model) as dit:
             latents = sample_av(
@@ -204,4 +222,22 @@ class OviJointSampler:
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
             )
+        # what was made, read from the latents themselves (replaces the text shown while sampling)
+        _, _, f, lh, lw = latents.video.shape
+        frames = (f - 1) * 4 + 1  # Wan2.2 VAE: latent frame 0 = pixel frame 0, then 4 pixel frames per latent frame
+        text = size_text(lw * sizes.SPATIAL_DOWNSAMPLE, lh * sizes.SPATIAL_DOWNSAMPLE, frames,
+                         getattr(latents, "fps", None) or sizes.FPS, requested=None if image is not None else (w, h))
+        _comfy.show_text(unique_id, "\n".join([text] + warn_lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
+
+
+def size_text(width: int, height: int, frames: int, fps: float, *, requested: tuple[int, int] | None,
+              prefix: str = "Ovi: ") -> str:
+    """``Ovi: W x H, N frames (S s at F fps)`` plus the size asked for when snapping to the model's area changed
+    it (``requested`` None: the size came from the image)."""
+    text = f"{prefix}{width}x{height}, {frames} frames ({frames / fps:.2f} s at {fps:g} fps)"
+    if requested is None:
+        return text
+    if tuple(requested) != (width, height):
+        return text + f" (asked {requested[0]}x{requested[1]}, snapped to the model's area)"
+    return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import wave
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from fractions import Fraction
 from typing import Union
 
@@ -99,6 +99,7 @@ def write_mp4(
     fps: float = 24,
     sample_rate: int = 16000,
     crf: int = 18,
+    metadata: Mapping[str, str] | None = None,
 ) -> str:
     """Write an MP4: H.264 (yuv420p) video plus, if ``waveform`` is given, an AAC track.
 
@@ -111,6 +112,8 @@ def write_mp4(
         fps: frame rate (Ovi: 24).
         sample_rate: audio sample rate (Ovi: 16000).
         crf: libx264 constant rate factor (lower = better; 18 is visually near-lossless).
+        metadata: container tags ``{key: text}`` (e.g. ComfyUI's ``prompt`` / ``workflow`` JSON), written as
+            free-form MP4 metadata (``movflags=use_metadata_tags``), as ComfyUI's own video saving does.
     Returns:
         ``path`` as a string.
     """
@@ -127,8 +130,11 @@ def write_mp4(
     path = os.fspath(path)
 
     with atomic_path(path, suffix=".mp4") as tmp:
-        container = av.open(tmp, mode="w", format="mp4", options={"movflags": "+faststart"})
+        movflags = "+faststart+use_metadata_tags" if metadata else "+faststart"
+        container = av.open(tmp, mode="w", format="mp4", options={"movflags": movflags})
         try:
+            for key, value in (metadata or {}).items():
+                container.metadata[str(key)] = str(value)
             vstream = astream = None
             hw = None
             written = 0  # audio samples written

@@ -109,8 +109,8 @@ def download_file(wf: WeightFile, target_dir: str, *, flatten: bool = False) -> 
         got = hf_hub_download(repo_id=wf.repo, filename=wf.filename, local_dir=target_dir)
     except Exception as e:  # noqa: BLE001 (ImportError and network errors of many kinds)
         raise FileNotFoundError(
-            f"Could not download {wf.what} (huggingface.co/{wf.repo}, file {wf.filename}): {type(e).__name__}: {e}. "
-            f"Download it by hand to {dest}."
+            f"Could not download {wf.what} (huggingface.co/{wf.repo}, file {wf.filename}): {type(e).__name__}: "
+            f"{str(e).strip().rstrip('.')}. Download it by hand to {dest}."
         ) from e
     if os.path.abspath(got) != os.path.abspath(dest):  # a repo sub-folder (ext_weights/...) flattened
         shutil.move(got, dest)

@@ -39,13 +39,13 @@ def workflow_spec() -> list[dict]:
     """Load the model and codecs, train a LoRA on a folder of clips, then sample with the trained model."""
     return [
         {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
-         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "bf16", "attention": "auto",
+         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
                      "memory_mode": "gpu", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
         {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
          "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto",
-                     "precision": "bf16", "device": "default", "memory_mode": "offload"}},
+                     "precision": "auto", "device": "default", "memory_mode": "offload"}},
         {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
-         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "bf16", "memory_mode": "offload"}},
+         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "offload"}},
         {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
          "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
         {"id": 5, "type": "OviTrainLoRA", "pos": [460, 60], "size": [400, 480],

@@ -132,9 +132,11 @@ def _load_image(path):
     return torch.from_numpy(img)[None]  # [1, H, W, 3] like core LoadImage
 
 
-def run_api(api: dict) -> dict:
-    """A tiny executor: run an API-format graph in dependency order through our node FUNCTIONs."""
+def run_api(api: dict, *, workflow: dict | None = None) -> dict:
+    """A tiny executor: run an API-format graph in dependency order through our node FUNCTIONs, passing the
+    hidden PROMPT / EXTRA_PNGINFO inputs as ComfyUI does (the graph itself, ``{"workflow": workflow}``)."""
     done: dict[str, tuple] = {}
+    hidden_values = {"PROMPT": api, "EXTRA_PNGINFO": {"workflow": workflow} if workflow is not None else None}
 
     def run(nid):
         if nid in done:
@@ -148,6 +150,9 @@ def run_api(api: dict) -> dict:
             out = (img, torch.zeros(img.shape[:3]))
         else:
             cls = NODE_CLASS_MAPPINGS[node["class_type"]]
+            for name, kind in cls.INPUT_TYPES().get("hidden", {}).items():
+                if kind in hidden_values:
+                    kwargs[name] = hidden_values[kind]
             with torch.inference_mode():  # as ComfyUI's executor runs every node
                 out = getattr(cls(), cls.FUNCTION)(**kwargs)
             if isinstance(out, dict):
@@ -176,8 +181,8 @@ def tiny_models(tmp_path_factory):
     return models
 
 
-@pytest.mark.parametrize("api_name", [p[1] for p in PAIRS])
-def test_api_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch, api_name):
+@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+def test_api_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch, ui_name, api_name):
     import av
 
     monkeypatch.setenv("OVI_MODELS_DIR", str(tiny_models))
@@ -187,12 +192,15 @@ def test_api_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch, a
     for node in api.values():
         if node["class_type"] == "OviJointSampler":
             node["inputs"]["steps"] = 2  # the official skip-layer 11 stays: the tiny DiT has 12 blocks
-    results = run_api(api)
+    ui = _load(ui_name)
+    results = run_api(api, workflow=ui)
     save_id = next(k for k, n in api.items() if n["class_type"] == "OviSaveVideo")
     video, path = results[save_id]
     assert os.path.isfile(path) and path.startswith(str(tmp_path / "out"))
     with av.open(path) as c:
         kinds = {s.type: s.codec_context.name for s in c.streams}
+        # the graph travels in the file (dropping it onto ComfyUI restores the workflow)
+        assert json.loads(c.metadata["prompt"]) == api and json.loads(c.metadata["workflow"]) == ui
         vs = c.streams.video[0]
         assert (vs.height, vs.width) == tuple(results[next(k for k, n in api.items()
                                                            if n["class_type"] == "OviDecodeVideo")][0].shape[1:3])
