@@ -20,6 +20,8 @@ from ovi_core.model.loader import random_fusion
 RANK = 2
 ALPHA = 4.0  # scale alpha / rank = 2
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on the shared cores
+
 
 @pytest.fixture(scope="module")
 def model():
