@@ -638,6 +638,20 @@ def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping
     return net
 
 
+def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | None = None) -> lora_keys.LoRAKeyMap:
+    """Map a LoRA file's keys from its header alone (no tensors read, no model needed), so that a wrong file
+    fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
+    from ovi_core import checkpoints as ck
+
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"LoRA file not found: {os.fspath(path)!r}.")
+    infos = ck.peek(path)
+    try:
+        return lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
+    except ValueError as e:
+        raise ValueError(f"{os.path.basename(os.fspath(path))}: {e}") from None
+
+
 def read_lora_for(model: nn.Module, path: str | os.PathLike, *, towers: str | Iterable[str] | None = None
                   ) -> tuple[dict[str, torch.Tensor], dict[str, str], lora_keys.LoRAKeyMap]:
     """Read a LoRA file, map its keys onto ``model`` and check that they fit (``ValueError`` otherwise).
