@@ -127,3 +127,24 @@ class SpeedState:
         if self.step_cache is not None:
             out.update(self.step_cache.stats())
         return out
+
+
+def speed_options(*, cfg_reuse_refresh: int = 0, cfg_reuse_start: float = 0.3, cfg_reuse_end: float = 0.9,
+                  cfg_reuse_towers: str = "both", cfg_reuse_mode: str = "delta",
+                  step_cache_threshold: float = 0.0) -> SpeedOptions:
+    """:class:`SpeedOptions` from flat values (UI inputs): ``cfg_reuse_refresh`` 0 = no CFG reuse;
+    ``cfg_reuse_towers`` ``both``/``video``/``audio`` (the other tower keeps a fresh negative every step);
+    ``step_cache_threshold`` 0 = no step cache."""
+    from .cfg_cache import ReuseWindow
+
+    if cfg_reuse_towers not in ("both", "video", "audio"):
+        raise ValueError(f"cfg_reuse_towers must be both, video or audio, got {cfg_reuse_towers!r}.")
+    reuse = None
+    if int(cfg_reuse_refresh) > 0:
+        w = ReuseWindow(float(cfg_reuse_start), float(cfg_reuse_end), int(cfg_reuse_refresh))
+        reuse = CFGReuse(video=w if cfg_reuse_towers in ("both", "video") else None,
+                         audio=w if cfg_reuse_towers in ("both", "audio") else None, mode=cfg_reuse_mode)
+    elif int(cfg_reuse_refresh) < 0:
+        raise ValueError(f"cfg_reuse_refresh must be >= 0 (0 = off), got {cfg_reuse_refresh}.")
+    cache = StepCacheConfig(threshold=float(step_cache_threshold)) if float(step_cache_threshold) != 0 else None
+    return SpeedOptions(cfg_reuse=reuse, step_cache=cache)
