@@ -225,7 +225,7 @@ def sample_av(
         cfg_cache=fast.cfg_cache,
     )
     if fast.step_cache is not None:
-        denoise = fast.step_cache.wrap(denoise)
+        denoise = fast.step_cache.wrap(denoise, on_skip=fast.cfg_cache.advance if fast.cfg_cache else None)
     prev_hook = model.block_hook
     if check_interrupt is not None:
         # honour a cancel between fused blocks too, not only between steps (a step can take many seconds)

@@ -128,6 +128,16 @@ def test_step_cache_counts_as_configured(model, cond):
     assert cache.skipped_steps == [2, 3, 4, 6, 7, 8, 10] and len(calls) == 5
 
 
+def test_cfg_reuse_and_step_cache_keep_the_true_step_index(model, cond):
+    reuse = CFGReuse.uniform(0.0, 1.0, 2)  # fresh on even steps, reused on odd ones
+    cache = StepCacheConfig(threshold=1e9, warmup=2, max_skips=3)  # skips 2, 3, 4, 6, 7, 8, 10 of 12
+    lat = _sample(model, cond, steps=12, speed=SpeedOptions(cfg_reuse=reuse, step_cache=cache))
+    # computed steps 0, 1, 5, 9, 11: negative pass on 0 (even); 1, 5, 9, 11 are odd and reuse
+    assert lat.stats["step_cache_computed"] == 5
+    assert lat.stats["cfg_negative_passes"] == 1 and lat.stats["cfg_reused"] == 4
+    assert lat.stats["forwards"] == 6
+
+
 def test_step_cache_reuses_the_last_velocities(model, cond):
     """Oracle: a loop that reuses the last computed velocities on the steps the cache skipped."""
     g = torch.Generator().manual_seed(5)

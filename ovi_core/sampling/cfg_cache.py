@@ -125,6 +125,10 @@ class CFGCache:
             self.reused += 1
         return fresh
 
+    def advance(self) -> None:
+        """A step that made no denoiser call at all (e.g. skipped by the step cache): keep the step index."""
+        self.step += 1
+
     def store(self, v_pos: torch.Tensor, v_neg: torch.Tensor, a_pos: torch.Tensor, a_neg: torch.Tensor) -> None:
         """Cache the fresh predictions of a step that ran the negative pass (same shapes as the latents)."""
         if self.config.mode == "delta":

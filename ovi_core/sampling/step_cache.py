@@ -107,11 +107,14 @@ class StepCache:
             self.computed += 1
         return skip
 
-    def wrap(self, denoise: Denoiser) -> Denoiser:
-        """``denoise`` with the cache in front: one call per step, as the sampler makes them."""
+    def wrap(self, denoise: Denoiser, *, on_skip: Callable[[], None] | None = None) -> Denoiser:
+        """``denoise`` with the cache in front: one call per step, as the sampler makes them. ``on_skip`` is
+        called on each skipped step (e.g. :meth:`CFGCache.advance`, so step-counting wrappers stay in step)."""
 
         def cached(video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             if self.should_skip(video, audio, t):
+                if on_skip is not None:
+                    on_skip()
                 return self._out
             out = denoise(video, audio, t)
             if self.config.threshold > 0:
