@@ -14,11 +14,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from ovi_core import sizes
 from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
+
+if TYPE_CHECKING:
+    from ovi_core.sampling.fast import SpeedOptions
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +175,7 @@ def sample_av(
     dtype: torch.dtype = torch.float32,
     callback: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
-    speed=None,
+    speed: SpeedOptions | None = None,
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
@@ -417,7 +421,7 @@ class OviPipeline:
         audio_rope_scale: float | None = None,
         callback: ProgressFn | None = None,
         check_interrupt: InterruptFn | None = None,
-        speed=None,
+        speed: SpeedOptions | None = None,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
         from ovi_core.sampling import SOLVERS

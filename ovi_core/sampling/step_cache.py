@@ -10,7 +10,8 @@ and, before each call, adds up how much the input moved since the last step that
 While the accumulated change stays below ``threshold`` the step is skipped: no forward at all, and the last
 computed velocities are reused for both streams (audio and video are computed together, so one decision
 covers both). Once it reaches the threshold the step runs and the sum restarts. The first ``warmup`` steps
-and the last step always run; at most ``max_skips`` steps in a row are skipped.
+and the last step always run; at most ``max_skips`` steps in a row are skipped. (With the cache on, each step
+reads the change to the host once; off, nothing is added to the step.)
 
 ``threshold=0`` never skips, so the result is bit-identical to the dense run. Larger values skip more; the
 right value depends on the model and the step count (see ``bench/RESULTS.md`` for measured trade-offs).
