@@ -47,6 +47,7 @@ from torch.nn import functional as F
 
 from ovi_core import lora_keys
 from ovi_core.fileio import atomic_path
+from ovi_core.lora_deltas import LinearDelta, ParamPatch, param_key
 
 logger = logging.getLogger(__name__)
 
@@ -197,30 +198,6 @@ class LoRAAdapter(nn.Module):
         return (self.lora_up.weight.float() @ self.lora_down.weight.float()) * self.scale
 
 
-class LinearDelta(nn.Module):
-    """Full deltas of one Linear ``in -> out``: ``weight [out, in]`` and/or ``bias [out]`` (buffers)."""
-
-    def __init__(self, weight: torch.Tensor | None, bias: torch.Tensor | None) -> None:
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.register_buffer("bias", bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x [..., in]`` -> ``x @ weight.T + bias`` ``[..., out]`` (just ``bias [out]`` without a weight)."""
-        if self.weight is None:
-            return self.bias
-        return F.linear(x.to(dtype=self.weight.dtype, device=self.weight.device), self.weight, self.bias)
-
-
-def _param_key(pname: str) -> str:
-    """File key of a full parameter delta: ``<module>.diff`` for weights, ``.diff_b`` for biases."""
-    if pname.endswith(".weight"):
-        return pname[: -len(".weight")] + ".diff"
-    if pname.endswith(".bias"):
-        return pname[: -len(".bias")] + ".diff_b"
-    return pname + ".diff"
-
-
 def _remove_handles(handles: list) -> None:
     for h in handles:
         h.remove()
@@ -263,7 +240,7 @@ class LoRANetwork(nn.Module):
         self._handles: list = []
         self._attached: dict[str, nn.Linear] = {}
         self._params: dict[str, nn.Parameter] = {}
-        self._saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._patch = ParamPatch()
         self._merged: dict[str, float] = {}
 
     # -- construction -------------------------------------------------------------------------
@@ -341,16 +318,10 @@ class LoRANetwork(nn.Module):
 
         def pre(module: nn.Module, args: tuple) -> None:
             net = ref()
-            if net is None or not net.enabled or net.strength == 0.0 or net._saved:
+            if net is None or not net.enabled or net.strength == 0.0 or net._patch.active:
                 return
-            with torch.no_grad():
-                for key, p in net._params.items():
-                    if key in net._merged:
-                        continue
-                    orig = p.data
-                    d = getattr(net.param_deltas, key).to(device=orig.device, dtype=torch.float32)
-                    p.data = (orig.float() + d * net.strength).to(orig.dtype)
-                    net._saved.append((p, orig))
+            todo = {k: p for k, p in net._params.items() if k not in net._merged}
+            net._patch.apply(todo, lambda k: getattr(net.param_deltas, k), net.strength)
 
         def post(module: nn.Module, args: tuple, output):
             net = ref()
@@ -361,9 +332,7 @@ class LoRANetwork(nn.Module):
         return pre, post
 
     def _restore_params(self) -> None:
-        for p, orig in reversed(self._saved):
-            p.data = orig if orig.device == p.device else orig.to(p.device)
-        self._saved.clear()
+        self._patch.restore()
 
     def attach(self, model: nn.Module, *, strict: bool = True, weak: bool = False) -> LoRANetwork:
         """Hook the adapters into ``model``'s Linears. ``strict``: every adapter must find its layer
@@ -513,7 +482,7 @@ class LoRANetwork(nn.Module):
             if dl.bias is not None:
                 sd[f"{name}.diff_b"] = cast(dl.bias)
         for key, pname in self.param_names.items():
-            sd[_param_key(pname)] = cast(getattr(self.param_deltas, key))
+            sd[param_key(pname)] = cast(getattr(self.param_deltas, key))
         return sd
 
     @torch.no_grad()
