@@ -39,17 +39,23 @@ class OviLoraLoader:
                                                  "`python -m ovi_core train`)."}),
                 "strength": ("FLOAT", {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.05,
                                        "tooltip": "How strongly the LoRA applies; 0 leaves the model unchanged."}),
-            }
+            },
+            "optional": {
+                "towers": (["auto", "video", "audio", "both"], {
+                    "default": "auto",
+                    "tooltip": "Where the LoRA goes. auto: Ovi LoRAs to the towers they were trained on, Wan2.2-TI2V-5B "
+                               "LoRAs (ComfyUI, diffusers or kohya naming) to the video tower."}),
+            },
         }
 
     RETURN_TYPES = (OVI_MODEL,)
     RETURN_NAMES = ("model",)
     FUNCTION = "apply"
     CATEGORY = "Ovi/lora"
-    DESCRIPTION = ("Applies a LoRA to both towers of the Ovi DiT. The base model is shared and unchanged; the LoRA "
-                   "is active only where this node's output is used.")
+    DESCRIPTION = ("Applies a LoRA (Ovi, or Wan2.2-TI2V-5B in ComfyUI/diffusers/kohya naming) to the Ovi DiT. The base "
+                   "model is shared and unchanged; the LoRA is active only where this node's output is used.")
 
-    def apply(self, model, lora_name, strength):
+    def apply(self, model, lora_name, strength, towers="auto"):
         from ovi_core.lora import lora_model
 
         if float(strength) == 0.0 or lora_name == "none":
@@ -57,7 +63,7 @@ class OviLoraLoader:
         path = _comfy.model_path(LORA_FOLDER, lora_name)
         if path is None:
             raise FileNotFoundError(f"LoRA {lora_name!r} not found in the models/{LORA_FOLDER} folder.")
-        view = lora_model(model.module, path, strength=float(strength))
+        view = lora_model(model.module, path, strength=float(strength), towers=towers)
         return (dataclasses.replace(model, module=view),)
 
 

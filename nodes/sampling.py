@@ -97,6 +97,34 @@ class OviTextEncode:
         return {"ui": {"text": list(cond.warnings)}, "result": (out, cond.prompt)}
 
 
+SPEED_INPUTS = {
+    "preset": (["default", "fast"], {
+        "default": "default",
+        "tooltip": "fast: the few-step recipe for a distilled (FastWan-style) Wan2.2-TI2V-5B LoRA on the video tower "
+                   "(load it with OviLoraLoader): 6 steps for 5 s, 10 for 10 s, both CFG scales 1, shift 6; it "
+                   "overrides steps, shift and the CFG scales. default: the values set on this node."}),
+    "cfg_reuse_refresh": ("INT", {
+        "default": 0, "min": 0, "max": 100, "advanced": True,
+        "tooltip": "Fewer guidance passes: inside the window below, run the negative pass only every this many steps "
+                   "and reuse it in between (0 = off, the official full guidance). Try 5."}),
+    "cfg_reuse_start": ("FLOAT", {"default": 0.3, "min": 0.0, "max": 1.0, "step": 0.01, "advanced": True,
+                                  "tooltip": "Start of the CFG reuse window, as a fraction of the steps."}),
+    "cfg_reuse_end": ("FLOAT", {"default": 0.9, "min": 0.0, "max": 1.0, "step": 0.01, "advanced": True,
+                                "tooltip": "End of the CFG reuse window, as a fraction of the steps."}),
+    "cfg_reuse_towers": (["both", "video", "audio"], {
+        "default": "both", "advanced": True,
+        "tooltip": "Which towers may reuse. The towers run together, so a pass is saved only where every guided "
+                   "tower reuses (a tower with CFG 1 needs none)."}),
+    "cfg_reuse_mode": (["delta", "negative"], {
+        "default": "delta", "advanced": True,
+        "tooltip": "Reuse the guidance difference (delta, steadier) or the negative prediction itself."}),
+    "step_cache_threshold": ("FLOAT", {
+        "default": 0.0, "min": 0.0, "max": 5.0, "step": 0.01, "advanced": True,
+        "tooltip": "Step cache: skip a whole step (both towers) while the accumulated relative change of the input "
+                   "stays below this, reusing the last velocities. 0 = off (identical to the full run). Try 0.1-0.3."}),
+}
+
+
 class OviJointSampler:
     """Joint flow-matching sampling of video and audio latents (both towers share each step)."""
 
@@ -146,6 +174,7 @@ class OviJointSampler:
                     "tooltip": f"Advanced: temporal RoPE scale of the audio tower, which aligns audio token i with "
                                f"video latent frame scale*i. The default {rope} = video latent rate (31 latents per "
                                f"121/24 s) / audio latent rate (16000/512 per s), the official value."}),
+                **SPEED_INPUTS,
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -181,9 +210,12 @@ class OviJointSampler:
         return version
 
     def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
-               slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, unique_id=None):
+               slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, preset="default",
+               cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
+               cfg_reuse_mode="delta", step_cache_threshold=0.0, unique_id=None):
         from ovi_core import sizes
         from ovi_core.pipeline import encode_image, sample_av
+        from ovi_core.sampling.fast import apply_preset, speed_options
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
@@ -194,6 +226,13 @@ class OviJointSampler:
                          "OviTextEncode.")
         version, clip_notes = self.clip_version(model.version, str(seconds))
         notes += clip_notes
+        speed = speed_options(cfg_reuse_refresh=int(cfg_reuse_refresh), cfg_reuse_start=float(cfg_reuse_start),
+                              cfg_reuse_end=float(cfg_reuse_end), cfg_reuse_towers=cfg_reuse_towers,
+                              cfg_reuse_mode=cfg_reuse_mode, step_cache_threshold=float(step_cache_threshold))
+        p = apply_preset(preset, seconds=10 if version.endswith("10s") else 5, steps=int(steps),
+                         video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
+                         shift=float(shift))
+        steps, video_cfg, audio_cfg, shift = p["steps"], p["video_guidance_scale"], p["audio_guidance_scale"], p["shift"]
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
         height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         image_latent = None
@@ -221,13 +260,17 @@ class OviJointSampler:
                 audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
+                speed=speed,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape
         frames = (f - 1) * 4 + 1  # Wan2.2 VAE: latent frame 0 = pixel frame 0, then 4 pixel frames per latent frame
         text = size_text(lw * sizes.SPATIAL_DOWNSAMPLE, lh * sizes.SPATIAL_DOWNSAMPLE, frames,
                          getattr(latents, "fps", None) or sizes.FPS, requested=None if image is not None else (w, h))
-        _comfy.show_text(unique_id, "\n".join([text] + warn_lines), level=logging.WARNING if notes else logging.INFO)
+        lines = [text] + warn_lines
+        if speed.active or preset != "default":
+            lines.append("Ovi sampling: " + ", ".join(f"{k} {v:g}" for k, v in latents.stats.items()))
+        _comfy.show_text(unique_id, "\n".join(lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
 
 

@@ -19,8 +19,10 @@ File format: safetensors with ComfyUI-style keys under the official module paths
     video_model.blocks.0.self_attn.q.lora_up.weight     [out, rank]
     video_model.blocks.0.self_attn.q.alpha              []  (float32)
 
-and metadata ``ovi.lora.*`` (rank, alpha, targets, towers, base model version). Loading also accepts
-PEFT names (``lora_A``/``lora_B``) and a ``diffusion_model.`` prefix.
+and metadata ``ovi.lora.*`` (rank, alpha, targets, towers, base model version). Loading also accepts the
+Wan2.2-TI2V-5B LoRA conventions (ComfyUI, diffusers/PEFT, kohya; see :mod:`ovi_core.lora_keys`), the FFN and
+embedding layers, and full deltas (``.diff`` / ``.diff_b``) of Linear layers, norms and modulation tables.
+Tower-less (Wan) names go to the video tower unless ``towers`` says otherwise.
 
 Usage::
 
@@ -43,7 +45,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ovi_core import lora_keys
 from ovi_core.fileio import atomic_path
+from ovi_core.lora_deltas import LinearDelta, ParamPatch, param_key
 
 logger = logging.getLogger(__name__)
 
@@ -228,8 +232,15 @@ class LoRANetwork(nn.Module):
         self.metadata: dict[str, str] = dict(metadata or {})
         self.strength = float(strength)
         self.enabled = True
+        self.deltas = nn.ModuleDict()  # full deltas of Linear layers: key -> LinearDelta
+        self.param_deltas = nn.Module()  # full deltas of other parameters: buffers named key
+        self.delta_names: dict[str, str] = {}
+        self.param_names: dict[str, str] = {}
+        self.report: lora_keys.LoRAKeyMap | None = None  # how the file's keys were matched (files only)
         self._handles: list = []
         self._attached: dict[str, nn.Linear] = {}
+        self._params: dict[str, nn.Parameter] = {}
+        self._patch = ParamPatch()
         self._merged: dict[str, float] = {}
 
     # -- construction -------------------------------------------------------------------------
@@ -258,6 +269,31 @@ class LoRANetwork(nn.Module):
     def adapter(self, name: str) -> LoRAAdapter:
         return self.adapters[_key(name)]
 
+    def add_deltas(self, *, linear: Mapping[str, tuple[torch.Tensor | None, torch.Tensor | None]] | None = None,
+                   params: Mapping[str, torch.Tensor] | None = None, device: torch.device | str | None = None,
+                   dtype: torch.dtype = torch.float32) -> None:
+        """Full deltas: ``linear`` ``{Linear name: (weight delta [out, in] | None, bias delta [out] | None)}``,
+        ``params`` ``{parameter name: delta of its shape}`` (norms, modulation, patch embedding). They scale
+        with ``strength`` like the low-rank pairs. Add them before :meth:`attach`."""
+        if self._handles:
+            raise ValueError("Add deltas before attaching the LoRA.")
+
+        def conv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.detach().to(device=device, dtype=dtype).clone()
+
+        for name, (w, b) in (linear or {}).items():
+            if w is None and b is None:
+                continue
+            self.deltas[_key(name)] = LinearDelta(conv(w), conv(b))
+            self.delta_names[_key(name)] = name
+        for pname, d in (params or {}).items():
+            self.param_deltas.register_buffer(_key(pname), conv(d))
+            self.param_names[_key(pname)] = pname
+
+    def target_names(self) -> list[str]:
+        """Every Linear layer and parameter this network changes (official names)."""
+        return sorted({*self.names.values(), *self.delta_names.values(), *self.param_names.values()})
+
     # -- hooks ----------------------------------------------------------------------------------
 
     def _make_hook(self, key: str, *, weak: bool):
@@ -267,10 +303,36 @@ class LoRANetwork(nn.Module):
             net = ref()
             if net is None or not net.enabled or net.strength == 0.0 or key in net._merged:
                 return output
-            delta = net.adapters[key](args[0])
+            delta = net.adapters[key](args[0]) if key in net.adapters else None
+            if key in net.deltas:
+                d = net.deltas[key](args[0])
+                delta = d if delta is None else delta + d
             return output + (delta * net.strength).to(dtype=output.dtype, device=output.device)
 
         return hook
+
+    def _make_param_hooks(self, *, weak: bool):
+        """Root-model hooks that swap patched copies of the delta'd parameters in for one call and put the
+        originals back afterwards (also when the call raises), so the base weights are never changed."""
+        ref = weakref.ref(self) if weak else (lambda net=self: net)
+
+        def pre(module: nn.Module, args: tuple) -> None:
+            net = ref()
+            if net is None or not net.enabled or net.strength == 0.0 or net._patch.active:
+                return
+            todo = {k: p for k, p in net._params.items() if k not in net._merged}
+            net._patch.apply(todo, lambda k: getattr(net.param_deltas, k), net.strength)
+
+        def post(module: nn.Module, args: tuple, output):
+            net = ref()
+            if net is not None:
+                net._restore_params()
+            return output
+
+        return pre, post
+
+    def _restore_params(self) -> None:
+        self._patch.restore()
 
     def attach(self, model: nn.Module, *, strict: bool = True, weak: bool = False) -> LoRANetwork:
         """Hook the adapters into ``model``'s Linears. ``strict``: every adapter must find its layer
@@ -278,20 +340,37 @@ class LoRANetwork(nn.Module):
         keep this network alive; they are removed when it is garbage-collected."""
         if self._handles:
             raise ValueError("This LoRA is already attached; call detach() first.")
-        modules = dict(unwrap_model(model).named_modules())
+        root = unwrap_model(model)
+        modules = dict(root.named_modules())
+        params = dict(root.named_parameters())
         missing, bad = [], []
-        for key, name in self.names.items():
+        for key, name in {**self.names, **self.delta_names}.items():
             mod = modules.get(name)
-            ad = self.adapters[key]
             if not isinstance(mod, nn.Linear):
                 missing.append(name)
                 continue
-            if (mod.in_features, mod.out_features) != (ad.lora_down.in_features, ad.lora_up.out_features):
-                bad.append(f"{name}: lora {ad.lora_down.in_features}->{ad.lora_up.out_features}, "
-                           f"model {mod.in_features}->{mod.out_features}")
+            fit = self._fits(key, mod)
+            if fit is not None:
+                bad.append(f"{name}: {fit}")
                 continue
             self._handles.append(mod.register_forward_hook(self._make_hook(key, weak=weak)))
             self._attached[key] = mod
+        for key, pname in self.param_names.items():
+            p = params.get(pname)
+            d = getattr(self.param_deltas, key)
+            if p is None:
+                missing.append(pname)
+            elif p.shape != d.shape:
+                bad.append(f"{pname}: delta {list(d.shape)}, model {list(p.shape)}")
+            elif not p.dtype.is_floating_point or p.dtype.itemsize < 2:
+                bad.append(f"{pname}: cannot patch {p.dtype} parameters")
+            else:
+                self._params[key] = p
+        if self._params:
+            pre, post = self._make_param_hooks(weak=weak)
+            self._handles.append(root.register_forward_pre_hook(pre))
+            # prepended: stacked LoRAs restore in the reverse order of patching
+            self._handles.append(root.register_forward_hook(post, prepend=True, always_call=True))
         if strict and (missing or bad):
             self.detach()
             raise ValueError(
@@ -305,14 +384,30 @@ class LoRANetwork(nn.Module):
             logger.warning("LoRA: %d layers not found and %d shape mismatches were skipped", len(missing), len(bad))
         return self
 
+    def _fits(self, key: str, mod: nn.Linear) -> str | None:
+        if key in self.adapters:
+            ad = self.adapters[key]
+            if (mod.in_features, mod.out_features) != (ad.lora_down.in_features, ad.lora_up.out_features):
+                return (f"lora {ad.lora_down.in_features}->{ad.lora_up.out_features}, "
+                        f"model {mod.in_features}->{mod.out_features}")
+        if key in self.deltas:
+            dl = self.deltas[key]
+            if dl.weight is not None and tuple(dl.weight.shape) != (mod.out_features, mod.in_features):
+                return f"diff {list(dl.weight.shape)}, model {[mod.out_features, mod.in_features]}"
+            if dl.bias is not None and (mod.bias is None or dl.bias.shape != mod.bias.shape):
+                return f"diff_b {list(dl.bias.shape)}, model bias {None if mod.bias is None else list(mod.bias.shape)}"
+        return None
+
     def detach(self) -> None:
         """Remove the hooks (unmerging first if merged)."""
         if self._merged:
             self.unmerge()
+        self._restore_params()
         for h in self._handles:
             h.remove()
         self._handles.clear()
         self._attached.clear()
+        self._params.clear()
 
     @property
     def attached(self) -> bool:
@@ -324,26 +419,43 @@ class LoRANetwork(nn.Module):
     def merge(self) -> None:
         """Add ``strength * delta`` into the base weights (the hooks then pass through). fp8 weights
         cannot be merged (that would re-quantize them); keep such LoRAs unmerged."""
-        if not self._attached:
+        if not self._attached and not self._params:
             raise ValueError("Attach the LoRA to a model before merging it.")
         for key, mod in self._attached.items():
-            if key in self._merged:
-                continue
             w = mod.weight
-            if w.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-                raise ValueError(f"Cannot merge a LoRA into {w.dtype} weights ({self.names[key]}); "
+            if key not in self._merged and w.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+                raise ValueError(f"Cannot merge a LoRA into {w.dtype} weights ({self._attached_name(key)}); "
                                  "use it unmerged (the default) or load the model in bf16.")
-            d = self.adapters[key].delta_weight().to(w.device) * self.strength
-            w.copy_((w.float() + d).to(w.dtype))
-            self._merged[key] = self.strength
+        for key in [*self._attached, *self._params]:
+            if key not in self._merged:
+                self._add_delta(key, self.strength)
+                self._merged[key] = self.strength
+
+    def _attached_name(self, key: str) -> str:
+        return self.names.get(key) or self.delta_names.get(key) or self.param_names.get(key, key)
+
+    def _add_delta(self, key: str, scale: float) -> None:
+        def add(p: torch.Tensor, d: torch.Tensor) -> None:
+            p.copy_((p.float() + d.to(device=p.device, dtype=torch.float32) * scale).to(p.dtype))
+
+        if key in self._params:
+            add(self._params[key], getattr(self.param_deltas, key))
+            return
+        mod = self._attached[key]
+        if key in self.adapters:
+            add(mod.weight, self.adapters[key].delta_weight())
+        if key in self.deltas:
+            dl = self.deltas[key]
+            if dl.weight is not None:
+                add(mod.weight, dl.weight)
+            if dl.bias is not None:
+                add(mod.bias, dl.bias)
 
     @torch.no_grad()
     def unmerge(self) -> None:
         """Subtract what :meth:`merge` added (exact in fp32; within rounding in bf16)."""
         for key, s in list(self._merged.items()):
-            w = self._attached[key].weight
-            d = self.adapters[key].delta_weight().to(w.device) * s
-            w.copy_((w.float() - d).to(w.dtype))
+            self._add_delta(key, -s)
             del self._merged[key]
 
     @property
@@ -361,6 +473,16 @@ class LoRANetwork(nn.Module):
             sd[f"{name}.lora_down.weight"] = (dn if dtype is None else dn.to(dtype)).cpu().contiguous()
             sd[f"{name}.lora_up.weight"] = (up if dtype is None else up.to(dtype)).cpu().contiguous()
             sd[f"{name}.alpha"] = torch.tensor(ad.alpha, dtype=torch.float32)
+        cast = (lambda t: t.detach().cpu().contiguous()) if dtype is None else (
+            lambda t: t.detach().to(dtype).cpu().contiguous())
+        for key, name in self.delta_names.items():
+            dl = self.deltas[key]
+            if dl.weight is not None:
+                sd[f"{name}.diff"] = cast(dl.weight)
+            if dl.bias is not None:
+                sd[f"{name}.diff_b"] = cast(dl.bias)
+        for key, pname in self.param_names.items():
+            sd[param_key(pname)] = cast(getattr(self.param_deltas, key))
         return sd
 
     @torch.no_grad()
@@ -464,40 +586,87 @@ def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[st
 
 def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None,
                             strength: float = 1.0, device: torch.device | str | None = None,
-                            dtype: torch.dtype = torch.float32) -> LoRANetwork:
-    parsed = parse_lora_state_dict(sd)
-    if not parsed:
-        raise ValueError("The LoRA file holds no LoRA layers.")
-    for name in parsed:
-        m = _BLOCK_RE.match(name)
-        if not m or m.group(3) not in ALL_TARGETS:
-            raise ValueError(f"LoRA layer {name!r} is not an Ovi attention projection "
-                             "({video_model,audio_model}.blocks.N.{self_attn,cross_attn}.*); wrong model family?")
-    shapes = {n: (d.shape[1], u.shape[0]) for n, (d, u, _) in parsed.items()}
-    ranks = {n: d.shape[0] for n, (d, _, _) in parsed.items()}
-    alphas = {n: a for n, (_, _, a) in parsed.items()}
-    first = next(iter(parsed.values()))
-    net = LoRANetwork(shapes, rank=first[0].shape[0], alpha=first[2], ranks=ranks, alphas=alphas,
-                      metadata={k: v for k, v in (metadata or {}).items() if k.startswith("ovi.lora.")},
+                            dtype: torch.dtype = torch.float32, towers: str | Iterable[str] | None = None,
+                            keymap: lora_keys.LoRAKeyMap | None = None) -> LoRANetwork:
+    """A :class:`LoRANetwork` (not attached) from a LoRA state dict in any convention of
+    :mod:`ovi_core.lora_keys`. ``towers``: where tower-less (Wan) names go (None: the video tower), and a
+    filter for names that carry a tower. ``keymap``: a mapping already made (and checked) by the caller."""
+    km = keymap if keymap is not None else lora_keys.map_lora_keys(sd, towers=towers)
+    pairs = {n: s for n, s in km.linears.items() if s.down is not None}
+    shapes = {n: (sd[s.down].shape[1], sd[s.up].shape[0]) for n, s in pairs.items()}
+    ranks = {n: int(sd[s.down].shape[0]) for n, s in pairs.items()}
+    alphas = {n: (float(sd[s.alpha].float().item()) if s.alpha is not None else float(ranks[n]))
+              for n, s in pairs.items()}
+    first = next(iter(pairs), None)
+    net = LoRANetwork(shapes, rank=ranks[first] if first else 0, alpha=alphas[first] if first else 0.0, ranks=ranks,
+                      alphas=alphas, metadata={k: v for k, v in (metadata or {}).items() if k.startswith("ovi.lora.")},
                       strength=strength, device="meta", dtype=dtype)
     net = net.to_empty(device=device or "cpu")
-    net.load_lora_state_dict(sd)
+    with torch.no_grad():
+        for n, s in pairs.items():
+            ad = net.adapter(n)
+            ad.lora_down.weight.copy_(sd[s.down])
+            ad.lora_up.weight.copy_(sd[s.up])
+    net.add_deltas(
+        linear={n: (None if s.diff is None else sd[s.diff], None if s.diff_b is None else sd[s.diff_b])
+                for n, s in km.linears.items()},
+        params={pname: sd[key] for pname, key in km.params.items()},
+        device=device or "cpu", dtype=dtype,
+    )
+    net.report = km
     return net
+
+
+def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | None = None) -> lora_keys.LoRAKeyMap:
+    """Map a LoRA file's keys from its header alone (no tensors read, no model needed), so that a wrong file
+    fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
+    from ovi_core import checkpoints as ck
+
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"LoRA file not found: {os.fspath(path)!r}.")
+    infos = ck.peek(path)
+    try:
+        return lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
+    except ValueError as e:
+        raise ValueError(f"{os.path.basename(os.fspath(path))}: {e}") from None
+
+
+def read_lora_for(model: nn.Module, path: str | os.PathLike, *, towers: str | Iterable[str] | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, str], lora_keys.LoRAKeyMap]:
+    """Read a LoRA file, map its keys onto ``model`` and check that they fit (``ValueError`` otherwise).
+    Returns the tensors, the metadata and the key map (matched / unmatched keys)."""
+    sd, meta = read_lora(path)
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    try:
+        km = lora_keys.map_lora_keys(shapes, towers=towers)
+        model_shapes = {n: tuple(p.shape) for n, p in unwrap_model(model).named_parameters()}
+        lora_keys.check_fit(km, shapes, model_shapes)
+    except ValueError as e:
+        raise ValueError(f"{os.path.basename(os.fspath(path))}: {e}") from None
+    return sd, meta, km
 
 
 def load_lora(model: nn.Module, path: str | os.PathLike, *, strength: float = 1.0,
               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-              strict: bool = True, weak: bool = False) -> LoRANetwork:
+              strict: bool = True, weak: bool = False, towers: str | Iterable[str] | None = None) -> LoRANetwork:
     """Read a LoRA file and attach it to ``model`` with ``strength`` (adapters stay separate: call
-    :meth:`LoRANetwork.merge` to bake them in). Several LoRAs stack by loading each."""
-    sd, meta = read_lora(path)
+    :meth:`LoRANetwork.merge` to bake them in). Several LoRAs stack by loading each.
+
+    Any convention of :mod:`ovi_core.lora_keys` is accepted. ``towers`` (``"video"``, ``"audio"``, ``"both"``;
+    None = auto: the file's towers, and the video tower for Wan names). The network's ``report`` lists the
+    matched and unmatched keys; unmatched ones are logged as a warning, a file that matches nothing is refused."""
+    sd, meta, km = read_lora_for(model, path, towers=towers)
     if device is None:
         device = next(unwrap_model(model).parameters()).device
-    net = network_from_state_dict(sd, metadata=meta, strength=strength, device=device, dtype=dtype)
+    net = network_from_state_dict(sd, metadata=meta, strength=strength, device=device, dtype=dtype, keymap=km)
+    name = os.path.basename(str(path))
+    logger.info("LoRA %s: %s", name, km.summary())
+    if km.unmatched:
+        logger.warning("LoRA %s: %d keys were not applied, e.g. %s", name, len(km.unmatched),
+                       lora_keys._examples(km.unmatched))
     base = meta.get("ovi.lora.base_version")
     if base:
-        logger.info("LoRA %s (rank %d, %d layers, trained on Ovi %s)", os.path.basename(str(path)), net.rank,
-                    len(net.names), base)
+        logger.info("LoRA %s (rank %d, %d layers, trained on Ovi %s)", name, net.rank, len(net.names), base)
     return net.attach(model, strict=strict, weak=weak)
 
 
@@ -567,10 +736,12 @@ class LoRAModel:
             setattr(self.base, name, value)
 
 
-def lora_model(model: nn.Module | LoRAModel, path: str | os.PathLike, *, strength: float = 1.0) -> LoRAModel:
-    """``model`` plus the LoRA file at ``path``, active only in calls through the returned view."""
+def lora_model(model: nn.Module | LoRAModel, path: str | os.PathLike, *, strength: float = 1.0,
+               towers: str | Iterable[str] | None = None) -> LoRAModel:
+    """``model`` plus the LoRA file at ``path``, active only in calls through the returned view
+    (``towers`` as in :func:`load_lora`)."""
     base = unwrap_model(model) if not isinstance(model, LoRAModel) else model.base
-    net = load_lora(base, path, strength=strength, weak=True)
+    net = load_lora(base, path, strength=strength, weak=True, towers=towers)
     net.enabled = False
     view = model if isinstance(model, LoRAModel) else LoRAModel(base)
     return view.with_lora(net, strength=strength)
@@ -587,16 +758,20 @@ class LoRAInfo:
     towers: tuple[str, ...]
     base_version: str | None
     metadata: dict[str, str] = field(default_factory=dict)
+    conventions: tuple[str, ...] = ()
+    unmatched: dict[str, str] = field(default_factory=dict)
 
 
-def lora_info(path: str | os.PathLike) -> LoRAInfo:
+def lora_info(path: str | os.PathLike, *, towers: str | Iterable[str] | None = None) -> LoRAInfo:
+    """What a LoRA file holds (read from its keys; no model needed). ``targets``: the tower-relative
+    layer names, e.g. ``blocks.N.self_attn.q`` without the block number (``self_attn.q``)."""
     sd, meta = read_lora(path)
-    parsed = parse_lora_state_dict(sd)
-    suffixes = sorted({_BLOCK_RE.match(n).group(3) for n in parsed if _BLOCK_RE.match(n)})
-    towers = tuple(t for t in TOWERS if any(n.startswith(t + ".") for n in parsed))
-    rank = max((d.shape[0] for d, _, _ in parsed.values()), default=0)
-    return LoRAInfo(path=os.fspath(path), layers=len(parsed), rank=rank, targets=tuple(suffixes), towers=towers,
-                    base_version=meta.get("ovi.lora.base_version"), metadata=dict(meta))
+    km = lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in sd.items()}, towers=towers)
+    rel = {re.sub(r"^(video_model|audio_model)\.(blocks\.\d+\.)?", "", n) for n in km.targets}
+    rank = max((sd[s.down].shape[0] for s in km.linears.values() if s.down is not None), default=0)
+    return LoRAInfo(path=os.fspath(path), layers=len(km.targets), rank=rank, targets=tuple(sorted(rel)),
+                    towers=km.towers, base_version=meta.get("ovi.lora.base_version"), metadata=dict(meta),
+                    conventions=km.conventions, unmatched=dict(km.unmatched))
 
 
 def describe(network: LoRANetwork) -> str:

@@ -14,11 +14,15 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from ovi_core import sizes
 from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
+
+if TYPE_CHECKING:
+    from ovi_core.sampling.fast import SpeedOptions
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +124,7 @@ class AVLatents:
     audio: torch.Tensor
     version: str = "1.0"
     fps: int = FPS
+    stats: dict = field(default_factory=dict)  # sampling counts: forwards, CFG reuse, step cache
 
     @property
     def height(self) -> int:
@@ -170,13 +175,16 @@ def sample_av(
     dtype: torch.dtype = torch.float32,
     callback: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
+    speed: SpeedOptions | None = None,
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
     ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
-    wins and latent frame 0 is held at the image (image -> audio+video).
+    wins and latent frame 0 is held at the image (image -> audio+video). ``speed``: optional
+    :class:`ovi_core.sampling.fast.SpeedOptions` (CFG reuse, step cache); counts land in ``stats``.
     """
     from ovi_core.sampling import make_cfg_denoiser, sample_joint
+    from ovi_core.sampling.fast import ForwardCounter, SpeedState
 
     device = torch.device(device)
     spec = sizes.MODEL_SPECS[version]
@@ -205,8 +213,10 @@ def sample_av(
         vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
         return vv.float(), va.float()
 
+    fast = SpeedState.make(speed, steps=steps)
+    fast.counter = ForwardCounter(model_fn, batch=video.shape[0])
     denoise = make_cfg_denoiser(
-        model_fn,
+        fast.counter,
         pos_video_ctx=[c.positive],
         pos_audio_ctx=[c.positive],
         neg_video_ctx=[c.video_negative],
@@ -216,7 +226,10 @@ def sample_av(
         slg_layer=slg_layer,
         first_frame_clean=first is not None,
         batch_cfg=batch_cfg,
+        cfg_cache=fast.cfg_cache,
     )
+    if fast.step_cache is not None:
+        denoise = fast.step_cache.wrap(denoise, on_skip=fast.cfg_cache.advance if fast.cfg_cache else None)
     prev_hook = model.block_hook
     if check_interrupt is not None:
         # honour a cancel between fused blocks too, not only between steps (a step can take many seconds)
@@ -236,7 +249,9 @@ def sample_av(
         model.block_hook = prev_hook
         if prev_cfg is not None:
             model.audio_model.config = prev_cfg
-    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS)
+    stats = fast.stats()
+    logger.info("sampling: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
+    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS, stats=stats)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -410,6 +425,7 @@ class OviPipeline:
         audio_rope_scale: float | None = None,
         callback: ProgressFn | None = None,
         check_interrupt: InterruptFn | None = None,
+        speed: SpeedOptions | None = None,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
         from ovi_core.sampling import SOLVERS
@@ -437,7 +453,7 @@ class OviPipeline:
                     shift=shift, video_guidance_scale=video_guidance_scale,
                     audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
                     image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
-                    callback=callback, check_interrupt=check_interrupt,
+                    callback=callback, check_interrupt=check_interrupt, speed=speed,
                 )
             with on_device(self.video_vae, dev, offload=off):
                 frames = decode_video(self.video_vae, lat.video, device=dev,

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ovi_core import speed_cli
+
 logger = logging.getLogger(__name__)
 
 
@@ -50,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--offline", action="store_true", help="never download missing weights")
     g.add_argument("--wav", action="store_true", help="also write the 16 kHz WAV beside the MP4")
     g.add_argument("--out", required=True, help="output .mp4 (for a CSV: a folder, or a name to number)")
+    speed_cli.add_arguments(g)  # --lora, --preset, --cfg-reuse*, --step-cache
     g.set_defaults(func=run)
 
 
@@ -106,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"Image not found: {img!r}.")
     if args.size is not None and (args.size[0] <= 0 or args.size[1] <= 0):
         raise ValueError("--size must be positive, e.g. 1280x704.")
+    plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,
         memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
         attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
     )
+    speed_cli.apply(args, pipe, plan)
     outs = []
     for n, (text, img) in enumerate(jobs):
         if len(jobs) == 1:
@@ -126,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
             solver=args.solver, shift=args.shift, video_guidance_scale=args.video_cfg,
             audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer, seed=args.seed,
             video_negative=args.negative_video, audio_negative=args.negative_audio,
-            callback=_progress(f"clip {n + 1}/{len(jobs)}"),
+            callback=_progress(f"clip {n + 1}/{len(jobs)}"), speed=plan.speed,
         )
         pipe.save(res, out, wav=args.wav)
         outs.append(out)

@@ -178,8 +178,12 @@ def test_wrong_files_are_refused(model, tmp_path):
     ffn = {"video_model.blocks.0.ffn.0.lora_down.weight": torch.zeros(2, 64),
            "video_model.blocks.0.ffn.0.lora_up.weight": torch.zeros(128, 2)}
     save_file(ffn, str(tmp_path / "ffn.safetensors"))
-    with pytest.raises(ValueError, match="not an Ovi attention projection"):
-        L.load_lora(model, tmp_path / "ffn.safetensors")
+    L.load_lora(model, tmp_path / "ffn.safetensors").detach()  # FFN LoRAs (Wan's) are accepted since #14
+    unet = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 64),
+            "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(64, 2)}
+    save_file(unet, str(tmp_path / "sdxl.safetensors"))
+    with pytest.raises(ValueError, match="Not a LoRA file for Ovi.*SDXL"):
+        L.load_lora(model, tmp_path / "sdxl.safetensors")
 
 
 def test_lora_view_is_active_only_through_the_view(model, tmp_path):

@@ -55,6 +55,9 @@ SAMPLER = {
     "aspect": "16:9 landscape (1280x704)", "width": 1280, "height": 704, "seconds": "auto", "steps": 50,
     "solver": "unipc", "shift": 5.0, "video_cfg": 4.0, "audio_cfg": 3.0, "slg_layer": 11, "seed": 103,
     "audio_rope_scale": 0.19676,
+    # speed options (#14), all off by default
+    "preset": "default", "cfg_reuse_refresh": 0, "cfg_reuse_start": 0.3, "cfg_reuse_end": 0.9,
+    "cfg_reuse_towers": "both", "cfg_reuse_mode": "delta", "step_cache_threshold": 0.0,
 }
 
 

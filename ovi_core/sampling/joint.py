@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 from .solvers import make_solver
+
+if TYPE_CHECKING:
+    from .cfg_cache import CFGCache
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +165,7 @@ def make_cfg_denoiser(
     slg_layer: int = 11,
     first_frame_clean: bool = False,
     batch_cfg: bool = True,
+    cfg_cache: CFGCache | None = None,
 ) -> Denoiser:
     """Wrap the fusion DiT into ``denoise(video, audio, t) -> (v_video, v_audio)`` with CFG and skip-layer guidance.
 
@@ -174,6 +178,9 @@ def make_cfg_denoiser(
     mask is all False). Per modality ``v = v_neg + scale * (v_pos - v_neg)``, computed in the model's output dtype.
     With ``batch_cfg`` both passes run as one batch of 2B rows (positive rows first); otherwise as two calls. When
     both scales are 1 the negative pass is skipped and the positive prediction is returned unchanged.
+
+    ``cfg_cache`` (:class:`~ovi_core.sampling.cfg_cache.CFGCache`, one per run): on the steps it says, the
+    negative pass is skipped and the cached negative (or guidance difference) is reused.
     """
     need_neg = not (video_guidance_scale == 1 and audio_guidance_scale == 1)
     gv, ga = float(video_guidance_scale), float(audio_guidance_scale)
@@ -187,6 +194,11 @@ def make_cfg_denoiser(
             return model_fn(
                 video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
             )
+        if cfg_cache is not None and not cfg_cache.begin_step(video_guided=gv != 1, audio_guided=ga != 1):
+            v_pos, a_pos = model_fn(
+                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
+            )
+            return cfg_cache.combine(v_pos, a_pos, video_scale=gv, audio_scale=ga)
         nv = _ctx_batch(neg_video_ctx, batch, "neg_video_ctx")
         na = _ctx_batch(neg_audio_ctx, batch, "neg_audio_ctx")
         skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool, device=video.device)
@@ -210,6 +222,8 @@ def make_cfg_denoiser(
             v_neg, a_neg = model_fn(
                 video, audio, t, nv, na, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=skip
             )
+        if cfg_cache is not None:
+            cfg_cache.store(v_pos, v_neg, a_pos, a_neg)
         v = v_pos if gv == 1 else v_neg + gv * (v_pos - v_neg)
         a = a_pos if ga == 1 else a_neg + ga * (a_pos - a_neg)
         return v, a
