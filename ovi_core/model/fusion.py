@@ -51,34 +51,73 @@ class OviFusionModel(nn.Module):
         self.attention_backend: str = "auto"
         self._compute_dtype: torch.dtype | None = None
         self._text_cache: dict | None = None
+        self._cache_stats = {"hits": 0, "misses": 0, "kv_hits": 0, "kv_misses": 0}
+        self.cache_text_kv: bool = True
         self._layer_fn = self._fused_layer
 
     @contextlib.contextmanager
     def cache_text_embeddings(self) -> Iterator[None]:
-        """Within the block, projected text contexts are computed once per distinct context tensors (the
-        sampler passes the same prompt embeddings at every step) instead of at every forward."""
+        """Within the block (one sampling run), text-side work is done once per distinct context instead of at
+        every forward (the sampler passes the same prompt embeddings at every step):
+
+        * the projected text contexts ``[B, text_len, dim]`` of each tower;
+        * when :attr:`cache_text_kv` is True (default), each block's text keys and values
+          ``[B, text_len, heads, head_dim]`` (``norm_k(k(ctx))``, ``v(ctx)``), on the device the block ran on.
+          Size: ``2 towers x num_layers x text_len x dim x 2 (k and v)`` elements per context row; the full
+          model in bf16: 2 x 30 x 512 x 3072 x 2 x 2 bytes = 360 MiB per row, 720 MiB for one positive and one
+          negative prompt. Set ``cache_text_kv = False`` where that memory matters more than ~12 % of a forward.
+
+        Entries are keyed by the identity and version of the context tensors (and, for k/v, of the
+        block's ``k``/``v`` weights and hooks, so attaching or merging a LoRA invalidates them); nothing is
+        cached while autograd is enabled (training). Changing a LoRA's strength inside the block is not seen.
+        """
         self._text_cache = {}
         try:
             yield
         finally:
             self._text_cache = None
 
+    def text_cache_stats(self) -> dict[str, int]:
+        """Counters of the text cache since the model was built: context ``hits``/``misses`` and k/v
+        ``kv_hits``/``kv_misses``, plus ``entries`` (cached contexts now; 0 outside :meth:`cache_text_embeddings`)."""
+        return {**self._cache_stats, "entries": len(self._text_cache or {})}
+
     def compile(self, **kwargs) -> None:  # noqa: A003 (nn.Module.compile compiles forward; we compile the layer)
         """``torch.compile`` the fused layer (the hot path), leaving hooks and the Python loop eager."""
         self._layer_fn = torch.compile(self._fused_layer, **kwargs)
 
-    def _embed_text(self, tower: OviTower, ctx: Context, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def _embed_text(
+        self, tower: OviTower, ctx: Context, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, dict | None]:
+        """Projected context ``[B, text_len, dim]`` and the k/v store of its cache entry (None: not cached)."""
         if self._text_cache is None or torch.is_grad_enabled():
-            return tower.embed_text(ctx, dtype, device)
+            return tower.embed_text(ctx, dtype, device), None
         rows = (ctx,) if isinstance(ctx, torch.Tensor) else tuple(ctx)
-        key = (id(tower), tuple(id(r) for r in rows), tuple(-1 if r.is_inference() else r._version for r in rows), dtype, device)
+        key = (id(tower), tuple(id(r) for r in rows), tuple(_version(r) for r in rows), dtype, device)
         hit = self._text_cache.get(key)
         if hit is None:
-            # the rows are kept alive with the entry, so their ids cannot be reused while it exists;
-            # inference-mode tensors (ComfyUI runs nodes under torch.inference_mode) have no version counter
-            hit = (tower.embed_text(ctx, dtype, device), rows)
+            # the rows are kept alive with the entry, so their ids cannot be reused while it exists
+            hit = (tower.embed_text(ctx, dtype, device), rows, {})
             self._text_cache[key] = hit
-        return hit[0]
+            self._cache_stats["misses"] += 1
+        else:
+            self._cache_stats["hits"] += 1
+        return hit[0], (hit[2] if self.cache_text_kv else None)
+
+    def _text_kv(self, block: nn.Module, i: int, ctx: torch.Tensor, store: dict | None) -> tuple | None:
+        """Block ``i``'s text keys/values ``[B, text_len, H, D]`` from the run's cache (None: not cached)."""
+        if store is None:
+            return None
+        ca = block.cross_attn
+        key = (i, ctx.device, _version(ca.k.weight), _version(ca.v.weight),
+               tuple(ca.k._forward_hooks), tuple(ca.v._forward_hooks), tuple(ca.norm_k._forward_hooks))
+        kv = store.get(key)
+        if kv is None:
+            kv = store[key] = ca.text_kv(ctx)
+            self._cache_stats["kv_misses"] += 1
+        else:
+            self._cache_stats["kv_hits"] += 1
+        return kv
 
     @property
     def num_layers(self) -> int:
@@ -114,6 +153,8 @@ class OviFusionModel(nn.Module):
         aud_rope: Rope,
         vid_clean: torch.Tensor | None = None,
         aud_clean: torch.Tensor | None = None,
+        vid_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        aud_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
         be = self.attention_backend
@@ -122,8 +163,8 @@ class OviFusionModel(nn.Module):
         ve = vb.modulation(vid_e0, vid_clean)  # 6 x [B, Lv|1, dim]
         vid = vb.self_attn_step(vid, ve, vid_rope, backend=be)
         og_aud = aud
-        aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be)
-        vid = vb.cross_ffn_step(vid, ve, vid_ctx, og_aud, vid_rope, aud_rope, backend=be)
+        aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be, text_kv=aud_kv)
+        vid = vb.cross_ffn_step(vid, ve, vid_ctx, og_aud, vid_rope, aud_rope, backend=be, text_kv=vid_kv)
         return vid, aud
 
     def forward(
@@ -192,34 +233,60 @@ class OviFusionModel(nn.Module):
         ve, ve0 = self.video_model.embed_time(_time_rows(t, vclean), dt)  # [B, 1|2, dim], [B, 1|2, 6, dim]
         ae, ae0 = self.audio_model.embed_time(_time_rows(t, aclean), dt)
 
-        vctx = self._embed_text(self.video_model, video_context, dt, device)  # [B, text_len, dim]
-        actx = self._embed_text(self.audio_model, audio_context, dt, device)
+        vctx, vstore = self._embed_text(self.video_model, video_context, dt, device)  # [B, text_len, dim]
+        actx, astore = self._embed_text(self.audio_model, audio_context, dt, device)
         if vctx.shape[0] != b or actx.shape[0] != b:
             raise ValueError(f"text contexts must hold {b} rows, got {vctx.shape[0]} and {actx.shape[0]}")
         vrope = self.video_model.rope(vgrid, device)
         arope = self.audio_model.rope(agrid, device)
 
-        keep = None
+        rows = None  # rows that run the skip layer: None = all of them
         if slg_mask is not None:
             if slg_mask.shape != (b,):
                 raise ValueError(f"slg_mask must be a [B] = [{b}] bool tensor, got {list(slg_mask.shape)}")
-            keep = slg_mask.to(device=device, dtype=torch.bool)[:, None, None]  # [B, 1, 1], True = skip
+            if slg_layer > 0 and bool(slg_mask.any()):  # one host sync per forward, only with skip-layer guidance
+                rows = (~slg_mask.to(device=device, dtype=torch.bool)).nonzero().flatten()  # [B'] kept rows
         for i in range(self.num_layers):
-            skipped = slg_layer > 0 and i == slg_layer
-            if skipped and keep is None:
+            sub = rows if slg_layer > 0 and i == slg_layer else None
+            if sub is not None and sub.numel() == 0:
+                continue  # every row skips this layer
+            if slg_layer > 0 and i == slg_layer and slg_mask is None:
                 continue
             if self.block_hook is not None:
                 self.block_hook(i)
-            args = (i, vid, aud, ve0, ae0, vctx, actx, vrope, arope, vclean, aclean)
+            vkv = self._text_kv(self.video_model.blocks[i], i, vctx, vstore)
+            akv = self._text_kv(self.audio_model.blocks[i], i, actx, astore)
+            args = (i, vid, aud, ve0, ae0, vctx, actx, vrope, arope, vclean, aclean, vkv, akv)
+            if sub is not None:  # only the rows that keep the layer run it (e.g. the positive half of CFG)
+                args = _take_rows(args, sub, b)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 nvid, naud = checkpoint(self._fused_layer, *args, use_reentrant=False)
             else:
                 nvid, naud = self._layer_fn(*args)
-            if skipped:
-                nvid, naud = torch.where(keep, vid, nvid), torch.where(keep, aud, naud)
+            if sub is not None:
+                nvid, naud = vid.index_copy(0, sub, nvid), aud.index_copy(0, sub, naud)
             vid, aud = nvid, naud
 
         return self.video_model.output(vid, ve, vgrid, vclean), self.audio_model.output(aud, ae, agrid, aclean)
+
+
+def _version(t: torch.Tensor) -> int:
+    """Version counter of ``t``; inference-mode tensors (ComfyUI runs nodes under it) have none: -1."""
+    return -1 if t.is_inference() else t._version
+
+
+def _take_rows(args: tuple, rows: torch.Tensor, b: int) -> tuple:
+    """The fused layer's arguments restricted to batch ``rows``: every tensor (or k/v pair) with ``b`` rows is
+    indexed; shared ones (RoPE tables, ``[1, L, 1]`` masks) pass through."""
+
+    def take(a):
+        if isinstance(a, torch.Tensor) and not a.is_complex() and a.ndim >= 2 and a.shape[0] == b:
+            return a.index_select(0, rows)
+        if isinstance(a, tuple) and len(a) == 2 and all(isinstance(x, torch.Tensor) and x.ndim == 4 for x in a):
+            return tuple(take(x) for x in a)
+        return a
+
+    return (args[0],) + tuple(take(a) for a in args[1:])
 
 
 def _time_rows(t: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:

@@ -23,9 +23,9 @@ from torch import nn
 
 from ovi_core.attention import attention
 from ovi_core.model.config import TowerConfig
-from ovi_core.model.rope import apply_rope, audio_rope, video_rope
+from ovi_core.model.rope import RopeTable, apply_rope, audio_rope_table, video_rope_table
 
-Rope = tuple[torch.Tensor, torch.Tensor]
+Rope = RopeTable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -204,6 +204,10 @@ class FusionCrossAttention(SelfAttention):
         self.pre_attn_norm_fusion = LayerNorm(dim, eps=1e-6, elementwise_affine=True, **kw)
         self.norm_k_fusion = RMSNorm(dim, eps=1e-6, **kw) if qk_norm else nn.Identity()
 
+    def text_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text keys and values: ``context [B, text_len, dim]`` -> two ``[B, text_len, H, D]``."""
+        return self._heads(self.norm_k(self.k(context))), self._heads(self.v(context))
+
     def forward(  # type: ignore[override]
         self,
         x: torch.Tensor,
@@ -213,11 +217,13 @@ class FusionCrossAttention(SelfAttention):
         target_rope: Rope,
         *,
         backend: str = "auto",
+        text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``x [B, Ls, dim]``, ``context [B, text_len, dim]``, ``target [B, Lt, dim]`` -> ``[B, Ls, dim]``."""
+        """``x [B, Ls, dim]``, ``context [B, text_len, dim]``, ``target [B, Lt, dim]`` -> ``[B, Ls, dim]``.
+
+        ``text_kv``: :meth:`text_kv` of ``context`` computed earlier (a run's cache), else computed here."""
         q = self._heads(self.norm_q(self.q(x)))  # [B, Ls, H, D]
-        k = self._heads(self.norm_k(self.k(context)))  # [B, text_len, H, D]
-        v = self._heads(self.v(context))
+        k, v = self.text_kv(context) if text_kv is None else text_kv  # [B, text_len, H, D]
         out = attention(q, k, v, backend=backend)
         t = self.pre_attn_norm_fusion(target)
         kt = apply_rope(self._heads(self.norm_k_fusion(self.k_fusion(t))), target_rope)  # [B, Lt, H, D]
@@ -260,9 +266,10 @@ class Block(nn.Module):
         target_rope: Rope,
         *,
         backend: str,
+        text_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Text + fusion cross-attention (ungated) then the modulated, gated FFN. ``[B, L, dim]`` in and out."""
-        x = x + self.cross_attn(self.norm3(x), context, target, rope, target_rope, backend=backend)
+        x = x + self.cross_attn(self.norm3(x), context, target, rope, target_rope, backend=backend, text_kv=text_kv)
         y = self.ffn(self.norm2(x) * (1 + e[4]) + e[3])
         return x + y * e[5]
 
@@ -363,11 +370,11 @@ class OviTower(nn.Module):
         return self.text_embedding(torch.stack(padded).to(device=device, dtype=dtype))  # [B, text_len, dim]
 
     def rope(self, grid: tuple[int, ...], device: torch.device) -> Rope:
-        """RoPE tables ``(cos, sin)`` ``[L, 1, head_dim/2]`` for this tower's token grid."""
+        """RoPE table for this tower's token grid: complex ``[L, 1, head_dim/2]`` (MPS: ``(cos, sin)``)."""
         c = self.config
         if c.is_audio:
-            return audio_rope(grid[0], c.head_dim, c.temporal_rope_scaling_factor, device)
-        return video_rope(grid, c.head_dim, device)  # type: ignore[arg-type]
+            return audio_rope_table(grid[0], c.head_dim, c.temporal_rope_scaling_factor, device)
+        return video_rope_table(grid, c.head_dim, device)  # type: ignore[arg-type]
 
     def output(
         self, x: torch.Tensor, e: torch.Tensor, grid: tuple[int, ...], clean: torch.Tensor | None = None
