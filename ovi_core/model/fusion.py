@@ -193,7 +193,8 @@ class OviFusionModel(nn.Module):
                 tokens) get timestep 0; the same as ``video_clean`` with latent frame 0 True.
             slg_layer: skip-layer guidance, drop fused layer ``slg_layer`` in both towers; ``<= 0`` disables.
             slg_mask: optional ``[B]`` bool; when given, only rows with True skip the layer (e.g. the negative
-                half of a batched CFG pass), the other rows run it.
+                half of a batched CFG pass); the layer runs on the other rows only, and not at all when every
+                row skips it. Reading the mask is free on the CPU and one host sync on a GPU: pass it on the CPU.
             video_clean: optional bool mask of clean video tokens, which get timestep 0 (in every block's
                 modulation and in the head): ``[B|1, F, H/2, W/2]`` over the token grid, or ``[B|1, F]`` per
                 latent frame. Combined (or) with ``first_frame_clean``.
@@ -240,18 +241,17 @@ class OviFusionModel(nn.Module):
         vrope = self.video_model.rope(vgrid, device)
         arope = self.audio_model.rope(agrid, device)
 
-        rows = None  # rows that run the skip layer: None = all of them
-        if slg_mask is not None:
-            if slg_mask.shape != (b,):
-                raise ValueError(f"slg_mask must be a [B] = [{b}] bool tensor, got {list(slg_mask.shape)}")
-            if slg_layer > 0 and bool(slg_mask.any()):  # one host sync per forward, only with skip-layer guidance
-                rows = (~slg_mask.to(device=device, dtype=torch.bool)).nonzero().flatten()  # [B'] kept rows
+        rows = None  # the rows that run the skip layer: None = all of them, empty = none
+        if slg_mask is not None and slg_mask.shape != (b,):
+            raise ValueError(f"slg_mask must be a [B] = [{b}] bool tensor, got {list(slg_mask.shape)}")
+        if slg_layer > 0:
+            skip = torch.ones(b, dtype=torch.bool) if slg_mask is None else slg_mask.to(dtype=torch.bool)
+            if bool(skip.any()):  # a host sync when the mask lives on a GPU
+                rows = (~skip).nonzero().flatten().to(device)  # [B']
         for i in range(self.num_layers):
             sub = rows if slg_layer > 0 and i == slg_layer else None
             if sub is not None and sub.numel() == 0:
                 continue  # every row skips this layer
-            if slg_layer > 0 and i == slg_layer and slg_mask is None:
-                continue
             if self.block_hook is not None:
                 self.block_hook(i)
             vkv = self._text_kv(self.video_model.blocks[i], i, vctx, vstore)
@@ -276,17 +276,22 @@ def _version(t: torch.Tensor) -> int:
 
 
 def _take_rows(args: tuple, rows: torch.Tensor, b: int) -> tuple:
-    """The fused layer's arguments restricted to batch ``rows``: every tensor (or k/v pair) with ``b`` rows is
-    indexed; shared ones (RoPE tables, ``[1, L, 1]`` masks) pass through."""
+    """:meth:`OviFusionModel._fused_layer` arguments restricted to batch ``rows``. Per-row: the states, the
+    time rows, the contexts, the clean masks when they have ``b`` rows (not ``[1, L, 1]``), the text k/v pairs;
+    the RoPE tables are shared."""
+    i, vid, aud, ve0, ae0, vctx, actx, vrope, arope, vclean, aclean, vkv, akv = args
 
     def take(a):
-        if isinstance(a, torch.Tensor) and not a.is_complex() and a.ndim >= 2 and a.shape[0] == b:
-            return a.index_select(0, rows)
-        if isinstance(a, tuple) and len(a) == 2 and all(isinstance(x, torch.Tensor) and x.ndim == 4 for x in a):
-            return tuple(take(x) for x in a)
-        return a
+        return None if a is None else a.index_select(0, rows)
 
-    return (args[0],) + tuple(take(a) for a in args[1:])
+    def mask(m):
+        return m if m is None or m.shape[0] != b else take(m)
+
+    def pair(kv):
+        return None if kv is None else (take(kv[0]), take(kv[1]))
+
+    return (i, take(vid), take(aud), take(ve0), take(ae0), take(vctx), take(actx), vrope, arope, mask(vclean),
+            mask(aclean), pair(vkv), pair(akv))
 
 
 def _time_rows(t: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:

@@ -196,12 +196,12 @@ def make_cfg_denoiser(
     def denoise(video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = video.shape[0]
         pv, pa, nv, na, cat_v, cat_a = contexts(batch)
-        no_skip = torch.zeros(batch, dtype=torch.bool, device=video.device)
+        no_skip = torch.zeros(batch, dtype=torch.bool)  # on the CPU: the model reads it without a device sync
         if not need_neg:
             return model_fn(
                 video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
             )
-        skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool, device=video.device)
+        skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool)
         if batch_cfg:
             v_all, a_all = model_fn(
                 torch.cat([video, video]),  # [2B, 48, F, H, W]
