@@ -7,7 +7,8 @@ At the mid config (dim 1536, head_dim 128, 4 blocks, ffn 7168, text_dim 4096, te
 
 * forward and step ratios against the official ``FusionModel`` (same weights, same process, interleaved);
   a step is one CFG step: ours one batched pass of 2 rows with skip-layer guidance on the negative row and the
-  run's text caches warm; the official two passes, the negative one skipping the layer (its sampler's order);
+  run's text caches warm (also as two 1-row passes, ``batch_cfg=False``); the official two passes, the
+  negative one skipping the layer (its sampler's order);
 * item 1: RoPE's share of our forward, and the time per call of ours, the old real-arithmetic rotation
   and the official ``rope_apply`` on the same tensor;
 * item 2: the step time saved by skip-layer guidance, ours and the official's;
@@ -70,18 +71,29 @@ def random_model(cfg, dtype=torch.bfloat16):
     return model.eval()
 
 
+WALL: dict = {}  # wall-clock medians of the last _interleaved call, for the record
+
+
 def _interleaved(fns: dict, repeat: int, warmup: tuple | None = None) -> dict:
-    """Median seconds of each function over ``repeat`` interleaved rounds, after one warm-up call of the
-    functions named in ``warmup`` (default: all)."""
+    """Median CPU seconds (``time.process_time``: all threads of this process) of each function over ``repeat``
+    interleaved rounds, after one warm-up call of the functions named in ``warmup`` (default: all).
+
+    CPU time, not wall time: on a machine shared with other jobs the wall time measures the contention; the
+    CPU time is the work done (run with ``OMP_WAIT_POLICY=PASSIVE`` so that idle OpenMP threads do not spin).
+    """
     for k in fns if warmup is None else warmup:
         fns[k]()
-    times = {k: [] for k in fns}
+    cpu = {k: [] for k in fns}
+    wall = {k: [] for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            cpu[k].append(time.process_time() - c0)
+            wall[k].append(time.perf_counter() - t0)
+    WALL.clear()
+    WALL.update({k: statistics.median(v) for k, v in wall.items()})
+    return {k: statistics.median(v) for k, v in cpu.items()}
 
 
 def _inputs(cfg, grid, la=157, seed=0):
@@ -108,6 +120,9 @@ def bench_ratios(model, ref, tokens: int, *, repeat: int, slg_compare: bool = Tr
         "ours_forward_cold": lambda: model(video, audio, t1, ctx1, ctx1),
         "ours_forward_warm": lambda: model(video, audio, t1, ctx1, ctx1),
         "ours_step": lambda: model(v2, a2, t2, ctx2, ctx2, slg_layer=SLG, slg_mask=mask),
+        # the same CFG step as two 1-row passes (make_cfg_denoiser(batch_cfg=False))
+        "ours_step_sequential": lambda: (model(video, audio, t1, ctx1, ctx1, slg_layer=SLG, slg_mask=mask[:1]),
+                                         model(video, audio, t1, [neg], [neg], slg_layer=SLG, slg_mask=mask[1:])),
     }
     if slg_compare:
         fns["ours_step_no_slg"] = lambda: model(v2, a2, t2, ctx2, ctx2)
@@ -138,7 +153,7 @@ def bench_ratios(model, ref, tokens: int, *, repeat: int, slg_compare: bool = Tr
             warmup = ("ours_forward_warm", "official_forward") if ref is not None else ("ours_forward_warm",)
             times = _interleaved({"ours_forward_cold": cold_outside, **fns}, repeat, warmup)
             after = model.text_cache_stats()
-    out = {"video_tokens": tokens, "audio_tokens": 157, "sec": times,
+    out = {"video_tokens": tokens, "audio_tokens": 157, "cpu_sec": times, "wall_sec": dict(WALL),
            "text_cache": {k: after[k] - before[k] for k in ("hits", "misses", "kv_hits", "kv_misses")}}
     if slg_compare:
         out["slg_saving_ours"] = 1 - times["ours_step"] / times["ours_step_no_slg"]
@@ -146,6 +161,7 @@ def bench_ratios(model, ref, tokens: int, *, repeat: int, slg_compare: bool = Tr
         out["forward_ratio_cold"] = times["ours_forward_cold"] / times["official_forward"]
         out["forward_ratio_warm"] = times["ours_forward_warm"] / times["official_forward"]
         out["step_ratio"] = times["ours_step"] / times["official_step"]
+        out["step_ratio_sequential"] = times["ours_step_sequential"] / times["official_step"]
         if slg_compare:
             out["step_ratio_no_slg"] = times["ours_step_no_slg"] / times["official_step_no_slg"]
             out["slg_saving_official"] = 1 - times["official_step"] / times["official_step_no_slg"]
@@ -164,9 +180,9 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
     orig = tower.apply_rope
 
     def timed(x, rope):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         y = orig(x, rope)
-        spent[0] += time.perf_counter() - t0
+        spent[0] += time.process_time() - t0
         calls[0] += 1
         return y
 
@@ -174,9 +190,9 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
         model(video, audio, torch.tensor([500.0]), [pos], [pos])  # warm the caches
         tower.apply_rope = timed
         try:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             model(video, audio, torch.tensor([500.0]), [pos], [pos])
-            total = time.perf_counter() - t0
+            total = time.process_time() - t0
         finally:
             tower.apply_rope = orig
     hd = cfg.video.head_dim
@@ -195,8 +211,8 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
         gs = torch.tensor([list(grid)])
         fns["official"] = lambda: om.rope_apply(x, gs, freqs)
     per_call = _interleaved(fns, max(repeat, 3))
-    return {"video_tokens": tokens, "calls_per_forward": calls[0], "rope_sec_per_forward": spent[0],
-            "forward_sec": total, "rope_share": spent[0] / total, "sec_per_video_call": per_call,
+    return {"video_tokens": tokens, "calls_per_forward": calls[0], "rope_cpu_sec_per_forward": spent[0],
+            "forward_cpu_sec": total, "rope_share": spent[0] / total, "cpu_sec_per_video_call": per_call,
             "bit_identical_complex_vs_real": bool(torch.equal(fns["complex"](), fns["real_pairs_before"]()))}
 
 
@@ -215,7 +231,7 @@ def bench_rms_norm(*, repeat: int) -> dict:
             times = _interleaved({"ours": lambda n=n, x=x: n(x),
                                   "F.rms_norm": lambda x=x, w=w: F.rms_norm(x, (1536,), w, 1e-6)}, max(repeat, 3))
             a, b = n(x), F.rms_norm(x, (1536,), w, 1e-6)
-        out[str(dt).replace("torch.", "")] = {"sec": times, "bit_identical": bool(torch.equal(a, b)),
+        out[str(dt).replace("torch.", "")] = {"cpu_sec": times, "bit_identical": bool(torch.equal(a, b)),
                                               "max_abs_diff": float((a.float() - b.float()).abs().max())}
     return out
 
@@ -228,7 +244,7 @@ _PROBE = r'''
 import sys, dataclasses, gc, json, torch
 sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, BENCH_DIR)
-from hotpath import mid_config, random_model, _inputs
+from hotpath import GRIDS, mid_config, random_model, _inputs
 def kib(field):
     for line in open('/proc/self/status'):
         if line.startswith(field):
@@ -297,7 +313,8 @@ def hotpath_suite(args) -> dict:
 
     torch.set_grad_enabled(False)
     official = getattr(args, "official", None)
-    res = {"machine": machine_info(torch.device("cpu")), "suite": "hotpath",
+    res = {"machine": {**machine_info(torch.device("cpu")), "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+                       "loadavg_at_start": os.getloadavg()}, "suite": "hotpath", "times": "CPU seconds of this process",
            "config": "dim 1536, head_dim 128 (12 heads), 4 blocks, ffn 7168, text_dim 4096, text_len 512, bf16; "
                      f"contexts 100 and 20 rows; skip layer {SLG}", "results": {}}
     r = res["results"]
@@ -315,4 +332,5 @@ def hotpath_suite(args) -> dict:
     del model, ref
     r["rms_norm"] = bench_rms_norm(repeat=args.repeat)
     r["revisions"] = bench_revisions()
+    res["machine"]["loadavg_at_end"] = os.getloadavg()
     return res

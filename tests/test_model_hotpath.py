@@ -216,3 +216,20 @@ def test_generate_under_inference_mode_then_train(tmp_path):
     finally:
         trainer.close()
     assert len(res.losses) == 2 and all(torch.isfinite(torch.tensor(res.losses)))
+
+
+# -- copies around attention ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_output_needs_no_copy_to_flatten(dtype):
+    """SDPA on CPU writes its output as [B, L, H, D] in memory, so the towers' ``.flatten(2)`` before the output
+    projection is a view: the only copies around attention are the RoPE's (float64 and back, as the official)."""
+    from ovi_core.attention import attention
+
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 19, 4, 16, generator=g).to(dtype)
+    k = torch.randn(2, 8, 4, 16, generator=g).to(dtype)
+    out = attention(q, k, k)
+    assert out.is_contiguous()
+    assert out.flatten(2).data_ptr() == out.data_ptr()

@@ -109,7 +109,7 @@ class OviFusionModel(nn.Module):
         if store is None:
             return None
         ca = block.cross_attn
-        key = (i, ctx.device, _version(ca.k.weight), _version(ca.v.weight),
+        key = (i, ctx.device, _version(getattr(ca.k, "weight", None)), _version(getattr(ca.v, "weight", None)),
                tuple(ca.k._forward_hooks), tuple(ca.v._forward_hooks), tuple(ca.norm_k._forward_hooks))
         kv = store.get(key)
         if kv is None:
@@ -270,8 +270,10 @@ class OviFusionModel(nn.Module):
         return self.video_model.output(vid, ve, vgrid, vclean), self.audio_model.output(aud, ae, agrid, aclean)
 
 
-def _version(t: torch.Tensor) -> int:
+def _version(t: torch.Tensor | None) -> int:
     """Version counter of ``t``; inference-mode tensors (ComfyUI runs nodes under it) have none: -1."""
+    if not isinstance(t, torch.Tensor):
+        return -2
     return -1 if t.is_inference() else t._version
 
 
