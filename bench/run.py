@@ -2,6 +2,7 @@
 
     python bench/run.py --device cpu            # 2-core friendly, a few minutes
     python bench/run.py --device cuda           # full-size 11.66 B model with random weights
+    python bench/run.py --hotpath [--official DIR]   # the DiT hot path (#15) against the official code, CPU
 
 Each run writes one JSON file into ``bench/results/`` (machine, torch version, device, config, numbers);
 ``bench/RESULTS.md`` keeps the table of the figures that matter.
@@ -240,14 +241,27 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results"))
+    p.add_argument("--hotpath", action="store_true",
+                   help="run only the fusion-DiT hot-path suite (bench/hotpath.py; CPU, mid config, ~3 min)")
+    p.add_argument("--official", default=None, metavar="DIR",
+                   help="folder holding an export of the official code (its ovi/ package), for --hotpath ratios")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine; run with --device cpu.", file=sys.stderr)
         return 2
-    res = cpu_suite(args) if args.device == "cpu" else cuda_suite(args)
+    if args.official and not os.path.isfile(os.path.join(args.official, "ovi", "modules", "fusion.py")):
+        print(f"--official {args.official}: no ovi/modules/fusion.py there; export the official code first.",
+              file=sys.stderr)
+        return 2
+    if args.hotpath:
+        from hotpath import hotpath_suite
+
+        res, kind = hotpath_suite(args), "hotpath"
+    else:
+        res, kind = (cpu_suite(args) if args.device == "cpu" else cuda_suite(args)), args.device
     os.makedirs(args.out, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(args.out, f"{args.device}-{stamp}.json")
+    path = os.path.join(args.out, f"{kind}-{stamp}.json")
     with open(path, "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps(res, indent=1))

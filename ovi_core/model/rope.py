@@ -12,6 +12,15 @@ Pairs are interleaved: head dims ``(2j, 2j+1)`` form complex pair ``j``. With ``
 Tables are ``cos``/``sin`` of float64 angles (float32 on devices without float64, i.e. MPS), computed
 per (grid, device) and cached; they are not module buffers and never enter a state dict. Rotation is done
 in that precision and the result rounded to the compute dtype, as the official code does (float64 -> bf16).
+
+The towers use :func:`video_rope_table` / :func:`audio_rope_table`: one complex128 table ``cos + i sin``, so
+that :func:`apply_rope` is a single complex multiply (as in the official code), bit-identical to the
+real-arithmetic rotation on ``(cos, sin)`` and several times faster. On MPS (no float64) the tables stay a
+float32 ``(cos, sin)`` pair.
+
+The cached tables are always built outside ``torch.inference_mode`` (and without autograd history): a table
+first built while ComfyUI runs a node under inference mode must still be usable by a later training run,
+which saves it for backward.
 """
 
 from __future__ import annotations
@@ -40,7 +49,19 @@ def _angles(positions: torch.Tensor, pairs: int, scale: float = 1.0) -> torch.Te
     return torch.outer(positions.to(torch.float64), scale * inv)
 
 
+def _normal_tensors(fn):
+    """Decorator: ``fn`` builds its tensors as normal tensors even when called under inference mode."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.inference_mode(False), torch.no_grad():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 @functools.lru_cache(maxsize=64)
+@_normal_tensors
 def _video_table(f: int, h: int, w: int, head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     pf, ph, pw = axis_pairs(head_dim)
     af = _angles(torch.arange(f), pf)  # [f, pf]
@@ -59,6 +80,7 @@ def _video_table(f: int, h: int, w: int, head_dim: int, device: torch.device) ->
 
 
 @functools.lru_cache(maxsize=64)
+@_normal_tensors
 def _audio_table(length: int, head_dim: int, scale: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     c = head_dim // 2
     pt = axis_pairs(head_dim)[0]
@@ -82,13 +104,40 @@ def audio_rope(
     return _audio_table(int(length), int(head_dim), float(scale), torch.device(device))
 
 
-def apply_rope(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``rope = (cos, sin)`` (each ``[L, 1, D/2]``).
+RopeTable = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+@functools.lru_cache(maxsize=64)
+@_normal_tensors
+def _complex_table(kind: str, key: tuple, device: torch.device) -> RopeTable:
+    cos, sin = _video_table(*key, device) if kind == "video" else _audio_table(*key, device)
+    if cos.dtype != torch.float64:
+        return cos, sin
+    return torch.complex(cos, sin)  # [L, 1, D/2] complex128, exactly cos + i sin
+
+
+def video_rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> RopeTable:
+    """The video table for :func:`apply_rope`: complex128 ``[F*h*w, 1, head_dim//2]`` (MPS: ``(cos, sin)``)."""
+    f, h, w = (int(g) for g in grid)
+    return _complex_table("video", (f, h, w, int(head_dim)), torch.device(device))
+
+
+def audio_rope_table(length: int, head_dim: int, scale: float, device: torch.device) -> RopeTable:
+    """The audio table for :func:`apply_rope`: complex128 ``[L, 1, head_dim//2]`` (MPS: ``(cos, sin)``)."""
+    return _complex_table("audio", (int(length), int(head_dim), float(scale)), torch.device(device))
+
+
+def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
+    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``rope``: a complex table ``[L, 1, D/2]`` (one
+    complex multiply) or a ``(cos, sin)`` pair, each ``[L, 1, D/2]`` (real arithmetic; same values).
 
     Computed in the table's precision (float64, or float32 on MPS) and returned in ``x``'s dtype.
     """
-    cos, sin = rope
     b, n, h, d = x.shape
+    if isinstance(rope, torch.Tensor):
+        xc = torch.view_as_complex(x.to(torch.float64).contiguous().view(b, n, h, d // 2, 2))  # [B, L, H, D/2]
+        return torch.view_as_real(xc * rope).view(b, n, h, d).to(x.dtype)
+    cos, sin = rope
     xp = x.to(cos.dtype).reshape(b, n, h, d // 2, 2)  # [B, L, H, D/2, 2]
     a, bb = xp[..., 0], xp[..., 1]
     out = torch.stack([a * cos - bb * sin, a * sin + bb * cos], dim=-1)  # [B, L, H, D/2, 2]

@@ -184,12 +184,26 @@ def make_cfg_denoiser(
     """
     need_neg = not (video_guidance_scale == 1 and audio_guidance_scale == 1)
     gv, ga = float(video_guidance_scale), float(audio_guidance_scale)
+    built: dict[int, tuple] = {}
+
+    def contexts(batch: int) -> tuple:
+        # built once per batch size, so the same tensors reach the model at every step and its text cache
+        # (keyed by tensor identity) hits instead of growing by one entry per step
+        if batch not in built:
+            pv = _ctx_batch(pos_video_ctx, batch, "pos_video_ctx")
+            pa = _ctx_batch(pos_audio_ctx, batch, "pos_audio_ctx")
+            if not need_neg:
+                built[batch] = (pv, pa, None, None, None, None)
+            else:
+                nv = _ctx_batch(neg_video_ctx, batch, "neg_video_ctx")
+                na = _ctx_batch(neg_audio_ctx, batch, "neg_audio_ctx")
+                built[batch] = (pv, pa, nv, na, _ctx_cat(pv, nv), _ctx_cat(pa, na))
+        return built[batch]
 
     def denoise(video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = video.shape[0]
-        pv = _ctx_batch(pos_video_ctx, batch, "pos_video_ctx")
-        pa = _ctx_batch(pos_audio_ctx, batch, "pos_audio_ctx")
-        no_skip = torch.zeros(batch, dtype=torch.bool, device=video.device)
+        pv, pa, nv, na, cat_v, cat_a = contexts(batch)
+        no_skip = torch.zeros(batch, dtype=torch.bool)  # on the CPU: the model reads it without a device sync
         if not need_neg:
             return model_fn(
                 video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
@@ -199,16 +213,14 @@ def make_cfg_denoiser(
                 video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
             )
             return cfg_cache.combine(v_pos, a_pos, video_scale=gv, audio_scale=ga)
-        nv = _ctx_batch(neg_video_ctx, batch, "neg_video_ctx")
-        na = _ctx_batch(neg_audio_ctx, batch, "neg_audio_ctx")
-        skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool, device=video.device)
+        skip = torch.full((batch,), slg_layer > 0, dtype=torch.bool)
         if batch_cfg:
             v_all, a_all = model_fn(
                 torch.cat([video, video]),  # [2B, 48, F, H, W]
                 torch.cat([audio, audio]),  # [2B, L, 20]
                 torch.cat([t, t]),  # [2B]
-                _ctx_cat(pv, nv),
-                _ctx_cat(pa, na),
+                cat_v,
+                cat_a,
                 first_frame_clean=first_frame_clean,
                 slg_layer=slg_layer,
                 slg_mask=torch.cat([no_skip, skip]),
