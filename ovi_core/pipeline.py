@@ -427,15 +427,30 @@ class OviPipeline:
         audio_rope_scale: float | None = None,
         callback: ProgressFn | None = None,
         check_interrupt: InterruptFn | None = None,
+        guides: Sequence = (),
+        original_media: bool = True,
     ) -> GenerationResult:
-        """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
+        """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
+
+        ``guides``: :class:`ovi_core.sampling.Guide` s or inputs from :mod:`ovi_core.conditioning` (a given sound,
+        given frames, a redo); inputs are encoded here. With ``original_media`` the result carries the given
+        frames/sound where they were enforced, not their VAE round trip.
+        """
+        from ovi_core.conditioning.apply import encode_inputs, guide_size, splice_originals
         from ovi_core.sampling import SOLVERS
 
         if solver not in SOLVERS:
             raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
         if steps < 1:
             raise ValueError("steps must be at least 1.")
+        image_hw = None
+        if image is not None:
+            ih, iw = (image.shape[-3], image.shape[-2])
+            image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=self.target_area)
+        fixed = guide_size(guides, image_hw=image_hw)
         h, w = self.size_for(width, height) if image is None else (0, 0)
+        if fixed is not None:
+            h, w = fixed
         if image is None:
             sizes.validate_size(h, w)
         dev, off = self.device, self._offload
@@ -448,13 +463,18 @@ class OviPipeline:
                 with on_device(self.video_vae, dev, offload=off):
                     image_latent = encode_image(self.video_vae, image, area=self.target_area, device=dev,
                                                 dtype=next(self.video_vae.parameters()).dtype)
+            encoded = []
+            if guides:
+                with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
+                    encoded = encode_inputs(guides, video_vae=self.video_vae, audio_codec=self.audio_codec,
+                                            device=dev)
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
                 lat = sample_av(
                     self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
                     shift=shift, video_guidance_scale=video_guidance_scale,
                     audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
                     image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
-                    callback=callback, check_interrupt=check_interrupt,
+                    callback=callback, check_interrupt=check_interrupt, guides=encoded,
                 )
             with on_device(self.video_vae, dev, offload=off):
                 frames = decode_video(self.video_vae, lat.video, device=dev,
@@ -465,6 +485,7 @@ class OviPipeline:
         finally:
             if dev.type == "cuda":
                 release_memory()
+        frames, wav = splice_originals(guides, frames, wav, original=original_media)
         return GenerationResult(frames=frames, waveform=wav, sample_rate=SAMPLE_RATE, fps=lat.fps, latents=lat,
                                 prompt=cond.prompt, warnings=cond.warnings)
 
