@@ -162,7 +162,7 @@ def test_cli_guide_flags(weights, tmp_path):
     (v,) = inputs_from_args(parser.parse_args(base + ["--video", str(clip), "--guide-mode", "clean"]))
     assert isinstance(v, VideoInput) and v.mode == "clean" and v.frames.shape[0] == 24 and v.covered == 6
     vin, ain = inputs_from_args(parser.parse_args(base + ["--source", str(clip), "--redo", "video:0.5-1.0"]))
-    assert vin.exclude == (3, 6) and ain.exclude is None and vin.mask().tolist()[:6] == [True] * 3 + [False] * 3
+    assert vin.exclude == (3, 7) and ain.exclude is None and vin.mask().tolist()[:6] == [True] * 3 + [False] * 3
 
 
 def test_cli_guide_errors_come_before_the_weights_load(weights, tmp_path, monkeypatch, capsys):
