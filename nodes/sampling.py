@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 from . import _comfy, _runtime
-from ._types import OVI_CONDITIONING, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviConditioning
+from ._types import (
+    OVI_CONDITIONING,
+    OVI_GUIDES,
+    OVI_LATENTS,
+    OVI_MODEL,
+    OVI_TEXT_ENCODER,
+    OVI_VIDEO_VAE,
+    OviConditioning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,6 +183,10 @@ class OviJointSampler:
                                f"video latent frame scale*i. The default {rope} = video latent rate (31 latents per "
                                f"121/24 s) / audio latent rate (16000/512 per s), the official value."}),
                 **SPEED_INPUTS,
+                "guides": (OVI_GUIDES, {
+                    "tooltip": "Optional guides (OviAudioGuide, OviVideoGuide, OviRedoGuide): parts of either "
+                               "stream held at given latents while the rest is generated. A video guide's size "
+                               "wins over the aspect setting."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -212,7 +224,7 @@ class OviJointSampler:
     def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
                slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, preset="default",
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
-               cfg_reuse_mode="delta", step_cache_threshold=0.0, unique_id=None):
+               cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
         from ovi_core import sizes
         from ovi_core.pipeline import encode_image, sample_av
         from ovi_core.sampling.fast import apply_preset, speed_options
@@ -261,6 +273,7 @@ class OviJointSampler:
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
                 speed=speed,
+                guides=[item.guide for item in guides or []],
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape
