@@ -262,7 +262,10 @@ def decode_video(vae, latent: torch.Tensor, *, device: torch.device | str = "cpu
     if latent.dim() != 5 or latent.shape[1] != VIDEO_LATENT_CHANNELS:
         raise ValueError(f"Expected a video latent [B, 48, F, h, w], got {tuple(latent.shape)}.")
     z = latent[:1].to(device=device, dtype=dtype)
-    plan = vae.plan_decode(z.shape, tile_latent=tile_latent, memory_budget=memory_budget)
+    overlap = {}
+    if tile_latent is not None and tile_latent <= 8:  # the default overlap of 8 needs tiles above 8
+        overlap = {"tile_overlap": tile_latent // 4}
+    plan = vae.plan_decode(z.shape, tile_latent=tile_latent, memory_budget=memory_budget, **overlap)
     if plan.tiled and not plan.requested:
         logger.warning("%s", plan.message())
     with torch.no_grad():
@@ -436,6 +439,8 @@ class OviPipeline:
             num_layers=len(self.model.video_model.blocks),
         )
         version, notes = validate.clip_version(self.version, seconds)
+        for note in notes:
+            logger.warning("%s", note)
         h, w = validate.check_size(width, height, area=self.target_area) if image is None else (0, 0)
         dev, off = self.device, self._offload
         try:
@@ -464,8 +469,6 @@ class OviPipeline:
         finally:
             if dev.type == "cuda":
                 release_memory()
-        for note in notes:
-            logger.warning("%s", note)
         warnings = [*cond.warnings, *notes, *([plan.message()] if plan.tiled else [])]
         return GenerationResult(frames=frames, waveform=wav, sample_rate=SAMPLE_RATE, fps=lat.fps, latents=lat,
                                 prompt=cond.prompt, warnings=warnings)
