@@ -2,6 +2,9 @@
 
 Commands are registered by module: each module listed in ``_COMMAND_MODULES`` defines
 ``register(subparsers)`` which adds its sub-parser and sets ``func`` (``func(args) -> int``).
+
+Flags are never abbreviated: :class:`ArgumentParser` turns argparse's prefix matching off, and sub-parsers
+made with ``add_parser`` inherit its class, so ``--audio 3`` is an error instead of ``--audio-cfg 3``.
 """
 
 from __future__ import annotations
@@ -35,9 +38,29 @@ _IDENT_TO_COMPONENT = {
 # modules adding further sub-commands (generate, tiny-weights, train, ...)
 _COMMAND_MODULES = (
     "ovi_core.pipeline_cli",
+    "ovi_core.decode_cli",
     "ovi_core.tiny",
     "ovi_core.training.cli",
 )
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` without abbreviated long options (``allow_abbrev=False`` by default).
+
+    ``add_subparsers`` makes sub-parsers of the parent's class, so every sub-command gets the same rule.
+    """
+
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+
+def iter_parsers(parser: argparse.ArgumentParser):
+    """``parser`` and all its sub-parsers, depth first."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                yield from iter_parsers(sub)
 
 
 def _cmd_keys(args: argparse.Namespace) -> int:
@@ -106,7 +129,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ovi_core", description="Ovi audio+video generation tools")
+    p = ArgumentParser(prog="python -m ovi_core", description="Ovi audio+video generation tools")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -126,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that command is not part of this build
             raise
         mod.register(sub)
+    for parser in iter_parsers(p):  # also a sub-parser someone built with another class
+        parser.allow_abbrev = False
     return p
 
 
@@ -138,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. an output that could not be written (the message says where the work was kept)
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

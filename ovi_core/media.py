@@ -252,3 +252,45 @@ def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) ->
     if not frames:
         raise ValueError(f"{os.fspath(path)!r}: the video stream has no frames")
     return torch.stack(frames)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(height, width)`` of the first frame of an image (PNG, JPEG, WebP, ...); ValueError if it does not decode."""
+    with _open_input(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} is not an image (no picture stream)")
+        try:
+            frame = next(container.decode(container.streams.video[0]), None)
+        except _av().error.FFmpegError as e:
+            raise ValueError(f"cannot decode the image {os.fspath(path)!r}: {e}") from e
+    if frame is None:
+        raise ValueError(f"{os.fspath(path)!r}: the image has no picture")
+    return int(frame.height), int(frame.width)
+
+
+def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> torch.Tensor:
+    """Decode an image (first frame of the file) as RGB uint8 ``[H, W, 3]``.
+
+    With ``max_pixels``, an image with more pixels is shrunk (aspect kept, area filter) while still 8-bit, inside
+    the decoder's scaler, so a huge picture never exists as a float tensor: a 16000 x 16000 PNG costs its
+    decoded 8-bit frame plus the small result, instead of 3 GB of floats per copy. Smaller images are returned
+    unchanged.
+    """
+    av = _av()
+    with _open_input(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} is not an image (no picture stream)")
+        try:
+            frame = next(container.decode(container.streams.video[0]), None)
+        except av.error.FFmpegError as e:
+            raise ValueError(f"cannot decode the image {os.fspath(path)!r}: {e}") from e
+    if frame is None:
+        raise ValueError(f"{os.fspath(path)!r}: the image has no picture")
+    h, w = int(frame.height), int(frame.width)
+    if max_pixels is not None and max_pixels > 0 and h * w > max_pixels:
+        scale = (max_pixels / float(h * w)) ** 0.5
+        nh, nw = max(2, int(h * scale)), max(2, int(w * scale))
+        logger.info("image %s: %dx%d shrunk to %dx%d before conversion", os.fspath(path), w, h, nw, nh)
+        frame = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="AREA")
+    arr = frame.to_ndarray(format="rgb24")
+    return torch.from_numpy(np.ascontiguousarray(arr))  # [H, W, 3] uint8

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ovi_core import sizes
+from ovi_core import sizes, validate
 from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 
 if TYPE_CHECKING:
@@ -97,14 +97,21 @@ def encode_prompts(
     The prompt's audio-caption format is converted to the model version's (``<AUDCAP>`` for 1.0,
     ``Audio:`` for 1.1); malformed speech/caption tags produce warnings (logged and returned).
     """
-    from ovi_core.text.prompt import check_prompt, convert_prompt
+    from ovi_core.text.prompt import check_prompt, convert_prompt, mixed_caption_warning
+    from ovi_core.validate import check_prompt_text
 
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("The prompt is empty. Describe the scene, put speech in <S>...<E> and the sound in "
-                         "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0).")
+    check_prompt_text(prompt)
+    mixed = mixed_caption_warning(prompt)  # seen before the conversion makes both formats one
     if version is not None:
         prompt = convert_prompt(prompt, version="1.0" if version.startswith("1.0") else "1.1")
     warnings = check_prompt(prompt)
+    if mixed is not None and mixed not in warnings:
+        warnings.insert(0, mixed)
+    tokenizer = getattr(text_encoder, "tokenizer", None)
+    if tokenizer is not None and hasattr(tokenizer, "truncation_warning"):
+        cut = tokenizer.truncation_warning(prompt)
+        if cut is not None:
+            warnings.append(cut)
     for w in warnings:
         logger.warning("prompt: %s", w)
     pos, vneg, aneg = text_encoder.encode([prompt, video_negative or "", audio_negative or ""])
@@ -197,9 +204,8 @@ def sample_av(
     if vguide is not None:
         height, width = vguide.latent.shape[-2] * 16, vguide.latent.shape[-1] * 16
     sizes.validate_size(height, width)
-    n_layers = len(model.video_model.blocks)
-    if slg_layer >= n_layers:
-        raise ValueError(f"slg_layer {slg_layer} is past the model's last block ({n_layers - 1}); use -1 to disable.")
+    validate.check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
+    validate.check_seed(seed)
     vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
     ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
     video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
@@ -281,14 +287,28 @@ def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame:
 
 
 def decode_video(vae, latent: torch.Tensor, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 tile_latent: int | None = None, progress: ProgressFn | None = None) -> torch.Tensor:
-    """Video latent ``[1, 48, F, h, w]`` -> frames ``[F', H, W, 3]`` float in [0, 1] (ComfyUI IMAGE layout)."""
+                 tile_latent: int | None = None, progress: ProgressFn | None = None,
+                 memory_budget: int | None = None, return_plan: bool = False):
+    """Video latent ``[1, 48, F, h, w]`` -> frames ``[F', H, W, 3]`` float in [0, 1] (ComfyUI IMAGE layout).
+
+    Untiled unless ``tile_latent`` is given or the untiled decode would not fit in the device's free memory (or
+    ``memory_budget`` bytes); with ``return_plan`` returns ``(frames, plan)``, where ``plan.tiled`` and
+    ``plan.message()`` say whether and why it tiled (see ``ovi_core.vae.decode_plan``).
+    """
     if latent.dim() != 5 or latent.shape[1] != VIDEO_LATENT_CHANNELS:
         raise ValueError(f"Expected a video latent [B, 48, F, h, w], got {tuple(latent.shape)}.")
+    z = latent[:1].to(device=device, dtype=dtype)
+    overlap = {}
+    if tile_latent is not None and tile_latent <= 8:  # the default overlap of 8 needs tiles above 8
+        overlap = {"tile_overlap": tile_latent // 4}
+    plan = vae.plan_decode(z.shape, tile_latent=tile_latent, memory_budget=memory_budget, **overlap)
+    if plan.tiled and not plan.requested:
+        logger.warning("%s", plan.message())
     with torch.no_grad():
-        video = vae.decode(latent[:1].to(device=device, dtype=dtype), tile_latent=tile_latent, progress=progress)
+        video = vae.decode(z, progress=progress, plan=plan)
     frames = (video[0].float().clamp(-1, 1) + 1) / 2  # [3, F, H, W]
-    return frames.permute(1, 2, 3, 0).contiguous().cpu()  # [F, H, W, 3]
+    frames = frames.permute(1, 2, 3, 0).contiguous().cpu()  # [F, H, W, 3]
+    return (frames, plan) if return_plan else frames
 
 
 def decode_audio(codec, latent: torch.Tensor, *, device: torch.device | str = "cpu",
@@ -449,29 +469,34 @@ class OviPipeline:
         speed: SpeedOptions | None = None,
         guides: Sequence = (),
         original_media: bool = True,
+        seconds: int | None = None,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
 
         ``guides``: :class:`ovi_core.sampling.Guide` s or inputs from :mod:`ovi_core.conditioning` (a given sound,
         given frames, a redo); inputs are encoded here. With ``original_media`` the result carries the given
-        frames/sound where they were enforced, not their VAE round trip.
+        frames/sound where they were enforced, not their VAE round trip. ``seconds`` (5 or 10, None: what the
+        model was trained for) picks the clip length; the result's ``warnings`` hold the prompt warnings, a 10 s
+        clip from a 5 s model, and a tiled video decode.
         """
         from ovi_core.conditioning.apply import encode_inputs, guide_size, splice_originals
-        from ovi_core.sampling import SOLVERS
 
-        if solver not in SOLVERS:
-            raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
-        if steps < 1:
-            raise ValueError("steps must be at least 1.")
+        validate.check_generation(
+            prompt=prompt, steps=steps, shift=shift, seed=seed, slg_layer=slg_layer, solver=solver,
+            video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
+            num_layers=len(self.model.video_model.blocks),
+        )
+        version, notes = validate.clip_version(self.version, seconds)
+        for note in notes:
+            logger.warning("%s", note)
         image_hw = None
         if image is not None:
             ih, iw = (image.shape[-3], image.shape[-2])
             image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=self.target_area)
         fixed = guide_size(guides, image_hw=image_hw)
-        h, w = self.size_for(width, height) if image is None else (0, 0)
+        h, w = validate.check_size(width, height, area=self.target_area) if image is None else (0, 0)
         if fixed is not None:
             h, w = fixed
-        if image is None:
             sizes.validate_size(h, w)
         dev, off = self.device, self._offload
         try:
@@ -490,15 +515,15 @@ class OviPipeline:
                                             device=dev)
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
                 lat = sample_av(
-                    self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
+                    self.model, cond, height=h, width=w, version=version, steps=steps, solver=solver,
                     shift=shift, video_guidance_scale=video_guidance_scale,
                     audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
                     image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
                     callback=callback, check_interrupt=check_interrupt, speed=speed, guides=encoded,
                 )
             with on_device(self.video_vae, dev, offload=off):
-                frames = decode_video(self.video_vae, lat.video, device=dev,
-                                      dtype=next(self.video_vae.parameters()).dtype)
+                frames, plan = decode_video(self.video_vae, lat.video, device=dev,
+                                            dtype=next(self.video_vae.parameters()).dtype, return_plan=True)
             with on_device(self.audio_codec, dev, offload=off):
                 wav = decode_audio(self.audio_codec, lat.audio, device=dev,
                                    dtype=next(self.audio_codec.parameters()).dtype)
@@ -506,16 +531,29 @@ class OviPipeline:
             if dev.type == "cuda":
                 release_memory()
         frames, wav = splice_originals(guides, frames, wav, original=original_media)
+        warnings = [*cond.warnings, *notes, *([plan.message()] if plan.tiled else [])]
         return GenerationResult(frames=frames, waveform=wav, sample_rate=SAMPLE_RATE, fps=lat.fps, latents=lat,
-                                prompt=cond.prompt, warnings=cond.warnings)
+                                prompt=cond.prompt, warnings=warnings)
 
     @staticmethod
-    def save(result: GenerationResult, path: str, *, wav: bool = False) -> str:
-        """Write the MP4 (H.264 + AAC) atomically; with ``wav`` also ``<path>.wav`` beside it."""
+    def save(result: GenerationResult, path: str, *, wav: bool = False, weights: str | None = None) -> str:
+        """Write the MP4 (H.264 + AAC) atomically; with ``wav`` also ``<path>.wav`` beside it.
+
+        When writing fails (or is interrupted), the latents are kept beside ``path`` (or in the temp folder) and
+        an :class:`ovi_core.latents_file.OutputWriteError` says how to decode them (``weights``: the weights
+        folder to put in that command).
+        """
+        from ovi_core.latents_file import write_failed
         from ovi_core.media import write_mp4, write_wav
 
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        write_mp4(path, result.frames, result.waveform, fps=result.fps, sample_rate=result.sample_rate)
-        if wav:
-            write_wav(os.path.splitext(path)[0] + ".wav", result.waveform, sample_rate=result.sample_rate)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            write_mp4(path, result.frames, result.waveform, fps=result.fps, sample_rate=result.sample_rate)
+            if wav:
+                write_wav(os.path.splitext(path)[0] + ".wav", result.waveform, sample_rate=result.sample_rate)
+        except Exception as e:
+            raise write_failed(e, result.latents, path, weights=weights) from e
+        except BaseException as e:  # Ctrl-C or SIGTERM while writing: keep the work, then stop
+            write_failed(e, result.latents, path, weights=weights)
+            raise
         return path

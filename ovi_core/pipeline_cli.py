@@ -59,16 +59,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=run)
 
 
-def _load_image(path: str):
-    import av
-    import torch
+def _load_image(path: str, *, area: int):
+    """First frame as uint8 ``[H, W, 3]``, shrunk while still 8-bit to at most 4x the model's area (twice the
+    output side), so a huge picture never becomes a float tensor; smaller images are untouched."""
+    from ovi_core.media import read_image
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image not found: {path!r}.")
-    with av.open(path) as c:
-        frame = next(c.decode(video=0))
-    arr = frame.to_ndarray(format="rgb24")
-    return torch.from_numpy(arr).float() / 255.0  # [H, W, 3]
+    return read_image(path, max_pixels=4 * area)
+
+
+def _target_area(args: argparse.Namespace) -> int:
+    """The pixel area the fusion file will generate at, without loading it (its header or the version's spec)."""
+    from ovi_core import sizes
+    from ovi_core.pipeline import fusion_file_info
+    from ovi_core.weights import FUSION_FILES, pick_version
+
+    v = pick_version(args.weights, version=args.model_version, seconds=args.seconds, fp8=args.fp8)
+    path = os.path.join(args.weights, FUSION_FILES[v].local)
+    if os.path.isfile(path):
+        try:
+            area = fusion_file_info(path).get("target_area")
+        except ValueError:
+            area = None
+        if isinstance(area, int) and area > 0:
+            return area
+    return sizes.MODEL_SPECS["1.0" if v.startswith("1.0") else v].area
+
+
+def _out_paths(out: str, n: int) -> list[str]:
+    if n == 1:
+        return [out]
+    if out.lower().endswith(".mp4"):
+        return [f"{out[:-4]}_{k:03d}.mp4" for k in range(n)]
+    return [os.path.join(out, f"ovi_{k:03d}.mp4") for k in range(n)]
+
+
+def _check_outputs(args: argparse.Namespace, outs: list[str]) -> None:
+    from ovi_core import validate
+
+    if len(outs) > 1 and not args.out.lower().endswith(".mp4"):
+        validate.check_output_folder(args.out)
+    for out in outs:
+        validate.check_output_file(out)
+        if args.wav:
+            validate.check_output_file(os.path.splitext(out)[0] + ".wav", suffixes=(".wav",))
 
 
 def _progress(total_label: str):
@@ -94,10 +129,12 @@ def _progress(total_label: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ovi_core import validate
+    from ovi_core.latents_file import OutputWriteError
     from ovi_core.pipeline import OviPipeline
 
     jobs: list[tuple[str, str | None]]
-    if args.prompt.lower().endswith((".csv", ".tsv")) and os.path.isfile(args.prompt):
+    if validate.check_prompt_argument(args.prompt):
         from ovi_core.text.prompt import read_prompt_csv
 
         base = os.path.dirname(os.path.abspath(args.prompt))
@@ -107,11 +144,19 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.prompt!r} has no prompts (expected a text_prompt column).")
     else:
         jobs = [(args.prompt, args.image)]
-    for _, img in jobs:  # fail before any heavy work
-        if img is not None and not os.path.isfile(img):
-            raise FileNotFoundError(f"Image not found: {img!r}.")
-    if args.size is not None and (args.size[0] <= 0 or args.size[1] <= 0):
-        raise ValueError("--size must be positive, e.g. 1280x704.")
+    # everything that can be checked without the weights, before they load
+    for text, _ in jobs:
+        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
+                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
+                                  audio_guidance_scale=args.audio_cfg)
+    if args.model_version != "auto":
+        validate.clip_version(args.model_version, args.seconds)
+    area = _target_area(args)
+    if args.size is not None:
+        validate.check_size(*args.size, area=area)
+    outs = _out_paths(args.out, len(jobs))
+    _check_outputs(args, outs)
+    images = {img: _load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
     plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
     from ovi_core.conditioning.cli import inputs_from_args
 
@@ -123,26 +168,30 @@ def run(args: argparse.Namespace) -> int:
         attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
     )
     speed_cli.apply(args, pipe, plan)
-    outs = []
-    for n, (text, img) in enumerate(jobs):
-        if len(jobs) == 1:
-            out = args.out
-        elif args.out.lower().endswith(".mp4"):
-            out = f"{args.out[:-4]}_{n:03d}.mp4"
-        else:
-            out = os.path.join(args.out, f"ovi_{n:03d}.mp4")
+    written, failed = [], []
+    for n, ((text, img), out) in enumerate(zip(jobs, outs, strict=True)):
         w, h = args.size if args.size else (None, None)
         res = pipe.generate(
-            text, image=_load_image(img) if img else None, width=w, height=h, steps=args.steps,
+            text, image=images[img].float() / 255.0 if img else None, width=w, height=h, steps=args.steps,
             solver=args.solver, shift=args.shift, video_guidance_scale=args.video_cfg,
             audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer, seed=args.seed,
             video_negative=args.negative_video, audio_negative=args.negative_audio,
-            callback=_progress(f"clip {n + 1}/{len(jobs)}"), speed=plan.speed,
+            callback=_progress(f"clip {n + 1}/{len(jobs)}"), seconds=args.seconds, speed=plan.speed,
             guides=guides, original_media=not args.no_original_media,
         )
-        pipe.save(res, out, wav=args.wav)
-        outs.append(out)
+        try:
+            pipe.save(res, out, wav=args.wav, weights=args.weights)
+        except OutputWriteError as e:
+            logger.error("%s", e)
+            failed.append(out)
+            continue
+        written.append(out)
         logger.info("wrote %s (%d frames %dx%d, %.2f s audio)", out, res.frames.shape[0], res.frames.shape[2],
                     res.frames.shape[1], res.waveform.shape[-1] / res.sample_rate)
-    print("\n".join(outs))
+    if written:
+        print("\n".join(written))
+    if failed:
+        print(f"error: {len(failed)} output(s) could not be written; their latents were kept (see above)",
+              file=sys.stderr)
+        return 1
     return 0

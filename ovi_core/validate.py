@@ -7,7 +7,233 @@ file) saying what to do, and returns the normalised value where there is one.
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+
+from ovi_core import sizes
+
+# torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives down to -2**63 wrap around; refused here so a
+# seed means one thing only).
+MAX_SEED = 2**64 - 1
+MAX_STEPS = 1000
+PROMPT_FILE_SUFFIXES = (".csv", ".tsv")
+
+
+def _int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValueError(f"{name} must be an integer, got {value!r}.")
+    return value
+
+
+def _finite(name: str, value: object) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}.") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}.")
+    return v
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampling parameters
+# ----------------------------------------------------------------------------------------------
+
+
+def check_seed(seed: object) -> int:
+    """A seed for ``torch.Generator.manual_seed``: an integer in ``0 .. 2**64 - 1``."""
+    s = _int("seed", seed)
+    if not 0 <= s <= MAX_SEED:
+        raise ValueError(f"seed must be in 0 .. 2**64 - 1 ({MAX_SEED}), got {s}; pick another seed.")
+    return s
+
+
+def check_steps(steps: object) -> int:
+    """Sampling steps: an integer in ``1 .. MAX_STEPS`` (official default 50)."""
+    s = _int("steps", steps)
+    if not 1 <= s <= MAX_STEPS:
+        raise ValueError(f"steps must be in 1 .. {MAX_STEPS}, got {s}; the official default is 50.")
+    return s
+
+
+def check_shift(shift: object) -> float:
+    """Flow-matching time shift: a finite number > 0 (official default 5.0)."""
+    v = _finite("shift", shift)
+    if not v > 0:
+        raise ValueError(f"shift must be > 0, got {v}; the official default is 5.0.")
+    return v
+
+
+def check_guidance(name: str, scale: object) -> float:
+    """A classifier-free guidance scale: any finite number (1 = no guidance)."""
+    return _finite(name, scale)
+
+
+def check_slg_layer(layer: object, *, num_layers: int | None = None) -> int:
+    """Skip-layer guidance block: ``-1`` (off) or ``0 .. num_layers - 1`` (range checked once the model is known)."""
+    v = _int("slg_layer", layer)
+    if v < -1:
+        raise ValueError(f"slg_layer must be -1 (off) or a block index >= 0, got {v}.")
+    if num_layers is not None and v >= num_layers:
+        raise ValueError(f"slg_layer {v} is past the model's last block ({num_layers - 1}); use -1 to disable.")
+    return v
+
+
+def check_solver(solver: object) -> str:
+    from ovi_core.sampling import SOLVERS
+
+    if solver not in SOLVERS:
+        raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
+    return str(solver)
+
+
+def check_prompt_text(prompt: object) -> str:
+    """A non-empty prompt string."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("The prompt is empty. Describe the scene, put speech in <S>...<E> and the sound in "
+                         "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0).")
+    return prompt
+
+
+def check_size(width: int | None, height: int | None, *, area: int) -> tuple[int, int]:
+    """The text->AV output size for a request: ``(height, width)`` rescaled to ``area``, sides multiples of 32.
+
+    ``None`` sides default to a square. Refuses non-positive sides and requests whose snapped size exceeds
+    the maximum side (extreme aspect ratios such as 1x100000).
+    """
+    side = int(area**0.5)
+    w = side if width is None else _int("width", width)
+    h = side if height is None else _int("height", height)
+    if w <= 0 or h <= 0:
+        raise ValueError(f"size must be positive, got {w}x{h} (width x height); e.g. 1280x704.")
+    sh, sw = sizes.snap_hw_to_area(h, w, area=area)
+    try:
+        sizes.validate_size(sh, sw)
+    except ValueError as e:
+        raise ValueError(f"size {w}x{h} (width x height) gives {sw}x{sh} at the model's area of {area} pixels: "
+                         f"{e}") from None
+    return sh, sw
+
+
+def clip_version(model_version: str, seconds: int | str | None) -> tuple[str, list[str]]:
+    """The spec version that makes a clip of ``seconds`` with a model of ``model_version``, plus warnings.
+
+    ``seconds`` None/"auto": what the model was trained for. 10 s with a 5 s Ovi 1.1 model works (the 10 s
+    latent shapes) but warns; Ovi 1.0 makes 5 s only.
+    """
+    fam = "1.0" if str(model_version).startswith("1.0") else "1.1"
+    if seconds is None or str(seconds) == "auto":
+        return model_version, []
+    s = str(seconds)
+    if s == "10":
+        if fam == "1.0":
+            raise ValueError("Ovi 1.0 makes 5 s clips only; load model_960x960_10s.safetensors for 10 s.")
+        if model_version != "1.1-10s":
+            return "1.1-10s", ["10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s."]
+        return "1.1-10s", []
+    if s == "5":
+        if model_version == "1.1-10s":
+            return "1.1", ["5 s with the 10 s model; model_960x960.safetensors is trained for 5 s."]
+        return model_version, []
+    raise ValueError(f"seconds must be auto, 5 or 10, got {seconds!r}.")
+
+
+def check_generation(
+    *,
+    prompt: object,
+    steps: object,
+    shift: object,
+    seed: object,
+    slg_layer: object,
+    solver: object = "unipc",
+    video_guidance_scale: object = 4.0,
+    audio_guidance_scale: object = 3.0,
+    num_layers: int | None = None,
+) -> None:
+    """Every sampling argument at once (what :meth:`OviPipeline.generate`, the CLI and the sampler node take)."""
+    check_prompt_text(prompt)
+    check_steps(steps)
+    check_shift(shift)
+    check_seed(seed)
+    check_slg_layer(slg_layer, num_layers=num_layers)
+    check_solver(solver)
+    check_guidance("video_guidance_scale", video_guidance_scale)
+    check_guidance("audio_guidance_scale", audio_guidance_scale)
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+# ----------------------------------------------------------------------------------------------
+
+
+def check_prompt_argument(arg: str) -> bool:
+    """True when a ``--prompt`` argument names a prompt file (``.csv``/``.tsv``); such a file must exist.
+
+    Without this, a mistyped file name would silently become the prompt text.
+    """
+    if not str(arg).strip().lower().endswith(PROMPT_FILE_SUFFIXES):
+        return False
+    if not os.path.isfile(arg):
+        raise FileNotFoundError(f"Prompt file not found: {arg!r}. Fix the path, or pass the prompt text itself.")
+    return True
+
+
+def check_image_file(path: str) -> None:
+    """``path`` exists and holds an image PyAV can decode (the header and the first frame are read)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image not found: {path!r}.")
+    from ovi_core.media import image_size
+
+    image_size(path)
+
+
+def _existing_ancestor(folder: str) -> str:
+    while not os.path.exists(folder):
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    return folder
+
+
+def check_output_file(path: str, *, suffixes: Sequence[str] = (".mp4",)) -> str:
+    """An output file path that can be written: not a folder, its folder creatable and writable.
+
+    Returns the absolute path. Missing parent folders are fine (they are created when writing).
+    """
+    if not str(path).strip():
+        raise ValueError("The output path is empty; pass e.g. --out clip.mp4.")
+    p = os.path.abspath(os.fspath(path))
+    if os.path.isdir(p):
+        raise ValueError(f"The output {path!r} is a folder; give a file name such as {os.path.join(path, 'clip.mp4')!r}.")
+    if suffixes and not p.lower().endswith(tuple(s.lower() for s in suffixes)):
+        raise ValueError(f"The output {path!r} must end in {' or '.join(suffixes)}.")
+    if len(os.path.basename(p).encode()) > 255:
+        raise ValueError(f"The output file name {os.path.basename(p)!r} is too long (255 bytes at most).")
+    if os.path.exists(p) and not os.access(p, os.W_OK):
+        raise ValueError(f"The output {path!r} exists and is not writable; choose another name.")
+    _check_folder_writable(os.path.dirname(p), what=f"the folder of {path!r}")
+    return p
+
+
+def check_output_folder(path: str) -> str:
+    """An output folder that exists and is writable, or can be created. Returns the absolute path."""
+    p = os.path.abspath(os.fspath(path))
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise ValueError(f"The output folder {path!r} is a file; give a folder or a name ending in .mp4.")
+    _check_folder_writable(p, what=f"the output folder {path!r}")
+    return p
+
+
+def _check_folder_writable(folder: str, *, what: str) -> None:
+    base = _existing_ancestor(folder)
+    if not os.path.isdir(base):
+        raise ValueError(f"Cannot create {what}: {base!r} is a file, not a folder.")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write {what}: {base!r} is not writable; choose another output path.")
 
 
 def check_filename_prefix(prefix: str, *, output_dir: str | None = None) -> None:

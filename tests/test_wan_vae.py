@@ -174,17 +174,27 @@ def test_tiles_covering_a_pixel_three_times_are_renormalised(golden_vae):
     assert rel(golden_vae.decode(z, tile_latent=6, tile_overlap=4), golden_vae.decode(z)) < 0.05
 
 
-def test_auto_tiling_above_threshold(golden_vae, monkeypatch):
+def test_tiles_only_when_memory_requires(golden_vae):
+    """Untiled whenever the estimate fits; with less memory than that, tiles that fit (reported by the plan)."""
+    from ovi_core.vae.decode_plan import SAFETY
+
     torch.manual_seed(2)
-    z = torch.randn(1, 48, 1, 6, 6)
-    untiled = golden_vae.decode(z)
-    monkeypatch.setattr(wv, "AUTO_TILE_AREA", 24)
-    monkeypatch.setattr(wv, "AUTO_TILE_OVERLAP", 2)
+    z = torch.randn(1, 48, 1, 12, 12)
+    full = golden_vae.plan_decode(z.shape, memory_budget=10**15)
+    assert not full.tiled and full.message() == ""
+    just = golden_vae.plan_decode(z.shape, memory_budget=int(full.estimated_bytes / SAFETY) + 1)
+    assert not just.tiled  # exactly enough: still untiled
+    short = golden_vae.plan_decode(z.shape, memory_budget=int((full.estimated_bytes - 1) / SAFETY))
+    assert short.tiled and short.fits and short.estimated_bytes < full.estimated_bytes
+    assert "tiles" in short.message() and "free" in short.message()
+    untiled = golden_vae.decode(z, memory_budget=10**15)
     calls = []
-    auto = golden_vae.decode(z, progress=lambda d, t: calls.append(t))
-    assert calls[-1] > 1  # tiled in 2D
-    assert not torch.equal(auto, untiled)
-    assert rel(auto, untiled) < 0.1
+    tiled = golden_vae.decode(z, memory_budget=int((full.estimated_bytes - 1) / SAFETY),
+                              progress=lambda d, t: calls.append(t))
+    assert calls[-1] == short.tiles > 1
+    assert not torch.equal(tiled, untiled)
+    assert rel(tiled, untiled) < 0.1
+    assert torch.equal(tiled, golden_vae.decode(z, plan=short))
 
 
 def test_bad_tile_arguments(golden_vae):

@@ -122,6 +122,18 @@ def _check_pairs(text: str, open_tag: str, close_tag: str, what: str) -> list[st
     return warnings
 
 
+MIXED_CAPTIONS = "The prompt has both an <AUDCAP>…<ENDAUDCAP> caption (Ovi 1.0) and 'Audio:' (Ovi 1.1); use one."
+
+
+def mixed_caption_warning(text: str) -> str | None:
+    """The warning for a prompt that uses both caption formats (``<AUDCAP>`` and ``Audio:``), else None.
+
+    Check the prompt as the user wrote it: converting it to a model's format makes the two look like one.
+    """
+    has_cap = CAP_OPEN in text or CAP_CLOSE in text
+    return MIXED_CAPTIONS if has_cap and AUDIO_PREFIX in text else None
+
+
 def check_prompt(text: str, *, version: str | None = None) -> list[str]:
     """Human-readable warnings about the prompt format (an empty list when it looks right).
 
@@ -150,10 +162,9 @@ def check_prompt(text: str, *, version: str | None = None) -> list[str]:
 
     has_cap = CAP_OPEN in text or CAP_CLOSE in text
     audio_at = [m.start() for m in re.finditer(re.escape(AUDIO_PREFIX), text)]
-    if has_cap and audio_at:
-        warnings.append(
-            "The prompt has both an <AUDCAP>…<ENDAUDCAP> caption (Ovi 1.0) and 'Audio:' (Ovi 1.1); use one."
-        )
+    mixed = mixed_caption_warning(text)
+    if mixed is not None:
+        warnings.append(mixed)
     if len(audio_at) > 1:
         warnings.append("'Audio:' appears more than once; only one trailing audio caption is expected.")
     if audio_at:
@@ -200,20 +211,29 @@ def read_prompt_csv(path: str | os.PathLike) -> list[tuple[str, str | None]]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Prompt file not found: {path!r}.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        fields = [c.strip() for c in (reader.fieldnames or [])]
-        if "text_prompt" not in fields:
-            raise ValueError(
-                f"{path!r} has columns {fields}; an Ovi prompt CSV needs a 'text_prompt' column "
-                "(and optionally 'image_path')."
-            )
-        out: list[tuple[str, str | None]] = []
-        for row in reader:
-            row = {(k or "").strip(): v for k, v in row.items()}
-            text = (row.get("text_prompt") or "").strip()
-            if not text:
-                continue
-            image = (row.get("image_path") or "").strip() or None
-            out.append((text, image))
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            return _read_prompt_rows(f, path)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"Prompt file {path!r} is not valid UTF-8 ({e.reason}: {e.object[e.start:e.start + 4]!r}); save it as "
+                         "UTF-8 text.") from None
+
+
+def _read_prompt_rows(f, path: str) -> list[tuple[str, str | None]]:
+    """The rows of an open prompt CSV (see :func:`read_prompt_csv`)."""
+    reader = csv.DictReader(f)
+    fields = [c.strip() for c in (reader.fieldnames or [])]
+    if "text_prompt" not in fields:
+        raise ValueError(
+            f"{path!r} has columns {fields}; an Ovi prompt CSV needs a 'text_prompt' column "
+            "(and optionally 'image_path')."
+        )
+    out: list[tuple[str, str | None]] = []
+    for row in reader:
+        row = {(k or "").strip(): v for k, v in row.items()}
+        text = (row.get("text_prompt") or "").strip()
+        if not text:
+            continue
+        image = (row.get("image_path") or "").strip() or None
+        out.append((text, image))
     return out

@@ -133,6 +133,14 @@ class UMT5Tokenizer:
         """Cleaned, untruncated ids of one prompt, without ``</s>``."""
         return self._encode(clean_text(text))
 
+    def truncation_warning(self, text: str) -> str | None:
+        """The warning for a prompt longer than ``text_len`` tokens (it would be cut), else None."""
+        n = len(self.token_ids(text)) + 1  # + </s>
+        if n <= self.text_len:
+            return None
+        return (f"The prompt has {n} tokens; UMT5 takes {self.text_len}, so it is cut after {self.text_len - 1} "
+                f"tokens and the end is lost (...{clean_text(text)[-60:]!r}). Shorten the prompt.")
+
     def __call__(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokenize a batch: returns ``ids`` [B, text_len] int64 and ``mask`` [B, text_len] int64.
 

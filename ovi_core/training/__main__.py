@@ -3,15 +3,15 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
+from ovi_core.cli import ArgumentParser
 from ovi_core.training.cli import register
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ovi_core.training")
+    p = ArgumentParser(prog="python -m ovi_core.training")  # no abbreviated flags; sub-parsers inherit the class
     p.add_argument("-v", "--verbose", action="store_true")
     register(p.add_subparsers(dest="command", required=True))
     args = p.parse_args(argv)

@@ -23,9 +23,9 @@ fp32). The up-sampling stages, which are purely convolutional, then run tile by 
 ``decode(..., tile_latent=N)`` decodes overlapping N x N latent tiles one after the other (each through
 all frames with its own cache) and blends them with linear ramps across the overlaps. Tiles agree with
 the untiled decode exactly except within a few latent pixels of a tile border. Without
-``tile_latent``, latents larger than ``AUTO_TILE_AREA`` latent pixels are tiled automatically (tiles of
-at most that area, overlap ``AUTO_TILE_OVERLAP``); smaller ones decode untiled, exactly like the
-reference.
+``tile_latent``, the decode runs untiled (exactly like the reference) unless its estimated peak memory
+exceeds what is free on the device; only then is it tiled, with the largest tiles that fit (at most
+``AUTO_TILE_AREA`` latent pixels, overlap ``AUTO_TILE_OVERLAP``; see ``ovi_core.vae.decode_plan``).
 
 Peak memory of a decode (full-size model, float32 compute, batch 1, one tile of th x tw latents).
 The largest activations live at the last decoder stage (8th x 8tw, 4 frames per chunk, 512 -> 256
@@ -39,15 +39,16 @@ video                        tile (latent)   activations+caches
 ===========================  ==============  ===================
 any, tile_latent=32          32 x 32         ~4.4 GB
 121 x 704 x 704 (untiled)    44 x 44         ~8.3 GB
-241 x 960 x 960 (auto)       34 x 60         ~8.8 GB
-121 x 704 x 1280 (auto)      44 x 44         ~8.3 GB
+241 x 960 x 960 (tiled)      34 x 60         ~8.8 GB
+121 x 704 x 1280 (tiled)     44 x 44         ~8.3 GB
 ===========================  ==============  ===================
 
 plus the weights (0.70 G parameters: 1.4 GB bf16 / 2.8 GB fp32), a transient fp32 copy of one layer's
 weights when they are stored in bf16, the kept trunk output (above), convolution workspace, and the
 output video itself (121 x 704 x 704: 0.7 GB; 241 x 960 x 960: 2.7 GB). So both 121 frames at 704 x 704
-and 241 frames at 960 x 960 stay around 11-14 GB and fit a 24 GB GPU; pass a smaller ``tile_latent``
-(e.g. 24: ~2.4 GB per tile) for smaller cards. The per-tile peak does not grow with the number of frames.
+and 241 frames at 960 x 960 stay around 11-14 GB tiled; untiled, 241 x 960 x 960 needs about 15 GB of
+activations. The decode tiles by itself only when the free memory requires it; pass ``tile_latent``
+(e.g. 24: ~2.4 GB per tile) to force tiles. The per-tile peak does not grow with the number of frames.
 
 Precision. The official pipeline stores the VAE weights in bf16 and computes in fp32. Here the weights
 keep whatever dtype they were loaded in and every layer casts them to ``compute_dtype`` (default
@@ -102,8 +103,9 @@ LATENT_STD: tuple[float, ...] = (
 
 PATCH = 2  # pixel-unshuffle factor in front of the encoder / behind the decoder
 
-# Automatic spatial tiling of decode (latent units): used when H_lat * W_lat exceeds AUTO_TILE_AREA; the
-# (possibly rectangular) tiles then have at most that area and overlap by at least AUTO_TILE_OVERLAP.
+# Automatic spatial tiling of decode (latent units), used only when the untiled decode does not fit in memory
+# (ovi_core.vae.decode_plan): tiles of at most AUTO_TILE_AREA latent pixels (smaller when needed) overlapping
+# by AUTO_TILE_OVERLAP.
 AUTO_TILE_AREA = 48 * 48
 AUTO_TILE_OVERLAP = 8
 
@@ -710,6 +712,16 @@ class WanVAE(nn.Module):
 
     # -- decode ---------------------------------------------------------------------------------
 
+    def plan_decode(self, shape: tuple[int, ...] | torch.Size, *, tile_latent: int | None = None,
+                    tile_overlap: int = AUTO_TILE_OVERLAP, memory_budget: int | None = None):
+        """The :class:`~ovi_core.vae.decode_plan.DecodePlan` of a decode of a latent ``[B, 48, T, h, w]``:
+        untiled unless its estimated peak exceeds the free memory of this VAE's device (or ``memory_budget``
+        bytes), or ``tile_latent`` asks for tiles."""
+        from ovi_core.vae.decode_plan import plan_decode
+
+        return plan_decode(shape, config=self.config, compute_dtype=self.compute_dtype, device=self.device,
+                           tile_latent=tile_latent, tile_overlap=tile_overlap, memory_budget=memory_budget)
+
     @torch.no_grad()
     def decode(
         self,
@@ -718,6 +730,8 @@ class WanVAE(nn.Module):
         tile_latent: int | None = None,
         tile_overlap: int = AUTO_TILE_OVERLAP,
         progress: Callable[[int, int], None] | None = None,
+        memory_budget: int | None = None,
+        plan=None,
     ) -> Tensor:
         """Video from a normalised latent, decoded causally one latent frame at a time.
 
@@ -725,29 +739,22 @@ class WanVAE(nn.Module):
         in ``compute_dtype``.
         tile_latent: decode overlapping ``tile_latent x tile_latent`` latent tiles and blend them (lower
         peak memory; output equal to the untiled decode up to small differences near the seams). None:
-        untiled unless ``h * w > AUTO_TILE_AREA``, then tiles of at most that area.
+        untiled unless it would not fit in the free memory of the device (or in ``memory_budget`` bytes),
+        then the largest tiles that fit (see :meth:`plan_decode`; logged).
         tile_overlap: overlap of neighbouring tiles in latent pixels (< tile_latent).
         progress: called as ``progress(done, total)`` after each decoded latent frame of each tile.
+        plan: a plan from :meth:`plan_decode` (then ``tile_latent``/``memory_budget`` are not used).
         """
         cfg = self.config
         if latent.dim() != 5 or latent.shape[1] != cfg.z_dim:
             raise ValueError(f"decode expects a latent [B, {cfg.z_dim}, T, h, w], got shape {tuple(latent.shape)}")
         b, _, t, h, w = latent.shape
-        if tile_latent is not None:
-            if tile_latent < 1:
-                raise ValueError(f"tile_latent must be a positive number of latent pixels, got {tile_latent}")
-            if not 0 <= tile_overlap < tile_latent:
-                raise ValueError(
-                    f"tile_overlap must be in [0, tile_latent) = [0, {tile_latent}), got {tile_overlap}; "
-                    f"pass e.g. tile_overlap={tile_latent // 4}"
-                )
-            th = tw = tile_latent
-        elif h * w > AUTO_TILE_AREA:
-            th, tw = _auto_tile(h, w, area=AUTO_TILE_AREA, overlap=AUTO_TILE_OVERLAP)
-            tile_overlap = AUTO_TILE_OVERLAP
-            logger.debug("decode: %dx%d latent tiled automatically in %dx%d tiles", h, w, th, tw)
-        else:
-            th, tw = h, w
+        if plan is None:
+            plan = self.plan_decode(latent.shape, tile_latent=tile_latent, tile_overlap=tile_overlap,
+                                    memory_budget=memory_budget)
+            if plan.tiled and not plan.requested:
+                logger.info("decode: %s", plan.message())
+        th, tw, tile_overlap = plan.tile_h, plan.tile_w, plan.overlap
         ys = _tile_starts(h, th, tile_overlap)
         xs = _tile_starts(w, tw, tile_overlap)
 

@@ -1,0 +1,111 @@
+"""Paired latents on disk (``*.ovi_latents.safetensors``), and keeping a finished run when its output fails.
+
+Format (the one ComfyUI's OviSaveLatents writes): tensors ``video`` ``[B, 48, F, h, w]`` and ``audio``
+``[B, L, 20]`` in float32, metadata ``ovi.version`` and ``ovi.fps``. Decode such a file with
+``python -m ovi_core decode FILE --weights DIR --out clip.mp4``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+
+from ovi_core.fileio import atomic_path
+
+logger = logging.getLogger(__name__)
+
+LATENT_SUFFIX = ".ovi_latents.safetensors"
+
+
+class OutputWriteError(OSError):
+    """Writing a finished result failed; the latents were kept in :attr:`latents_path` (None if even that failed)."""
+
+    def __init__(self, message: str, *, path: str, latents_path: str | None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.latents_path = latents_path
+
+
+def save_latents(path: str | os.PathLike, latents) -> str:
+    """Write :class:`ovi_core.pipeline.AVLatents` to ``path`` atomically; returns the path."""
+    from safetensors.torch import save_file
+
+    path = os.fspath(path)
+    meta = {"ovi.version": str(latents.version), "ovi.fps": str(latents.fps), "format": "pt"}
+    tensors = {"video": latents.video.detach().float().cpu().contiguous(),
+               "audio": latents.audio.detach().float().cpu().contiguous()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        save_file(tensors, tmp, metadata=meta)
+    return path
+
+
+def load_latents(path: str | os.PathLike):
+    """Read a latents file into :class:`ovi_core.pipeline.AVLatents`; errors name the file and what is wrong."""
+    from safetensors import SafetensorError, safe_open
+
+    from ovi_core.pipeline import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Latents file not found: {path!r}.")
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+            keys = set(f.keys())
+            if not {"video", "audio"} <= keys:
+                raise ValueError(f"{path!r} is not an Ovi latents file (tensors {sorted(keys)[:8]}; expected video "
+                                 f"and audio). Metadata: {json.dumps(meta)[:200]}")
+            video, audio = f.get_tensor("video"), f.get_tensor("audio")
+    except SafetensorError as e:
+        raise ValueError(f"{path!r} is not a readable safetensors file ({e}).") from e
+    if video.dim() != 5 or video.shape[1] != VIDEO_LATENT_CHANNELS:
+        raise ValueError(f"{path!r}: video latent has shape {tuple(video.shape)}, expected [B, 48, F, h, w].")
+    if audio.dim() != 3 or audio.shape[-1] != AUDIO_LATENT_CHANNELS:
+        raise ValueError(f"{path!r}: audio latent has shape {tuple(audio.shape)}, expected [B, L, 20].")
+    try:
+        fps = int(meta.get("ovi.fps", 24))
+    except ValueError:
+        raise ValueError(f"{path!r}: metadata ovi.fps is {meta.get('ovi.fps')!r}, not an integer.") from None
+    return AVLatents(video=video.float(), audio=audio.float(), version=meta.get("ovi.version", "1.0"), fps=fps)
+
+
+def keep_latents(latents, intended_path: str | os.PathLike) -> str | None:
+    """Save ``latents`` beside ``intended_path`` (``<path>.ovi_latents.safetensors``), else in the temp folder.
+
+    Used when writing a result failed; returns where they went, or None when neither place was writable.
+    """
+    intended = os.fspath(intended_path)
+    stem = os.path.splitext(os.path.basename(intended))[0] or "ovi"
+    candidates = [os.path.splitext(os.path.abspath(intended))[0] + LATENT_SUFFIX]
+    candidates.append(os.path.join(tempfile.gettempdir(), stem[:150] + f"_{os.getpid()}" + LATENT_SUFFIX))
+    for cand in candidates:
+        try:
+            return save_latents(cand, latents)
+        except Exception as e:  # noqa: BLE001 (any failure: try the next place)
+            logger.debug("could not keep the latents in %s: %s", cand, e)
+    return None
+
+
+def decode_command(latents_path: str, out: str, *, weights: str | None = None) -> str:
+    """The command line that decodes a kept latents file to ``out``."""
+    import shlex
+
+    w = shlex.quote(weights) if weights else "WEIGHTS_DIR"
+    return f"python -m ovi_core decode {shlex.quote(latents_path)} --weights {w} --out {shlex.quote(out)}"
+
+
+def write_failed(error: BaseException, latents, path: str, *, weights: str | None = None) -> OutputWriteError:
+    """Keep the latents of a run whose output ``path`` could not be written; the error to raise says how to
+    decode them."""
+    kept = keep_latents(latents, path)
+    what = f"{type(error).__name__}: {error}"
+    if kept is None:
+        return OutputWriteError(f"Could not write {path!r} ({what}), and the latents could not be saved either.",
+                                path=path, latents_path=None)
+    msg = (f"Could not write {path!r} ({what}). The generated latents are kept in {kept!r}; decode them with: "
+           f"{decode_command(kept, path, weights=weights)}")
+    logger.error("%s", msg)
+    return OutputWriteError(msg, path=path, latents_path=kept)
+
