@@ -75,9 +75,12 @@ def test_no_parser_accepts_abbreviations():
     assert len(parsers) >= 6 and all(p.allow_abbrev is False for p in parsers)
     ok = parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4", "--audio-cfg", "3"])
     assert ok.audio_cfg == 3.0
-    with pytest.raises(SystemExit) as e:  # was silently read as --audio-cfg 3
-        parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4", "--audio", "3"])
+    with pytest.raises(SystemExit) as e:  # an abbreviation of --audio-cfg was silently accepted
+        parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4", "--audio-c", "3"])
     assert e.value.code == 2
+    # --audio is a flag of its own now (a given sound file), never read as --audio-cfg
+    both = parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4", "--audio", "3"])
+    assert both.audio == "3" and both.audio_cfg == 3.0
     with pytest.raises(SystemExit):
         parser.parse_args(["generate", "--weigh", "w", "--prompt", "p", "--out", "o.mp4"])
 
