@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -170,11 +170,14 @@ def sample_av(
     dtype: torch.dtype = torch.float32,
     callback: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
+    guides: Sequence = (),
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
     ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
-    wins and latent frame 0 is held at the image (image -> audio+video).
+    wins and latent frame 0 is held at the image (image -> audio+video). ``guides``
+    (:class:`ovi_core.sampling.Guide`) hold parts of either stream at given clean latents; a video guide's
+    latent size wins too.
     """
     from ovi_core.sampling import make_cfg_denoiser, sample_joint
 
@@ -182,6 +185,9 @@ def sample_av(
     spec = sizes.MODEL_SPECS[version]
     if image_latent is not None:
         height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
+    vguide = next((g for g in guides if getattr(g, "stream", None) == "video"), None)
+    if vguide is not None:
+        height, width = vguide.latent.shape[-2] * 16, vguide.latent.shape[-1] * 16
     sizes.validate_size(height, width)
     n_layers = len(model.video_model.blocks)
     if slg_layer >= n_layers:
@@ -191,6 +197,7 @@ def sample_av(
     video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
     audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
     first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
+    video_clean, audio_clean, guides = _guide_masks(guides, vshape, ashape, first_frame=first is not None)
 
     c = cond.to(device, dtype)
     prev_cfg = None
@@ -214,8 +221,10 @@ def sample_av(
         video_guidance_scale=video_guidance_scale,
         audio_guidance_scale=audio_guidance_scale,
         slg_layer=slg_layer,
-        first_frame_clean=first is not None,
+        first_frame_clean=first is not None and video_clean is None,
         batch_cfg=batch_cfg,
+        video_clean=video_clean,
+        audio_clean=audio_clean,
     )
     prev_hook = model.block_hook
     if check_interrupt is not None:
@@ -230,13 +239,25 @@ def sample_av(
         with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
                 denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
-                callback=callback, check_interrupt=check_interrupt,
+                callback=callback, check_interrupt=check_interrupt, guides=guides,
             )
     finally:
         model.block_hook = prev_hook
         if prev_cfg is not None:
             model.audio_model.config = prev_cfg
     return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS)
+
+
+def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame: bool):
+    """Checked guides and the model's clean-token masks; with a first frame too, frame 0 joins the video mask."""
+    from ovi_core.sampling import check_guides, clean_masks
+
+    guides = check_guides(guides, video_shape=vshape, audio_shape=ashape)
+    video_clean, audio_clean = clean_masks(guides, video_shape=vshape, audio_shape=ashape)
+    if video_clean is not None and first_frame:
+        video_clean = video_clean.clone()
+        video_clean[:, 0] = True  # [1, F] or [1, F, h/2, w/2]
+    return video_clean, audio_clean, guides
 
 
 # ----------------------------------------------------------------------------------------------
@@ -406,15 +427,30 @@ class OviPipeline:
         audio_rope_scale: float | None = None,
         callback: ProgressFn | None = None,
         check_interrupt: InterruptFn | None = None,
+        guides: Sequence = (),
+        original_media: bool = True,
     ) -> GenerationResult:
-        """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform."""
+        """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
+
+        ``guides``: :class:`ovi_core.sampling.Guide` s or inputs from :mod:`ovi_core.conditioning` (a given sound,
+        given frames, a redo); inputs are encoded here. With ``original_media`` the result carries the given
+        frames/sound where they were enforced, not their VAE round trip.
+        """
+        from ovi_core.conditioning.apply import encode_inputs, guide_size, splice_originals
         from ovi_core.sampling import SOLVERS
 
         if solver not in SOLVERS:
             raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
         if steps < 1:
             raise ValueError("steps must be at least 1.")
+        image_hw = None
+        if image is not None:
+            ih, iw = (image.shape[-3], image.shape[-2])
+            image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=self.target_area)
+        fixed = guide_size(guides, image_hw=image_hw)
         h, w = self.size_for(width, height) if image is None else (0, 0)
+        if fixed is not None:
+            h, w = fixed
         if image is None:
             sizes.validate_size(h, w)
         dev, off = self.device, self._offload
@@ -427,13 +463,18 @@ class OviPipeline:
                 with on_device(self.video_vae, dev, offload=off):
                     image_latent = encode_image(self.video_vae, image, area=self.target_area, device=dev,
                                                 dtype=next(self.video_vae.parameters()).dtype)
+            encoded = []
+            if guides:
+                with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
+                    encoded = encode_inputs(guides, video_vae=self.video_vae, audio_codec=self.audio_codec,
+                                            device=dev)
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
                 lat = sample_av(
                     self.model, cond, height=h, width=w, version=self.version, steps=steps, solver=solver,
                     shift=shift, video_guidance_scale=video_guidance_scale,
                     audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
                     image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
-                    callback=callback, check_interrupt=check_interrupt,
+                    callback=callback, check_interrupt=check_interrupt, guides=encoded,
                 )
             with on_device(self.video_vae, dev, offload=off):
                 frames = decode_video(self.video_vae, lat.video, device=dev,
@@ -444,6 +485,7 @@ class OviPipeline:
         finally:
             if dev.type == "cuda":
                 release_memory()
+        frames, wav = splice_originals(guides, frames, wav, original=original_media)
         return GenerationResult(frames=frames, waveform=wav, sample_rate=SAMPLE_RATE, fps=lat.fps, latents=lat,
                                 prompt=cond.prompt, warnings=cond.warnings)
 

@@ -12,6 +12,7 @@ Per fused layer i (video block ``vb``, audio block ``ab``), in the official orde
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -111,12 +112,14 @@ class OviFusionModel(nn.Module):
         aud_ctx: torch.Tensor,
         vid_rope: Rope,
         aud_rope: Rope,
+        vid_clean: torch.Tensor | None = None,
+        aud_clean: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
         be = self.attention_backend
-        ae = ab.modulation(aud_e0)  # 6 x [B, La|1, dim]
+        ae = ab.modulation(aud_e0, aud_clean)  # 6 x [B, La|1, dim], selected per token on use
         aud = ab.self_attn_step(aud, ae, aud_rope, backend=be)
-        ve = vb.modulation(vid_e0)  # 6 x [B, Lv|1, dim]
+        ve = vb.modulation(vid_e0, vid_clean)  # 6 x [B, Lv|1, dim]
         vid = vb.self_attn_step(vid, ve, vid_rope, backend=be)
         og_aud = aud
         aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be)
@@ -134,6 +137,8 @@ class OviFusionModel(nn.Module):
         first_frame_clean: bool = False,
         slg_layer: int = -1,
         slg_mask: torch.Tensor | None = None,
+        video_clean: torch.Tensor | None = None,
+        audio_clean: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the flow-matching velocities of both modalities.
 
@@ -144,10 +149,18 @@ class OviFusionModel(nn.Module):
             video_context, audio_context: text embeddings, ``[B, Lt, text_dim]`` or a list of B tensors
                 ``[Lt_i, text_dim]`` with ``Lt_i <= text_len``; zero-padded to ``text_len`` inside.
             first_frame_clean: image-to-video: tokens of latent frame 0 (the first ``H/2 * W/2`` video
-                tokens) get timestep 0; the audio tower is unaffected.
+                tokens) get timestep 0; the same as ``video_clean`` with latent frame 0 True.
             slg_layer: skip-layer guidance, drop fused layer ``slg_layer`` in both towers; ``<= 0`` disables.
             slg_mask: optional ``[B]`` bool; when given, only rows with True skip the layer (e.g. the negative
                 half of a batched CFG pass), the other rows run it.
+            video_clean: optional bool mask of clean video tokens, which get timestep 0 (in every block's
+                modulation and in the head): ``[B|1, F, H/2, W/2]`` over the token grid, or ``[B|1, F]`` per
+                latent frame. Combined (or) with ``first_frame_clean``.
+            audio_clean: optional bool ``[B|1, L]`` mask of clean audio tokens (timestep 0 in the audio tower).
+
+        With a mask, each tower keeps two modulation rows per sample (timestep t and 0) and selects per token
+        where they are used, so no ``[B, L, 6, dim]`` tensor is built. Without masks (and without
+        ``first_frame_clean``) the tower computes exactly as with one timestep per sample.
 
         Returns:
             ``(video velocity [B, 48, F, H, W], audio velocity [B, L, 20])`` in the compute dtype.
@@ -173,14 +186,11 @@ class OviFusionModel(nn.Module):
         vid, vgrid = self.video_model.embed(video.to(dt))  # [B, Lv, dim]
         aud, agrid = self.audio_model.embed(audio.to(dt))  # [B, La, dim]
 
-        if first_frame_clean:
-            # two embeddings per sample (t and 0), spread over tokens: frame-0 tokens get t = 0
-            ve, ve0 = self.video_model.embed_time(torch.stack([t, torch.zeros_like(t)], dim=1), dt)  # [B, 2, ...]
-            sel = (torch.arange(vid.shape[1], device=device) < vgrid[1] * vgrid[2]).long()  # [Lv], 1 = frame 0
-            ve, ve0 = ve[:, sel], ve0[:, sel]  # [B, Lv, dim], [B, Lv, 6, dim]
-        else:
-            ve, ve0 = self.video_model.embed_time(t[:, None], dt)  # [B, 1, dim], [B, 1, 6, dim]
-        ae, ae0 = self.audio_model.embed_time(t[:, None], dt)
+        vclean = _video_clean_mask(video_clean, first_frame_clean, vgrid, b, device)  # [B|1, Lv, 1] or None
+        aclean = _token_mask(audio_clean, agrid[0], b, device, "audio_clean", f"[{b} or 1, {agrid[0]}]")
+        # with a mask: two embeddings per sample (t and 0), [B, 2, dim] and [B, 2, 6, dim], chosen per token
+        ve, ve0 = self.video_model.embed_time(_time_rows(t, vclean), dt)  # [B, 1|2, dim], [B, 1|2, 6, dim]
+        ae, ae0 = self.audio_model.embed_time(_time_rows(t, aclean), dt)
 
         vctx = self._embed_text(self.video_model, video_context, dt, device)  # [B, text_len, dim]
         actx = self._embed_text(self.audio_model, audio_context, dt, device)
@@ -200,7 +210,7 @@ class OviFusionModel(nn.Module):
                 continue
             if self.block_hook is not None:
                 self.block_hook(i)
-            args = (i, vid, aud, ve0, ae0, vctx, actx, vrope, arope)
+            args = (i, vid, aud, ve0, ae0, vctx, actx, vrope, arope, vclean, aclean)
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 nvid, naud = checkpoint(self._fused_layer, *args, use_reentrant=False)
             else:
@@ -209,4 +219,41 @@ class OviFusionModel(nn.Module):
                 nvid, naud = torch.where(keep, vid, nvid), torch.where(keep, aud, naud)
             vid, aud = nvid, naud
 
-        return self.video_model.output(vid, ve, vgrid), self.audio_model.output(aud, ae, agrid)
+        return self.video_model.output(vid, ve, vgrid, vclean), self.audio_model.output(aud, ae, agrid, aclean)
+
+
+def _time_rows(t: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
+    """``t [B]`` -> ``[B, 1]`` timesteps, or ``[B, 2]`` (t, 0) when some tokens are clean."""
+    return t[:, None] if clean is None else torch.stack([t, torch.zeros_like(t)], dim=1)
+
+
+def _token_mask(
+    mask: torch.Tensor | None, length: int, b: int, device: torch.device, name: str, want: str
+) -> torch.Tensor | None:
+    """Validate a bool token mask ``[B|1, ...]`` holding ``length`` tokens per row -> ``[B|1, length, 1]``."""
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        raise ValueError(f"{name} must be a bool tensor {want}, got {type(mask).__name__} "
+                         f"{getattr(mask, 'dtype', '')}")
+    if mask.ndim < 2 or mask.shape[0] not in (1, b) or math.prod(mask.shape[1:]) != length:
+        raise ValueError(f"{name} must have shape {want}, got {list(mask.shape)}")
+    return mask.to(device).reshape(mask.shape[0], length, 1)
+
+
+def _video_clean_mask(
+    mask: torch.Tensor | None, first_frame_clean: bool, grid: tuple[int, ...], b: int, device: torch.device
+) -> torch.Tensor | None:
+    """``video_clean`` (``[B|1, F, h, w]`` or ``[B|1, F]``) or'ed with ``first_frame_clean`` -> ``[B|1, Lv, 1]``."""
+    f, h, w = grid
+    want = f"[{b} or 1, {f}, {h}, {w}] (token grid) or [{b} or 1, {f}] (latent frames)"
+    if isinstance(mask, torch.Tensor):
+        if mask.ndim == 2 and mask.shape[1] == f:
+            mask = mask[:, :, None, None].expand(-1, -1, h, w)
+        elif mask.ndim != 4 or tuple(mask.shape[1:]) != (f, h, w):
+            raise ValueError(f"video_clean must have shape {want}, got {list(mask.shape)}")
+    clean = _token_mask(mask, f * h * w, b, device, "video_clean", want)
+    if first_frame_clean:
+        first = (torch.arange(f * h * w, device=device) < h * w)[None, :, None]  # [1, Lv, 1], True = frame 0
+        clean = first if clean is None else clean | first
+    return clean

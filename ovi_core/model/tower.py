@@ -106,6 +106,38 @@ class LayerNorm(nn.LayerNorm):
         return y.to(x.dtype)
 
 
+def select_rows(rows: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
+    """Per-token choice between two modulation rows, without a ``[B, L, num, dim]`` expansion.
+
+    ``rows [B, N, dim]``: N = 1 (one timestep per sample, returned as is, broadcasting over tokens), or N = 2
+    with row 0 for timestep t and row 1 for timestep 0; ``clean`` bool ``[B|1, L, 1]`` (True = row 1) or None.
+    Returns ``[B, 1, dim]`` or ``[B, L, dim]``: exactly the values of a per-token gather, made at the use site
+    and freed after it.
+    """
+    if clean is None or rows.shape[1] == 1:
+        return rows
+    return torch.where(clean, rows[:, 1:2], rows[:, 0:1])
+
+
+class TokenModulation:
+    """The ``num`` shift/scale/gate vectors of one block, ``e[k]`` -> ``[B, 1|L, dim]`` (see :func:`select_rows`).
+
+    Holds only the rows ``[B, N, num, dim]`` (N = 1 or 2) and the token mask; ``e[k]`` selects per token on use.
+    """
+
+    def __init__(self, rows: torch.Tensor, clean: torch.Tensor | None) -> None:
+        self.rows, self.clean = rows, clean
+
+    def __len__(self) -> int:
+        return self.rows.shape[2]
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        return select_rows(self.rows[:, :, k], self.clean)
+
+
+Mods = list[torch.Tensor] | TokenModulation
+
+
 class ModulationAdd(nn.Module):
     """Holds the learned ``modulation`` ``[1, num, dim]`` added to the projected time embedding."""
 
@@ -113,9 +145,16 @@ class ModulationAdd(nn.Module):
         super().__init__()
         self.modulation = nn.Parameter(torch.zeros(1, num, dim, device=device, dtype=dtype))
 
-    def forward(self, e0: torch.Tensor) -> list[torch.Tensor]:
-        """``e0 [B, L|1, num, dim]`` -> ``num`` tensors ``[B, L|1, dim]`` (shift/scale/gate vectors)."""
-        e = _cast(self.modulation, e0.dtype) + e0  # [B, L|1, num, dim]
+    def forward(self, e0: torch.Tensor, clean: torch.Tensor | None = None) -> list[torch.Tensor] | TokenModulation:
+        """``e0 [B, N, num, dim]`` -> ``num`` shift/scale/gate vectors.
+
+        Without ``clean``: a list of ``num`` tensors ``[B, N, dim]`` (N = 1: broadcast over tokens; N = L: per token).
+        With ``clean`` (bool ``[B|1, L, 1]``, True = timestep 0) and N = 2 rows (t, 0): a :class:`TokenModulation`
+        whose ``[k]`` gives ``[B, L, dim]``, the same values as the rows gathered per token.
+        """
+        e = _cast(self.modulation, e0.dtype) + e0  # [B, N, num, dim]
+        if clean is not None and e.shape[1] == 2:
+            return TokenModulation(e, clean)
         return [c.squeeze(2) for c in e.chunk(e.shape[2], dim=2)]
 
 
@@ -206,7 +245,7 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(Linear(dim, cfg.ffn_dim, **kw), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, dim, **kw))
         self.modulation = ModulationAdd(dim, 6, **kw)
 
-    def self_attn_step(self, x: torch.Tensor, e: list[torch.Tensor], rope: Rope, *, backend: str) -> torch.Tensor:
+    def self_attn_step(self, x: torch.Tensor, e: Mods, rope: Rope, *, backend: str) -> torch.Tensor:
         """``x [B, L, dim]``, ``e`` = 6 modulation vectors ``[B, L|1, dim]`` -> ``[B, L, dim]``."""
         y = self.self_attn(self.norm1(x) * (1 + e[1]) + e[0], rope, backend=backend)
         return x + y * e[2]
@@ -214,7 +253,7 @@ class Block(nn.Module):
     def cross_ffn_step(
         self,
         x: torch.Tensor,
-        e: list[torch.Tensor],
+        e: Mods,
         context: torch.Tensor,
         target: torch.Tensor,
         rope: Rope,
@@ -237,10 +276,11 @@ class Head(nn.Module):
         self.head = Linear(dim, math.prod(patch_size) * out_dim, device=device, dtype=dtype)
         self.modulation = nn.Parameter(torch.zeros(1, 2, dim, device=device, dtype=dtype))
 
-    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        """``x [B, L, dim]``, ``e [B, L|1, dim]`` (time embedding before projection) -> ``[B, L, prod(patch)*out_dim]``."""
-        m = _cast(self.modulation, e.dtype)[:, None] + e[:, :, None]  # [1,1,2,D] + [B,L,1,D] -> [B,L,2,D]
-        shift, scale = m[:, :, 0], m[:, :, 1]
+    def forward(self, x: torch.Tensor, e: torch.Tensor, clean: torch.Tensor | None = None) -> torch.Tensor:
+        """``x [B, L, dim]``, ``e [B, N, dim]`` (time embedding before projection; N = 1, L, or 2 rows (t, 0)
+        selected per token by ``clean`` bool ``[B|1, L, 1]``) -> ``[B, L, prod(patch)*out_dim]``."""
+        m = _cast(self.modulation, e.dtype)[:, None] + e[:, :, None]  # [1,1,2,D] + [B,N,1,D] -> [B,N,2,D]
+        shift, scale = select_rows(m[:, :, 0], clean), select_rows(m[:, :, 1], clean)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
@@ -329,10 +369,14 @@ class OviTower(nn.Module):
             return audio_rope(grid[0], c.head_dim, c.temporal_rope_scaling_factor, device)
         return video_rope(grid, c.head_dim, device)  # type: ignore[arg-type]
 
-    def output(self, x: torch.Tensor, e: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
-        """Head + unpatchify: tokens ``[B, L, dim]`` -> video ``[B, out_dim, F, H, W]`` / audio ``[B, L, out_dim]``."""
+    def output(
+        self, x: torch.Tensor, e: torch.Tensor, grid: tuple[int, ...], clean: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Head + unpatchify: tokens ``[B, L, dim]`` -> video ``[B, out_dim, F, H, W]`` / audio ``[B, L, out_dim]``.
+
+        ``e [B, N, dim]`` and ``clean`` as in :meth:`Head.forward`."""
         c = self.config
-        y = self.head(x, e)  # [B, L, prod(patch)*out_dim]
+        y = self.head(x, e, clean)  # [B, L, prod(patch)*out_dim]
         if c.is_audio:
             return y
         (f, h, w), (pt, ph, pw) = grid, c.patch_size

@@ -7,7 +7,8 @@ independent solver instances with identical settings, and per step two joint for
 - negative: the video/audio negative prompts, with the fused layer ``slg_layer`` skipped (skip-layer guidance);
 
 combined per modality as ``v = v_neg + scale * (v_pos - v_neg)`` (video scale 4.0, audio scale 3.0 by default).
-In image-to-video, latent frame 0 is overwritten with the encoded image before every step and after the loop.
+In image-to-video, latent frame 0 is overwritten with the encoded image before every step and after the loop;
+that is one ``clean`` guide (:mod:`ovi_core.sampling.guides`), and any other guides are applied the same way.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Union
 
 import torch
 
+from .guides import Guide, GuideSchedule
 from .solvers import make_solver
 
 logger = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ def sample_joint(
     callback: Callable[[int, int], None] | None = None,
     check_interrupt: Callable[[], None] | None = None,
     nan_check_every: int = NAN_CHECK_EVERY,
+    guides: Sequence[Guide] = (),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrate the joint flow from noise to data.
 
@@ -73,6 +76,10 @@ def sample_joint(
         nan_check_every: non-finite velocities are flagged on the device at every step without a host sync; the
             flag is read (one sync) every this many steps and after the last step, so a NaN run stops with
             :class:`NonFiniteError` at most ``nan_check_every - 1`` steps late. 1 checks every step.
+        guides: :class:`~ovi_core.sampling.guides.Guide` s applied before every step and to the result; the
+            replace mode noises ``x0`` with the starting noise ``video``/``audio`` at the solver's sigma. Clean
+            guides also need their token masks in the denoiser (``make_cfg_denoiser(video_clean=...)``, from
+            :func:`~ovi_core.sampling.guides.clean_masks`).
     Returns:
         ``(video, audio)`` latents, same shapes and dtypes as the inputs.
     """
@@ -96,6 +103,10 @@ def sample_joint(
                 f"latent {tuple(video.shape)}, got {tuple(first_frame.shape)}; encode the image at the video size"
             )
         first_frame = first_frame.to(device=device, dtype=video.dtype)
+    guides = list(guides)
+    if first_frame is not None:
+        guides.append(first_frame_guide(first_frame, frames=video.shape[2]))
+    schedule = GuideSchedule(guides, video_noise=video, audio_noise=audio, sigmas=sv.sigmas, steps=steps)
     timesteps = sv.timesteps.to(device=device, dtype=torch.float32)  # one copy; exact for integer timesteps
     video = video.clone()
     audio = audio.clone()
@@ -104,8 +115,7 @@ def sample_joint(
     for i in range(steps):
         if check_interrupt is not None:
             check_interrupt()
-        if first_frame is not None:
-            video[:, :, :1] = first_frame  # solver outputs are fresh tensors that the solvers do not keep
+        video, audio = schedule.before_step(i, video, audio)
         t = timesteps[i].expand(batch)
         v_video, v_audio = denoise(video, audio, t)
         if v_video.shape != video.shape or v_audio.shape != audio.shape:
@@ -121,9 +131,19 @@ def sample_joint(
         audio = sa.step(v_audio, i, audio)
         if callback is not None:
             callback(i + 1, steps)
-    if first_frame is not None:
-        video[:, :, :1] = first_frame
-    return video, audio
+    return schedule.finish(video, audio)
+
+
+def first_frame_guide(first_frame: torch.Tensor, *, frames: int) -> Guide:
+    """Image->AV as a guide: ``first_frame`` ``[B or 1, 48, 1, h, w]`` held clean at latent frame 0 of ``frames``."""
+    latent = torch.zeros(
+        (first_frame.shape[0], first_frame.shape[1], frames, *first_frame.shape[3:]),
+        dtype=first_frame.dtype, device=first_frame.device,
+    )  # [B or 1, 48, F, h, w]
+    latent[:, :, :1] = first_frame
+    mask = torch.zeros(frames, dtype=torch.bool)
+    mask[0] = True
+    return Guide("video", latent, mask, "clean")
 
 
 def _ctx_batch(ctx: Context, batch: int, name: str) -> torch.Tensor | list[torch.Tensor]:
@@ -162,6 +182,8 @@ def make_cfg_denoiser(
     slg_layer: int = 11,
     first_frame_clean: bool = False,
     batch_cfg: bool = True,
+    video_clean: torch.Tensor | None = None,
+    audio_clean: torch.Tensor | None = None,
 ) -> Denoiser:
     """Wrap the fusion DiT into ``denoise(video, audio, t) -> (v_video, v_audio)`` with CFG and skip-layer guidance.
 
@@ -174,18 +196,38 @@ def make_cfg_denoiser(
     mask is all False). Per modality ``v = v_neg + scale * (v_pos - v_neg)``, computed in the model's output dtype.
     With ``batch_cfg`` both passes run as one batch of 2B rows (positive rows first); otherwise as two calls. When
     both scales are 1 the negative pass is skipped and the positive prediction is returned unchanged.
+
+    ``video_clean`` (bool ``[B|1, F]`` or token grid ``[B|1, F, H/2, W/2]``) and ``audio_clean`` (bool ``[B|1, L]``)
+    mark tokens the model treats as clean (timestep 0), from :func:`~ovi_core.sampling.guides.clean_masks`; they
+    are passed to ``model_fn`` as keyword arguments only when given (rows doubled for the batched CFG pass), so
+    model functions without them keep working.
     """
     need_neg = not (video_guidance_scale == 1 and audio_guidance_scale == 1)
     gv, ga = float(video_guidance_scale), float(audio_guidance_scale)
+    masks = {k: m for k, m in (("video_clean", video_clean), ("audio_clean", audio_clean)) if m is not None}
+    for k, m in masks.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool:
+            raise ValueError(f"{k} must be a bool tensor, got {getattr(m, 'dtype', type(m).__name__)}")
+
+    def clean_kw(batch: int, device: torch.device, double: bool) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, m in masks.items():
+            if m.shape[0] not in (1, batch):
+                raise ValueError(f"{k} has {m.shape[0]} rows; expected 1 or the batch size {batch}")
+            m = m.to(device)
+            out[k] = torch.cat([m, m]) if double and m.shape[0] != 1 else m
+        return out
 
     def denoise(video: torch.Tensor, audio: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         batch = video.shape[0]
         pv = _ctx_batch(pos_video_ctx, batch, "pos_video_ctx")
         pa = _ctx_batch(pos_audio_ctx, batch, "pos_audio_ctx")
         no_skip = torch.zeros(batch, dtype=torch.bool, device=video.device)
+        ckw = clean_kw(batch, video.device, False) if masks else {}
         if not need_neg:
             return model_fn(
-                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
+                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip,
+                **ckw,
             )
         nv = _ctx_batch(neg_video_ctx, batch, "neg_video_ctx")
         na = _ctx_batch(neg_audio_ctx, batch, "neg_audio_ctx")
@@ -200,15 +242,18 @@ def make_cfg_denoiser(
                 first_frame_clean=first_frame_clean,
                 slg_layer=slg_layer,
                 slg_mask=torch.cat([no_skip, skip]),
+                **(clean_kw(batch, video.device, True) if masks else {}),
             )
             v_pos, v_neg = v_all[:batch], v_all[batch:]
             a_pos, a_neg = a_all[:batch], a_all[batch:]
         else:
             v_pos, a_pos = model_fn(
-                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip
+                video, audio, t, pv, pa, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=no_skip,
+                **ckw,
             )
             v_neg, a_neg = model_fn(
-                video, audio, t, nv, na, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=skip
+                video, audio, t, nv, na, first_frame_clean=first_frame_clean, slg_layer=slg_layer, slg_mask=skip,
+                **ckw,
             )
         v = v_pos if gv == 1 else v_neg + gv * (v_pos - v_neg)
         a = a_pos if ga == 1 else a_neg + ga * (a_pos - a_neg)

@@ -1,0 +1,26 @@
+"""Bring your own audio or video: inputs that become guides of the joint sampler (``ovi_core.sampling.Guide``).
+
+- :mod:`.ranges`: time <-> latent index arithmetic of both streams and the ``--redo`` syntax;
+- :mod:`.audio_in`: a sound (file or waveform, any rate, mono/stereo) placed at an offset -> audio guide;
+- :mod:`.video_in`: frames (file or IMAGE + fps) -> 24 fps, the model's size -> video guide;
+- :mod:`.redo`: redo a time range of an existing clip (MP4 or saved latents).
+
+Each input has ``stream``, ``encode(component, *, device) -> Guide`` (the Wan2.2 VAE for video, the audio codec
+for audio) and, where the user gave media, ``splice(decoded) -> decoded`` that puts the original back.
+"""
+
+from .audio_in import AudioInput, prepare_audio, to_mono_16k
+from .redo import LatentInput, read_latents_file, redo_inputs
+from .video_in import VideoInput, prepare_video, to_24fps
+
+__all__ = [
+    "AudioInput",
+    "LatentInput",
+    "VideoInput",
+    "prepare_audio",
+    "prepare_video",
+    "read_latents_file",
+    "redo_inputs",
+    "to_24fps",
+    "to_mono_16k",
+]

@@ -1,0 +1,190 @@
+"""Given frames as a video guide: file or frames + fps -> 24 fps -> the model's area -> Wan2.2 VAE latent.
+
+:func:`prepare_video` does the cheap part before any weights load: frame-rate conversion (nearest earlier
+frame), the size (as image->AV: the model's area, sides multiples of 32, aspect kept; see
+:func:`ovi_core.sizes.i2v_size_for_image`) and the checks; :meth:`VideoInput.encode` runs the Wan2.2 VAE on the
+whole latent frames the frames fill and returns a :class:`~ovi_core.sampling.Guide` with a per-frame mask;
+:meth:`VideoInput.splice` puts the given frames back into the decoded video.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+
+import torch
+import torch.nn.functional as F
+
+from ovi_core import sizes
+from ovi_core.conditioning import ranges
+from ovi_core.sampling.guides import Guide
+
+logger = logging.getLogger(__name__)
+
+MIN_SIDE = 16
+
+
+def to_24fps(frames: torch.Tensor, fps: float) -> torch.Tensor:
+    """Frames ``[N, H, W, 3]`` at ``fps`` -> ``[M, H, W, 3]`` at 24 fps, M = ceil(N * 24 / fps).
+
+    Output frame ``k`` (shown at ``k / 24`` s) is the source frame on screen then: ``floor(k * fps / 24)``.
+    """
+    rate = ranges.exact_seconds(fps, what="fps")
+    if rate <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if rate == ranges.FPS:
+        return frames
+    n = frames.shape[0]
+    m = math.ceil(Fraction(n) * ranges.FPS / rate)
+    idx = [min(n - 1, math.floor(Fraction(k) * rate / ranges.FPS)) for k in range(m)]
+    return frames[idx]
+
+
+def _float_frames(frames: torch.Tensor) -> torch.Tensor:
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    if not frames.is_floating_point():
+        raise ValueError(f"frames must be float in [0, 1] or uint8, got {frames.dtype}")
+    return frames.float()
+
+
+@dataclass
+class VideoInput:
+    """Frames at 24 fps ready to encode.
+
+    Attributes:
+        frames: ``[N, H, W, 3]`` at 24 fps, float in [0, 1] or uint8, at the source size.
+        height, width: the output size (multiples of 32).
+        latent_frames: video latent frames of the clip (31 for 5 s).
+        mode, until: of the resulting guide.
+        exclude: optional latent-frame range ``(first, stop)`` left to the model (redo).
+    """
+
+    frames: torch.Tensor
+    height: int
+    width: int
+    latent_frames: int
+    mode: str = "replace"
+    until: float = 1.0
+    exclude: tuple[int, int] | None = None
+
+    stream = "video"
+
+    @property
+    def covered(self) -> int:
+        """Whole latent frames filled by the given frames."""
+        return min(self.latent_frames, ranges.video_latents_covered(self.frames.shape[0]))
+
+    def mask(self) -> torch.Tensor:
+        """Bool ``[F]``: the latent frames this guide enforces."""
+        m = ranges.span_mask(self.latent_frames, 0, self.covered)
+        if self.exclude is not None:
+            m[self.exclude[0] : self.exclude[1]] = False
+        return m
+
+    def pixels(self) -> torch.Tensor:
+        """The frames of the covered latents, resized: ``[1, 3, 1 + 4 (n - 1), H', W']`` in [-1, 1].
+
+        Bicubic, ``align_corners=False``, no clamp: frame 0 is exactly what image->AV feeds the VAE.
+        """
+        used = 1 + ranges.FRAMES_PER_LATENT * (self.covered - 1)
+        x = _float_frames(self.frames[:used]).permute(0, 3, 1, 2) * 2.0 - 1.0  # [n, 3, H, W]
+        if tuple(x.shape[-2:]) != (self.height, self.width):
+            x = F.interpolate(x, size=(self.height, self.width), mode="bicubic", align_corners=False)
+        return x.permute(1, 0, 2, 3).unsqueeze(0)  # [1, 3, n, H', W']
+
+    def encode(self, vae, *, device: torch.device | str = "cpu") -> Guide:
+        """Wan2.2 VAE encode -> guide with latent ``[1, 48, F, H'/16, W'/16]`` and mask ``[F]``."""
+        mask = self.mask()
+        if not bool(mask.any()):
+            raise ValueError("the video guide holds no latent frame (everything is being redone)")
+        dtype = next(vae.parameters()).dtype
+        with torch.no_grad():
+            lat = vae.encode(self.pixels().to(device=device, dtype=dtype)).float().cpu()  # [1, 48, n, h, w]
+        full = torch.zeros(1, lat.shape[1], self.latent_frames, *lat.shape[-2:])
+        full[:, :, : lat.shape[2]] = lat
+        logger.info("video guide: latent frames 0-%d of %d (pixel frames 0-%d) at %dx%d, mode %s",
+                    self.covered - 1, self.latent_frames, 4 * (self.covered - 1), self.width, self.height, self.mode)
+        return Guide("video", full, mask, self.mode, self.until)
+
+    def splice(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Decoded frames ``[F', H', W', 3]`` with the given frames (resized, clamped) where the guide held them."""
+        out = decoded.clone()
+        mask = self.mask()
+        for j in torch.nonzero(mask).flatten().tolist():
+            a, b = ranges.video_frames_of_latent(j)
+            b = min(b, out.shape[0], self.frames.shape[0])
+            if a >= b:
+                continue
+            x = _float_frames(self.frames[a:b]).permute(0, 3, 1, 2)  # [n, 3, H, W] in [0, 1]
+            if tuple(x.shape[-2:]) != (self.height, self.width):
+                x = F.interpolate(x, size=(self.height, self.width), mode="bicubic", align_corners=False)
+            out[a:b] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
+        return out
+
+
+def prepare_video(
+    frames: torch.Tensor,
+    fps: float,
+    *,
+    version: str,
+    area: int,
+    mode: str = "replace",
+    until: float = 1.0,
+    trim: bool = False,
+) -> VideoInput:
+    """Check frames and fix the output size for model ``version`` at ``area`` pixels (before weights load).
+
+    Args:
+        frames: ``[N, H, W, 3]`` (ComfyUI IMAGE, float in [0, 1]) or uint8 (decoded file).
+        fps: their frame rate; converted to 24.
+        trim: cut frames past the clip's end instead of refusing them (used for redoing an existing clip).
+    Raises:
+        ValueError: bad layout, too small, a size that does not fit the model, or longer than the clip
+        (stating the maximum).
+    """
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
+        raise ValueError(f"video frames must be [N, H, W, 3] RGB (channel last), got {tuple(frames.shape)}")
+    frames = frames[..., :3]
+    Guide("video", torch.zeros(1, 1, 1, 1, 1), torch.ones(1, dtype=torch.bool), mode, until)  # mode/until
+    spec = sizes.get_spec(version)
+    h, w = int(frames.shape[1]), int(frames.shape[2])
+    if h < MIN_SIDE or w < MIN_SIDE:
+        raise ValueError(f"video frames of {w}x{h} are too small; give at least {MIN_SIDE}x{MIN_SIDE} pixels")
+    th, tw = sizes.i2v_size_for_image(h, w, area=area)
+    try:
+        sizes.validate_size(th, tw)
+    except ValueError as e:
+        raise ValueError(f"video of {w}x{h} does not fit the model: at its area it would be {tw}x{th}. {e}. "
+                         "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
+    at24 = to_24fps(frames, fps)
+    if at24.shape[0] > spec.frames:
+        if not trim:
+            raise ValueError(
+                f"the video has {at24.shape[0]} frames at 24 fps ({at24.shape[0] / 24:.3f} s) but a {spec.version} "
+                f"clip holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it (or load the 10 s model for "
+                f"up to {sizes.MODEL_SPECS['1.1-10s'].frames} frames)"
+            )
+        at24 = at24[: spec.frames]
+    return VideoInput(frames=at24, height=th, width=tw, latent_frames=spec.video_latent_frames, mode=mode,
+                      until=float(until))
+
+
+def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
+    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``."""
+    import av
+
+    from ovi_core.media import read_video_frames
+
+    frames = read_video_frames(path)
+    with av.open(os.fspath(path)) as c:
+        s = c.streams.video[0]
+        rate = s.average_rate or s.base_rate or s.guessed_rate
+    if not rate:
+        raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate; give the frames and fps instead")
+    return frames, float(rate)
