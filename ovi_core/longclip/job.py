@@ -43,20 +43,9 @@ def prepare_audio(waveform: torch.Tensor, sample_rate: int, *, plan: WindowPlan)
     Raises ``ValueError`` when it is longer than the clip (the message gives the clip's length) or too short to
     encode.
     """
-    import torchaudio.functional as AF
+    from ovi_core.conditioning.audio_in import to_mono_16k
 
-    w = waveform.detach().float().cpu()
-    if w.ndim == 3:
-        w = w[0]
-    if w.ndim == 1:
-        w = w[None]
-    if w.ndim != 2 or w.shape[-1] == 0:
-        raise ValueError(f"audio must be [C, T] (or [1, C, T], [T]) with samples, got {tuple(waveform.shape)}")
-    if int(sample_rate) <= 0:
-        raise ValueError(f"audio sample rate must be positive, got {sample_rate}")
-    mono = w.mean(dim=0, keepdim=True)
-    if int(sample_rate) != SAMPLE_RATE:
-        mono = AF.resample(mono, int(sample_rate), SAMPLE_RATE)
+    mono = to_mono_16k(waveform, sample_rate)[None]  # [1, T16]
     dur = mono.shape[1] / SAMPLE_RATE
     if mono.shape[1] > plan.samples + SAMPLE_RATE // 100:
         raise ValueError(f"the audio is {dur:.2f} s but the clip is {plan.frames / 24:.2f} s ({plan.seconds:g} s); "

@@ -66,5 +66,5 @@ def linear_crossfade(a: torch.Tensor, b: torch.Tensor, *, dim: int) -> torch.Ten
     shape[dim] = a.shape[dim]
     work = torch.promote_types(a.dtype, torch.float32)  # float32 for frames/latents (float64 stays float64)
     t = fade_ramp(a.shape[dim], device=a.device).to(work).view(shape)
-    out = a.to(work) * (1.0 - t) + b.to(work) * t
+    out = a.to(work) + (b.to(work) - a.to(work)) * t  # exact where a == b (replace-mode overlaps)
     return out.to(a.dtype)

@@ -134,7 +134,7 @@ class ClipStreamWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         stack, self._stack = self._stack, None
-        container, self._container = self._container, None
+        container = self._container
         try:
             if exc_type is None:
                 if self._vstream is None:
@@ -154,6 +154,8 @@ class ClipStreamWriter:
                     self._wav.close()
             stack.__exit__(type(e), e, e.__traceback__)
             raise
+        finally:
+            self._container = None
         if exc_type is not None:
             with contextlib.suppress(Exception):
                 container.close()
