@@ -11,6 +11,7 @@ from ovi_core.pipeline import OviPipeline, encode_prompts, sample_av
 from ovi_core.tiny import write_tiny_weights
 
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
+pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster on the shared CPU
 KW = dict(height=64, width=64, steps=2, device="cpu", dtype=torch.float32)
 
 
