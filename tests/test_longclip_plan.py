@@ -23,7 +23,7 @@ def test_plan_covers_the_clip_exactly(version, seconds):
     assert wins[-1].frame_start + p.window_frames >= p.frames
     if len(wins) > 1:
         assert wins[-2].frame_start + p.window_frames < p.frames
-    for a, b in zip(wins, wins[1:]):
+    for a, b in zip(wins[:-1], wins[1:], strict=True):
         assert b.frame_start - a.frame_start == p.stride == 4 * (p.window_latents - p.overlap_latents)
         # the audio overlap is the previous window's audio past this window's start
         assert b.audio_overlap == a.audio_start + p.window_audio_latents - b.audio_start

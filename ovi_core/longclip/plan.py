@@ -223,7 +223,7 @@ def plan_windows(
         al1 = -(-(s0 + cs) // SAMPLES_PER_LATENT) if cs else al0
         seams.append(Seam(index=w.index, frame0=f0, frame1=f0 + cf, sample0=s0, sample1=s0 + cs,
                           latent0=lat0, latent1=lat1, alatent0=al0, alatent1=al1))
-    for a, b in zip(seams, seams[1:]):
+    for a, b in zip(seams[:-1], seams[1:], strict=True):
         assert a.frame1 <= b.frame0 and a.sample1 <= b.sample0 and a.latent1 <= b.latent0, (a, b)
     return WindowPlan(seconds=seconds, version=spec.version, frames=frames, samples=samples, window_frames=wf,
                       window_latents=fl, window_audio_latents=la, overlap_latents=o, stride=stride,

@@ -13,8 +13,6 @@ import json
 import logging
 import os
 
-import torch
-
 from ovi_core.fileio import atomic_path
 from ovi_core.pipeline import AVLatents
 
