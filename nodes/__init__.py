@@ -5,6 +5,8 @@ Classic (V1) node API. Node ids never change once shipped. ComfyUI itself is rea
 """
 
 from .decode import OviDecodeAudio, OviDecodeVideo
+from .guides import NODE_CLASS_MAPPINGS as _GUIDE_NODES
+from .guides import NODE_DISPLAY_NAME_MAPPINGS as _GUIDE_NAMES
 from .loaders import OviAudioVAELoader, OviFusionModelLoader, OviTextEncoderLoader, OviVideoVAELoader
 from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
 from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
@@ -24,6 +26,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "OviSaveLatents": OviSaveLatents,
     "OviLoadLatents": OviLoadLatents,
     **_LORA_NODES,
+    **_GUIDE_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -39,6 +42,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "OviSaveLatents": "Ovi Save Latents",
     "OviLoadLatents": "Ovi Load Latents",
     **_LORA_NAMES,
+    **_GUIDE_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -13,6 +13,7 @@ OVI_VIDEO_VAE = "OVI_VIDEO_VAE"
 OVI_AUDIO_VAE = "OVI_AUDIO_VAE"
 OVI_CONDITIONING = "OVI_CONDITIONING"
 OVI_LATENTS = "OVI_LATENTS"
+OVI_GUIDES = "OVI_GUIDES"
 
 
 @dataclass
@@ -47,3 +48,12 @@ class OviConditioning:
     cond: Any  # ovi_core.pipeline.Conditioning
     version: str | None = None
     warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GuideItem:
+    """One entry of OVI_GUIDES (a list of these): the sampler's guide and, where the user gave media, its source
+    (``ovi_core.conditioning`` input with ``splice``) so the decoders can put the original back."""
+
+    guide: Any  # ovi_core.sampling.Guide
+    source: Any = None

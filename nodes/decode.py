@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from . import _comfy, _runtime
-from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_VIDEO_VAE
+from ._types import OVI_AUDIO_VAE, OVI_GUIDES, OVI_LATENTS, OVI_VIDEO_VAE
+
+_ORIGINAL_TIP = ("Optional: the guides given to the sampler. Where they hold your own {what}, the output carries "
+                 "the original instead of its VAE round trip; leave empty to get the decoded {what}.")
+
+
+def _sources(guides) -> list:
+    return [item.source for item in guides or [] if getattr(item, "source", None) is not None]
 
 
 class OviDecodeVideo:
@@ -20,6 +27,7 @@ class OviDecodeVideo:
                     "tooltip": "Spatial tile size in latent pixels (x16 = image pixels) for decoding with less "
                                "memory; 0 decodes without tiling."}),
             },
+            "optional": {"guides": (OVI_GUIDES, {"tooltip": _ORIGINAL_TIP.format(what="frames")})},
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
@@ -29,13 +37,17 @@ class OviDecodeVideo:
     CATEGORY = "Ovi/decode"
     DESCRIPTION = "Decodes Ovi's video latents into frames (24 fps)."
 
-    def decode(self, video_vae, latents, tile_size, unique_id=None):
+    def decode(self, video_vae, latents, tile_size, guides=None, unique_id=None):
         from ovi_core.pipeline import decode_video
 
         progress = _comfy.progress_bar(1, node_id=unique_id)
         with _runtime.placed(video_vae) as vae:
             frames = decode_video(vae, latents.video, device=video_vae.device, dtype=video_vae.dtype,
                                   tile_latent=int(tile_size) or None, progress=progress)
+        if guides:
+            from ovi_core.conditioning.apply import splice_originals
+
+            frames, _ = splice_originals([s for s in _sources(guides) if s.stream == "video"], frames, None)
         return (frames,)
 
 
@@ -48,7 +60,8 @@ class OviDecodeAudio:
             "required": {
                 "audio_vae": (OVI_AUDIO_VAE, {"tooltip": "MMAudio VAE + BigVGAN from OviAudioVAELoader."}),
                 "latents": (OVI_LATENTS, {"tooltip": "Paired latents from OviJointSampler or OviLoadLatents."}),
-            }
+            },
+            "optional": {"guides": (OVI_GUIDES, {"tooltip": _ORIGINAL_TIP.format(what="sound")})},
         }
 
     RETURN_TYPES = ("AUDIO",)
@@ -57,10 +70,14 @@ class OviDecodeAudio:
     CATEGORY = "Ovi/decode"
     DESCRIPTION = "Decodes Ovi's audio latents into a 16 kHz mono waveform (ComfyUI AUDIO)."
 
-    def decode(self, audio_vae, latents):
+    def decode(self, audio_vae, latents, guides=None):
         from ovi_core.pipeline import SAMPLE_RATE, decode_audio
 
         with _runtime.placed(audio_vae) as codec:
             wav = decode_audio(codec, latents.audio, device=audio_vae.device, dtype=audio_vae.dtype)  # [1, T]
+        if guides:
+            from ovi_core.conditioning.apply import splice_originals
+
+            _, wav = splice_originals([s for s in _sources(guides) if s.stream == "audio"], None, wav)
         rate = getattr(audio_vae.module, "sample_rate", SAMPLE_RATE)
         return ({"waveform": wav.unsqueeze(0), "sample_rate": int(rate)},)  # [1, 1, T]

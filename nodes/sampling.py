@@ -5,7 +5,15 @@ from __future__ import annotations
 import logging
 
 from . import _comfy, _runtime
-from ._types import OVI_CONDITIONING, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviConditioning
+from ._types import (
+    OVI_CONDITIONING,
+    OVI_GUIDES,
+    OVI_LATENTS,
+    OVI_MODEL,
+    OVI_TEXT_ENCODER,
+    OVI_VIDEO_VAE,
+    OviConditioning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +154,10 @@ class OviJointSampler:
                     "tooltip": f"Advanced: temporal RoPE scale of the audio tower, which aligns audio token i with "
                                f"video latent frame scale*i. The default {rope} = video latent rate (31 latents per "
                                f"121/24 s) / audio latent rate (16000/512 per s), the official value."}),
+                "guides": (OVI_GUIDES, {
+                    "tooltip": "Optional guides (OviAudioGuide, OviVideoGuide, OviRedoGuide): parts of either "
+                               "stream held at given latents while the rest is generated. A video guide's size "
+                               "wins over the aspect setting."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -174,7 +186,7 @@ class OviJointSampler:
         raise ValueError(f"seconds must be auto, 5 or 10, got {seconds!r}.")
 
     def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
-               slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, unique_id=None):
+               slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, guides=None, unique_id=None):
         from ovi_core import sizes
         from ovi_core.pipeline import encode_image, sample_av
 
@@ -203,5 +215,6 @@ class OviJointSampler:
                 audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
+                guides=[item.guide for item in guides or []],
             )
         return (latents,)

@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--offline", action="store_true", help="never download missing weights")
     g.add_argument("--wav", action="store_true", help="also write the 16 kHz WAV beside the MP4")
     g.add_argument("--out", required=True, help="output .mp4 (for a CSV: a folder, or a name to number)")
+    from ovi_core.conditioning.cli import add_arguments as add_guide_arguments
+
+    add_guide_arguments(g)  # --audio, --audio-offset, --video, --source, --redo, ...
     g.set_defaults(func=run)
 
 
@@ -106,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"Image not found: {img!r}.")
     if args.size is not None and (args.size[0] <= 0 or args.size[1] <= 0):
         raise ValueError("--size must be positive, e.g. 1280x704.")
+    from ovi_core.conditioning.cli import inputs_from_args
+
+    guides = inputs_from_args(args)  # read and checked before the weights load
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
             audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer, seed=args.seed,
             video_negative=args.negative_video, audio_negative=args.negative_audio,
             callback=_progress(f"clip {n + 1}/{len(jobs)}"),
+            guides=guides, original_media=not args.no_original_media,
         )
         pipe.save(res, out, wav=args.wav)
         outs.append(out)

@@ -17,10 +17,13 @@ import make_workflows as mw  # noqa: E402
 
 WF = os.path.join(ROOT, "workflows")
 DATA = os.path.join(ROOT, "tests", "data")
-PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json")]
-# Core nodes the workflows may use: LoadImage (first frame of image->AV); nothing else is needed.
+PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json"),
+         ("ovi_audio_to_video.json", "ovi_audio_to_video_api.json"),
+         ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]
+# Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
-FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image"}
+FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
+               "file"}
 
 
 def _load(name):
@@ -132,6 +135,22 @@ def _load_image(path):
     return torch.from_numpy(img)[None]  # [1, H, W, 3] like core LoadImage
 
 
+class _CoreVideo:
+    """What core LoadVideo returns (VideoFromFile), reduced to get_components(): images [N, H, W, 3] in [0, 1],
+    audio and frame_rate."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def get_components(self):
+        from types import SimpleNamespace
+
+        from ovi_core.conditioning.video_in import read_video_file
+
+        frames, fps = read_video_file(self.path)
+        return SimpleNamespace(images=frames.float() / 255.0, audio=None, frame_rate=fps)
+
+
 def run_api(api: dict) -> dict:
     """A tiny executor: run an API-format graph in dependency order through our node FUNCTIONs."""
     done: dict[str, tuple] = {}
@@ -146,6 +165,13 @@ def run_api(api: dict) -> dict:
         if node["class_type"] == "LoadImage":
             img = _load_image(os.path.join(DATA, kwargs["image"]))
             out = (img, torch.zeros(img.shape[:3]))
+        elif node["class_type"] == "LoadAudio":  # core LoadAudio: {"waveform": [1, C, T], "sample_rate"}
+            from ovi_core.media import read_audio
+
+            wav, rate = read_audio(os.path.join(DATA, kwargs["audio"]))
+            out = ({"waveform": wav[None], "sample_rate": rate},)
+        elif node["class_type"] == "LoadVideo":
+            out = (_CoreVideo(os.path.join(DATA, kwargs["file"])),)
         else:
             cls = NODE_CLASS_MAPPINGS[node["class_type"]]
             with torch.inference_mode():  # as ComfyUI's executor runs every node

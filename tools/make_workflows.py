@@ -27,10 +27,25 @@ CORE_NODES = {
         # the frontend's upload button stores one more widget value ("image")
         "extra_widget_values": ["image"],
     },
+    "LoadAudio": {
+        "input": {"required": {"audio": ([], {"audio_upload": True})}},
+        "output": ("AUDIO",),
+        "output_name": ("AUDIO",),
+        # the frontend's upload button and audio player store two more widget values
+        "extra_widget_values": [None, None],
+    },
+    "LoadVideo": {
+        "input": {"required": {"file": ([], {"video_upload": True})}},
+        "output": ("VIDEO",),
+        "output_name": ("VIDEO",),
+        "extra_widget_values": ["image"],
+    },
 }
 
 AUTO = "auto-download: "  # nodes._runtime.AUTO: uses the local file when present, else downloads it
 EXAMPLE_IMAGE = "ovi_example_89.png"
+EXAMPLE_VOICE = "ovi_example_voice.wav"  # tests/data: put your own recording in ComfyUI's input folder
+EXAMPLE_CLIP = "ovi_example_clip.mp4"
 
 # Official example prompts (character-ai/Ovi example_prompts), written in the Ovi 1.0 caption format;
 # OviTextEncode converts them to the connected model's format ('Audio: ...' for 1.1).
@@ -92,6 +107,41 @@ def _spec(image: bool) -> list[dict]:
                       "widgets": {"image": EXAMPLE_IMAGE}})
         nodes[5]["links"].update({"image": (10, 0), "video_vae": (3, 0)})
         nodes[5]["widgets"]["aspect"] = "~2:1 landscape (992x512)"
+    return nodes
+
+
+A2V_PROMPT = (
+    "A young woman with short dark hair sits by a sunlit window in a small kitchen and looks into the camera as she "
+    "speaks, <S>I recorded this line this morning.<E>. She smiles and nods. <AUDCAP>Clear female voice, quiet room "
+    "tone.<ENDAUDCAP>"
+)
+V2A_PROMPT = (
+    "A street at dusk, cars pass and a dog barks in the distance. <AUDCAP>Traffic hum, passing cars, a distant dog "
+    "barking, light wind.<ENDAUDCAP>"
+)
+GUIDE = {"mode": "replace", "until": 1.0, "seconds": "auto"}
+
+
+def _guide_spec(kind: str) -> list[dict]:
+    """audio->video (a voice recording drives the picture) or video->audio (a clip gets its sound)."""
+    nodes = _spec(False)
+    nodes[4]["widgets"]["prompt"] = A2V_PROMPT if kind == "audio" else V2A_PROMPT
+    nodes[8]["widgets"]["filename_prefix"] = "Ovi/ovi_a2v" if kind == "audio" else "Ovi/ovi_v2a"
+    if kind == "audio":
+        nodes.append({"id": 10, "type": "LoadAudio", "pos": [460, 520], "size": [420, 140],
+                      "widgets": {"audio": EXAMPLE_VOICE}})
+        nodes.append({"id": 11, "type": "OviAudioGuide", "pos": [920, 560], "size": [380, 220],
+                      "widgets": {"offset": 0.0, **GUIDE},
+                      "links": {"audio_vae": (4, 0), "model": (1, 0), "audio": (10, 0)}})
+        nodes[7]["links"]["guides"] = (11, 0)  # OviDecodeAudio: the MP4 carries the original recording
+    else:
+        nodes.append({"id": 10, "type": "LoadVideo", "pos": [460, 520], "size": [420, 320],
+                      "widgets": {"file": EXAMPLE_CLIP}})
+        nodes.append({"id": 11, "type": "OviVideoGuide", "pos": [920, 560], "size": [380, 220],
+                      "widgets": {"fps": 24.0, **GUIDE},
+                      "links": {"video_vae": (3, 0), "model": (1, 0), "video": (10, 0)}})
+        nodes[6]["links"]["guides"] = (11, 0)  # OviDecodeVideo: the MP4 carries the original frames
+    nodes[5]["links"]["guides"] = (11, 0)
     return nodes
 
 
@@ -178,6 +228,10 @@ def build() -> dict[str, dict]:
     files = {}
     for image, stem in ((False, "ovi_text_to_av"), (True, "ovi_image_to_av")):
         spec = _spec(image)
+        files[f"{stem}.json"] = to_ui(spec, defs)
+        files[f"{stem}_api.json"] = to_api(spec)
+    for kind, stem in (("audio", "ovi_audio_to_video"), ("video", "ovi_video_to_audio")):
+        spec = _guide_spec(kind)
         files[f"{stem}.json"] = to_ui(spec, defs)
         files[f"{stem}_api.json"] = to_api(spec)
     return files

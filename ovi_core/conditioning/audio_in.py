@@ -173,3 +173,19 @@ def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     from ovi_core.media import read_audio
 
     return read_audio(path)
+
+
+def encode_audio_guide(
+    codec,
+    waveform: torch.Tensor,
+    sample_rate: int,
+    *,
+    version: str,
+    offset: float = 0.0,
+    mode: str = "replace",
+    until: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> tuple[AudioInput, Guide]:
+    """:func:`prepare_audio` then :meth:`AudioInput.encode` with ``codec`` on ``device``: ``(input, guide)``."""
+    inp = prepare_audio(waveform, sample_rate, version=version, offset=offset, mode=mode, until=until)
+    return inp, inp.encode(codec, device=device)

@@ -93,14 +93,8 @@ def redo_inputs(
                 f"(the file says {meta.get('ovi.version', 'nothing')})"
             )
         sizes.validate_size(video.shape[-2] * 16, video.shape[-1] * 16)
-        vmask = torch.ones(want_v, dtype=torch.bool)
-        amask = torch.ones(want_a, dtype=torch.bool)
-        clip = spec.frames / sizes.FPS if stream == "video" else ranges.audio_seconds(want_a)
-        first, stop = ranges.redo_latents(stream, start, end, length=want_v if stream == "video" else want_a,
-                                          clip_seconds=clip)
-        (vmask if stream == "video" else amask)[first:stop] = False
-        _log_redo(stream, first, stop)
-        return [LatentInput(Guide("video", video, vmask, mode)), LatentInput(Guide("audio", audio, amask, mode))]
+        guides = redo_latents_guides(video, audio, stream=stream, start=start, end=end, mode=mode)
+        return [LatentInput(g) for g in guides]
 
     from ovi_core.conditioning.audio_in import read_audio_file
     from ovi_core.conditioning.video_in import read_video_file
@@ -129,3 +123,19 @@ def _log_redo(stream: str, first: int, stop: int) -> None:
         a, b = ranges.video_frames_of_latent(first)[0], ranges.video_frames_of_latent(stop - 1)[1]
         logger.info("redo video latent frames %d-%d (pixel frames %d-%d, %.3f-%.3f s)", first, stop - 1, a, b - 1,
                     a / 24, b / 24)
+
+
+def redo_latents_guides(video: torch.Tensor, audio: torch.Tensor, *, stream: str, start: float, end: float,
+                        mode: str = "replace") -> list[Guide]:
+    """Guides that keep paired latents (video ``[1, 48, F, h, w]``, audio ``[1, L, 20]``) except ``[start, end)``
+    seconds of ``stream``, which is regenerated."""
+    if stream not in ranges.STREAMS:
+        raise ValueError(f"stream must be 'audio' or 'video', got {stream!r}")
+    f, length = video.shape[2], audio.shape[1]
+    clip = (1 + 4 * (f - 1)) / sizes.FPS if stream == "video" else ranges.audio_seconds(length)
+    first, stop = ranges.redo_latents(stream, start, end, length=f if stream == "video" else length,
+                                      clip_seconds=clip)
+    vmask, amask = torch.ones(f, dtype=torch.bool), torch.ones(length, dtype=torch.bool)
+    (vmask if stream == "video" else amask)[first:stop] = False
+    _log_redo(stream, first, stop)
+    return [Guide("video", video[:1].float(), vmask, mode), Guide("audio", audio[:1].float(), amask, mode)]

@@ -188,3 +188,19 @@ def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
     if not rate:
         raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate; give the frames and fps instead")
     return frames, float(rate)
+
+
+def encode_video_guide(
+    vae,
+    frames: torch.Tensor,
+    fps: float,
+    *,
+    version: str,
+    area: int,
+    mode: str = "replace",
+    until: float = 1.0,
+    device: torch.device | str = "cpu",
+) -> tuple[VideoInput, Guide]:
+    """:func:`prepare_video` then :meth:`VideoInput.encode` with ``vae`` on ``device``: ``(input, guide)``."""
+    inp = prepare_video(frames, fps, version=version, area=area, mode=mode, until=until)
+    return inp, inp.encode(vae, device=device)

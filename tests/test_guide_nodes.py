@@ -1,0 +1,107 @@
+"""Guide nodes under torch.inference_mode (as ComfyUI runs them) on tiny weights: encode, chain, sample, splice."""
+
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+from nodes import NODE_CLASS_MAPPINGS
+from nodes.decode import OviDecodeAudio, OviDecodeVideo
+from nodes.guides import OviAudioGuide, OviRedoGuide, OviVideoGuide
+from nodes.sampling import OviJointSampler
+
+AUTO = "auto-download: "
+SAMPLER = dict(aspect="1:1 square (960x960)", width=960, height=960, seconds="auto", steps=1, solver="unipc",
+               shift=5.0, video_cfg=4.0, audio_cfg=3.0, slg_layer=11, seed=1)
+
+
+@pytest.fixture(scope="module")
+def comps(tmp_path_factory):
+    from ovi_core.tiny import write_tiny_weights
+
+    src = tmp_path_factory.mktemp("tiny")
+    paths = write_tiny_weights(str(src), version="1.1")
+    models = tmp_path_factory.mktemp("models")
+    for key, folder in {"fusion": "diffusion_models", "umt5": "text_encoders", "wan-vae": "vae",
+                        "mmaudio-vae": "vae", "bigvgan": "vae"}.items():
+        os.makedirs(models / folder, exist_ok=True)
+        shutil.copy(paths[key], models / folder / os.path.basename(paths[key]))
+    shutil.copytree(paths["tokenizer"], models / "text_encoders" / "google" / "umt5-xxl")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OVI_MODELS_DIR", str(models))
+    N = NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model = N["OviFusionModelLoader"]().load(model=AUTO + "model_960x960.safetensors", precision="fp32",
+                                                 attention="auto", memory_mode="offload", blocks_on_gpu=10,
+                                                 audio_model="none", version="auto")[0]
+        te = N["OviTextEncoderLoader"]().load(text_encoder=AUTO + "models_t5_umt5-xxl-enc-bf16.pth",
+                                              tokenizer="auto", precision="fp32", device="default",
+                                              memory_mode="offload")[0]
+        vae = N["OviVideoVAELoader"]().load(vae=AUTO + "Wan2.2_VAE.pth", precision="fp32", memory_mode="offload")[0]
+        avae = N["OviAudioVAELoader"]().load(audio_vae=AUTO + "v1-16.pth", vocoder=AUTO + "best_netG.pt",
+                                             memory_mode="offload")[0]
+        cond = N["OviTextEncode"]().encode(te, "A man says <S>Hi.<E> Audio: male voice.", "blur", "echo",
+                                           model=model)["result"][0]
+    yield model, vae, avae, cond
+    mp.undo()
+
+
+def _audio(seconds=1.0, rate=44100):
+    t = torch.arange(int(seconds * rate)) / rate
+    w = torch.stack([0.3 * torch.sin(2 * math.pi * 200 * t), 0.3 * torch.sin(2 * math.pi * 300 * t)])
+    return {"waveform": w[None], "sample_rate": rate}  # [1, 2, T] stereo, like core LoadAudio
+
+
+def test_audio_guide_node_to_sampler_and_decoder(comps):
+    model, _, avae, cond = comps
+    with torch.inference_mode():
+        (guides,) = OviAudioGuide().encode(avae, model, _audio(), offset=0.5, mode="replace", until=1.0,
+                                           seconds="auto")
+        assert len(guides) == 1 and guides[0].guide.stream == "audio"
+        (lat,) = OviJointSampler().sample(model, cond, **SAMPLER, guides=guides)
+        g = guides[0].guide
+        assert torch.equal(lat.audio[:, g.mask], g.latent[:, g.mask])
+        (orig,) = OviDecodeAudio().decode(avae, lat, guides=guides)
+        (dec,) = OviDecodeAudio().decode(avae, lat)
+    first, stop = guides[0].source.latent_span()
+    span = slice(first * 512, stop * 512)
+    canvas = guides[0].source.canvas()
+    assert torch.equal(orig["waveform"][0, :, span], canvas[:, span])  # the original sound, not the round trip
+    assert not torch.equal(dec["waveform"][0, :, span], canvas[:, span])
+    with torch.inference_mode(), pytest.raises(ValueError, match="at most"):
+        OviAudioGuide().encode(avae, model, _audio(6.0, 8000), offset=0.0, mode="replace", until=1.0,
+                               seconds="auto")
+
+
+def test_video_guide_node_chains_and_sets_the_size(comps):
+    model, vae, avae, cond = comps
+    frames = torch.rand(10, 36, 60, 3)
+    with torch.inference_mode():
+        (g1,) = OviVideoGuide().encode(vae, model, fps=12.0, mode="clean", until=1.0, seconds="auto", images=frames)
+        (both,) = OviAudioGuide().encode(avae, model, _audio(), offset=0.0, mode="replace", until=1.0,
+                                         seconds="auto", guides=g1)
+        assert [i.guide.stream for i in both] == ["video", "audio"] and len(g1) == 1
+        (lat,) = OviJointSampler().sample(model, cond, **SAMPLER, guides=both)
+        vg = both[0].guide
+        assert lat.video.shape[-2:] == vg.latent.shape[-2:]  # the guide's size wins over the aspect preset
+        assert torch.equal(lat.video[:, :, vg.mask], vg.latent[:, :, vg.mask]) and vg.mask.sum() == 5
+        (out,) = OviDecodeVideo().decode(vae, lat, tile_size=0, guides=both)
+    assert torch.equal(out[:17], both[0].source.splice(torch.zeros_like(out))[:17])
+    with torch.inference_mode(), pytest.raises(ValueError, match="either images"):
+        OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto")
+    with torch.inference_mode(), pytest.raises(ValueError, match="clean"):
+        OviVideoGuide().encode(vae, model, fps=24.0, mode="clean", until=0.5, seconds="auto", images=frames)
+
+
+def test_redo_guide_node(comps):
+    model, _, _, cond = comps
+    with torch.inference_mode():
+        (src,) = OviJointSampler().sample(model, cond, **SAMPLER)
+        (guides,) = OviRedoGuide().encode(src, stream="audio", start=2.0, end=3.5, mode="replace")
+        (lat,) = OviJointSampler().sample(model, cond, **dict(SAMPLER, seed=2), guides=guides)
+    keep = torch.ones(157, dtype=torch.bool)
+    keep[62:110] = False
+    assert torch.equal(lat.video, src.video) and torch.equal(lat.audio[:, keep], src.audio[:, keep])
+    assert not torch.equal(lat.audio[:, ~keep], src.audio[:, ~keep])
