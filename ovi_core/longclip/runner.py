@@ -149,3 +149,13 @@ def sample_windows(
                              "run? use a fresh windows folder")
         previous = lat
         yield lat
+
+
+def sample_long_clip(model, conds: Sequence[Conditioning], plan: WindowPlan, **kwargs) -> AVLatents:
+    """All windows of ``plan`` joined into one latent pair of the clip (:func:`~.assemble.stitch_latents`):
+    video ``[1, 48, plan.latent_frames, h, w]``, audio ``[1, plan.audio_latents, 20]``, for the ordinary decoders.
+    ``kwargs`` are those of :func:`sample_windows`."""
+    from .assemble import stitch_latents
+
+    video, audio = stitch_latents(((w.video, w.audio) for w in sample_windows(model, conds, plan, **kwargs)), plan)
+    return AVLatents(video=video, audio=audio, version=plan.version)
