@@ -117,3 +117,15 @@ def test_prompts_per_window(tmp_path, pipe):
     conds = encode_window_prompts(pipe.text_encoder, ["a <S>x<E>", "b <S>y<E>", "a <S>x<E>"], video_negative="n",
                                   audio_negative="m", version="1.0")
     assert conds[0] is conds[2] and not torch.equal(conds[0].positive[:4], conds[1].positive[:4])
+
+
+def test_first_frame_guides_window_one_only(pipe, cond):
+    from ovi_core.pipeline import encode_image
+
+    g = torch.Generator().manual_seed(1)
+    img = encode_image(pipe.video_vae, torch.rand(64, 64, 3, generator=g), area=pipe.target_area, device="cpu")
+    plan = plan_windows(8, version="1.0")
+    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, seed=3, image_latent=img, **KW))
+    assert torch.equal(w0.video[:, :, :1], img)
+    o = plan.overlap_latents
+    assert torch.equal(w1.video[:, :, :o], w0.video[:, :, -o:])  # window 2 starts from window 1, not the image
