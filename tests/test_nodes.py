@@ -17,7 +17,9 @@ EXPECTED_IDS = {
 }
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 COMFY_TYPES = {"IMAGE", "AUDIO", "VIDEO", "STRING"}
-OUR_TYPES = {"OVI_MODEL", "OVI_TEXT_ENCODER", "OVI_VIDEO_VAE", "OVI_AUDIO_VAE", "OVI_CONDITIONING", "OVI_LATENTS"}
+OUR_TYPES = {"OVI_MODEL", "OVI_TEXT_ENCODER", "OVI_VIDEO_VAE", "OVI_AUDIO_VAE", "OVI_CONDITIONING", "OVI_LATENTS",
+             "OVI_GUIDES"}
+GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide"}
 
 
 def test_node_ids_are_the_shipped_set():
@@ -26,7 +28,7 @@ def test_node_ids_are_the_shipped_set():
     assert all(k.startswith("Ovi") for k in NODE_CLASS_MAPPINGS)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_IDS))
+@pytest.mark.parametrize("name", sorted(EXPECTED_IDS | GUIDE_IDS))
 def test_node_contract(name):
     cls = NODE_CLASS_MAPPINGS[name]
     spec = cls.INPUT_TYPES()

@@ -18,7 +18,7 @@ import torchaudio.functional as AF
 
 from ovi_core import sizes
 from ovi_core.conditioning import ranges
-from ovi_core.sampling.guides import Guide
+from ovi_core.sampling.guides import Guide, check_mode
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def prepare_audio(
         ValueError: the sound (from ``offset``) is longer than the clip's audio, stating the maximum.
     """
     spec = sizes.get_spec(version)
-    Guide("audio", torch.zeros(1, 1, 1), torch.ones(1, dtype=torch.bool), mode, until)  # validates mode/until
+    check_mode(mode, until)
     start = ranges.offset_samples(offset)
     rate = int(sample_rate)
     n_in = int(waveform.shape[-1])

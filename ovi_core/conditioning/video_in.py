@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ovi_core import sizes
 from ovi_core.conditioning import ranges
-from ovi_core.sampling.guides import Guide
+from ovi_core.sampling.guides import Guide, check_mode
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def prepare_video(
     if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
         raise ValueError(f"video frames must be [N, H, W, 3] RGB (channel last), got {tuple(frames.shape)}")
     frames = frames[..., :3]
-    Guide("video", torch.zeros(1, 1, 1, 1, 1), torch.ones(1, dtype=torch.bool), mode, until)  # mode/until
+    check_mode(mode, until)
     spec = sizes.get_spec(version)
     h, w = int(frames.shape[1]), int(frames.shape[2])
     if h < MIN_SIDE or w < MIN_SIDE:

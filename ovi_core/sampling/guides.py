@@ -34,6 +34,21 @@ MODES = ("replace", "clean")
 VIDEO_PATCH = 2  # the DiT patchifies 2x2 latent pixels into one token
 
 
+def check_mode(mode: str, until: float) -> None:
+    """Raise ``ValueError`` unless ``mode`` is a guide mode and ``until`` a usable fraction for it."""
+    if mode not in MODES:
+        raise ValueError(f"guide mode must be 'replace' or 'clean', got {mode!r}")
+    try:
+        u = float(until)
+    except (TypeError, ValueError):
+        raise ValueError(f"guide until must be a number in (0, 1], got {until!r}") from None
+    if not 0.0 < u <= 1.0:
+        raise ValueError(f"guide until must be in (0, 1] (fraction of the steps), got {until!r}")
+    if mode == "clean" and u != 1.0:
+        raise ValueError("guide until < 1 works only with mode 'replace': clean tokens keep timestep 0 for the "
+                         "whole run")
+
+
 @dataclass(frozen=True)
 class Guide:
     """A clean latent for one stream and the positions where it is enforced.
@@ -56,22 +71,12 @@ class Guide:
     def __post_init__(self) -> None:
         if self.stream not in STREAMS:
             raise ValueError(f"guide stream must be 'video' or 'audio', got {self.stream!r}")
-        if self.mode not in MODES:
-            raise ValueError(f"guide mode must be 'replace' or 'clean', got {self.mode!r}")
+        check_mode(self.mode, self.until)
         if not isinstance(self.latent, torch.Tensor) or not self.latent.is_floating_point():
             raise ValueError("guide latent must be a float tensor (an encoded clean latent)")
         if not isinstance(self.mask, torch.Tensor) or self.mask.dtype != torch.bool:
             got = self.mask.dtype if isinstance(self.mask, torch.Tensor) else type(self.mask).__name__
             raise ValueError(f"guide mask must be a bool tensor, got {got}")
-        try:
-            until = float(self.until)
-        except (TypeError, ValueError):
-            raise ValueError(f"guide until must be a number in (0, 1], got {self.until!r}") from None
-        if not 0.0 < until <= 1.0:
-            raise ValueError(f"guide until must be in (0, 1] (fraction of the steps), got {self.until!r}")
-        if self.mode == "clean" and until != 1.0:
-            raise ValueError("guide until < 1 works only with mode 'replace': clean tokens keep timestep 0 for "
-                             "the whole run")
         if self.stream == "video":
             if self.latent.ndim != 5:
                 raise ValueError(f"video guide latent must be [1, 48, F, h, w], got {tuple(self.latent.shape)}")
