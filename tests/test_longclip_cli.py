@@ -65,3 +65,11 @@ def test_bad_long_clip_flags_fail_before_loading(weights, tmp_path, capsys, argv
     rc = cli.main(["generate", "--weights", weights, "--offline", "--out", str(tmp_path / "x.mp4"), *argv])
     assert rc == 2 and msg in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "x.mp4")
+
+
+def test_a_csv_batch_is_not_a_long_clip(weights, tmp_path, capsys):
+    csv = tmp_path / "batch.csv"
+    csv.write_text("text_prompt\nA <S>Hi.<E>\n", encoding="utf-8")
+    rc = cli.main(["generate", "--weights", weights, "--offline", "--prompt", str(csv), "--seconds", "20",
+                   "--out", str(tmp_path / "x.mp4")])
+    assert rc == 2 and "CSV batch" in capsys.readouterr().err

@@ -46,6 +46,9 @@ def _prompts(values: list[str]) -> list[str]:
 
     out: list[str] = []
     for v in values:
+        if v.lower().endswith((".csv", ".tsv")) and os.path.isfile(v):
+            raise ValueError(f"{v!r} is a CSV batch (one clip per row); a long clip takes its window prompts from "
+                             "several --prompt values or a .txt file (one prompt per line)")
         if v.lower().endswith(".txt") and os.path.isfile(v):
             out += read_prompt_file(v)
         else:
