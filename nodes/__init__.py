@@ -8,6 +8,8 @@ from .decode import OviDecodeAudio, OviDecodeVideo
 from .guides import NODE_CLASS_MAPPINGS as _GUIDE_NODES
 from .guides import NODE_DISPLAY_NAME_MAPPINGS as _GUIDE_NAMES
 from .loaders import OviAudioVAELoader, OviFusionModelLoader, OviTextEncoderLoader, OviVideoVAELoader
+from .longclip import NODE_CLASS_MAPPINGS as _LONGCLIP_NODES
+from .longclip import NODE_DISPLAY_NAME_MAPPINGS as _LONGCLIP_NAMES
 from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
 from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
@@ -27,6 +29,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     "OviLoadLatents": OviLoadLatents,
     **_LORA_NODES,
     **_GUIDE_NODES,
+    **_LONGCLIP_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -43,6 +46,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     "OviLoadLatents": "Ovi Load Latents",
     **_LORA_NAMES,
     **_GUIDE_NAMES,
+    **_LONGCLIP_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -22,15 +22,18 @@ def _size(text: str) -> tuple[int, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ovi_core import sizes
+    from ovi_core.longclip import cli as longclip_cli
     from ovi_core.sampling import SOLVERS
 
     d = sizes.DEFAULTS
     g = sub.add_parser("generate", help="text (+ first frame) -> MP4 with synchronized audio")
     g.add_argument("--weights", required=True, help="folder laid out as the official download (Ovi/, "
                    "Wan2.2-TI2V-5B/, MMAudio/ext_weights/)")
-    g.add_argument("--prompt", required=True, help="the prompt, or an official CSV file (text_prompt[,image_path])")
+    g.add_argument("--prompt", required=True, action="append", help="the prompt, or an official CSV file "
+                   "(text_prompt[,image_path]); long clips: repeat it (one per window) or give a .txt file")
     g.add_argument("--image", help="first frame (PNG/JPEG): image -> audio+video")
-    g.add_argument("--seconds", type=int, choices=(5, 10), default=None, help="clip length (10 s needs Ovi 1.1-10s)")
+    g.add_argument("--seconds", type=longclip_cli.seconds_arg, default=None, help="clip length: 5, 10 (needs Ovi "
+                   "1.1-10s), or any length from 5 s up: a long clip of chained windows of the chosen model")
     g.add_argument("--model-version", default="auto", help="auto, 1.0, 1.1, 1.1-10s or 1.0-fp8")
     g.add_argument("--size", type=_size, default=None, help="WxH for text->AV, rescaled to the model's area")
     g.add_argument("--steps", type=int, default=d["steps"])
@@ -56,6 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     from ovi_core.conditioning.cli import add_arguments as add_guide_arguments
 
     add_guide_arguments(g)  # --audio, --audio-offset, --video, --source, --redo, ...
+    longclip_cli.add_arguments(g)  # --overlap, --crossfade, --windows-dir
     g.set_defaults(func=run)
 
 
@@ -131,7 +135,12 @@ def _progress(total_label: str):
 def run(args: argparse.Namespace) -> int:
     from ovi_core import validate
     from ovi_core.latents_file import OutputWriteError
+    from ovi_core.longclip import cli as longclip_cli
     from ovi_core.pipeline import OviPipeline
+
+    if longclip_cli.is_long_clip(args):
+        return longclip_cli.run_long_clip(args)
+    args.prompt = longclip_cli.single_prompt(args)
 
     jobs: list[tuple[str, str | None]]
     if validate.check_prompt_argument(args.prompt):

@@ -148,6 +148,40 @@ def _guide_spec(kind: str) -> list[dict]:
     return nodes
 
 
+LONG_CLIP_PROMPTS = (
+    "A woman in a green coat walks through a night market at dusk, looks into the camera and says <S>Have you "
+    "ever tried the dumplings here?<E> <AUDCAP>Clear female voice, market chatter, sizzling pans.<ENDAUDCAP>\n"
+    "---\n"
+    "She stops at a food stall, points at the steaming baskets and says <S>Two of those, please.<E> The vendor "
+    "nods and smiles. <AUDCAP>Clear female voice, market chatter, sizzling pans.<ENDAUDCAP>\n"
+    "---\n"
+    "She takes a bite, closes her eyes and laughs, <S>Worth every minute in the queue.<E> <AUDCAP>Clear female "
+    "voice, laughter, market chatter.<ENDAUDCAP>"
+)
+
+
+def _long_clip_spec() -> list[dict]:
+    """A 20 s clip of chained windows (3 prompts: windows 1, 2, then 3 and later)."""
+    nodes = _spec(False)[:4]
+    nodes += [
+        {"id": 5, "type": "OviLongClipSampler", "pos": [460, 60], "size": [420, 640],
+         "widgets": {"prompts": LONG_CLIP_PROMPTS, "seconds": 20.0, "aspect": "16:9 landscape (1280x704)",
+                     "width": 1280, "height": 704, "steps": 50, "solver": "unipc", "shift": 5.0, "video_cfg": 4.0,
+                     "audio_cfg": 3.0, "slg_layer": 11, "seed": 103, "overlap": 2.0, "crossfade": 0.5,
+                     "guide_mode": "replace", "video_negative": "jitter, bad hands, blur, distortion",
+                     "audio_negative": "robotic, muffled, echo, distorted"},
+         "links": {"model": (1, 0), "text_encoder": (2, 0)}},
+        {"id": 6, "type": "OviDecodeVideo", "pos": [920, 60], "size": [300, 100],
+         "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (5, 0)}},
+        {"id": 7, "type": "OviDecodeAudio", "pos": [920, 220], "size": [300, 80],
+         "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (5, 0)}},
+        {"id": 8, "type": "OviSaveVideo", "pos": [1260, 60], "size": [420, 480],
+         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_long"},
+         "links": {"images": (6, 0), "audio": (7, 0)}},
+    ]
+    return nodes
+
+
 def node_defs() -> dict[str, dict]:
     """{type: {"input": INPUT_TYPES(), "output": RETURN_TYPES, "output_name": RETURN_NAMES}} for ours + core."""
     if ROOT not in sys.path:
@@ -237,6 +271,9 @@ def build() -> dict[str, dict]:
         spec = _guide_spec(kind)
         files[f"{stem}.json"] = to_ui(spec, defs)
         files[f"{stem}_api.json"] = to_api(spec)
+    spec = _long_clip_spec()
+    files["ovi_long_clip.json"] = to_ui(spec, defs)
+    files["ovi_long_clip_api.json"] = to_api(spec)
     return files
 
 

@@ -1,0 +1,1 @@
+"""Long clips: chained model windows that carry picture and sound across every seam (see ``plan``)."""

@@ -1,0 +1,162 @@
+"""``generate`` for long clips: ``--seconds N`` (any N >= 5), several ``--prompt`` values or a ``.txt`` file.
+
+``--seconds 5`` and ``--seconds 10`` keep their meaning (one clip of the 5 s or the 10 s model); any other
+length, several prompts or a ``.txt`` prompt file make a long clip of chained windows of the chosen model
+(:mod:`ovi_core.longclip`). ``--image`` is window 1's first frame; ``--audio`` (the guide flag) is a track for
+the whole clip. Everything is read and checked before the weights load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .plan import DEFAULT_CROSSFADE_SECONDS, DEFAULT_OVERLAP_SECONDS, MIN_SECONDS
+
+logger = logging.getLogger(__name__)
+
+SINGLE_CLIP_SECONDS = (5, 10)
+
+
+def seconds_arg(text: str) -> float | int:
+    """``--seconds``: 5 and 10 stay ints (the single-clip meaning), any other length >= 5 is a float."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seconds must be a number of seconds >= 5, got {text!r}") from None
+    if not value >= MIN_SECONDS or value != value:
+        raise argparse.ArgumentTypeError(f"--seconds must be at least {MIN_SECONDS:g}, got {text!r}")
+    return int(value) if value in SINGLE_CLIP_SECONDS else value
+
+
+def add_arguments(g: argparse.ArgumentParser) -> None:
+    """The long-clip flags of ``generate``."""
+    g.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP_SECONDS, help="long clips: seconds of picture "
+                   f"and sound carried from each window into the next (default {DEFAULT_OVERLAP_SECONDS:g})")
+    g.add_argument("--crossfade", type=float, default=DEFAULT_CROSSFADE_SECONDS, help="long clips: seconds of the "
+                   f"blend at each seam, inside the overlap (default {DEFAULT_CROSSFADE_SECONDS:g})")
+    g.add_argument("--windows-dir", default=None, help="long clips: save each finished window here; rerunning the "
+                   "same command resumes an interrupted run from the saved windows")
+
+
+def _prompts(values: list[str]) -> list[str]:
+    from .prompts import read_prompt_file
+
+    out: list[str] = []
+    for v in values:
+        if v.lower().endswith((".csv", ".tsv")) and os.path.isfile(v):
+            raise ValueError(f"{v!r} is a CSV batch (one clip per row); a long clip takes its window prompts from "
+                             "several --prompt values or a .txt file (one prompt per line)")
+        if v.lower().endswith(".txt") and os.path.isfile(v):
+            out += read_prompt_file(v)
+        else:
+            out.append(v)
+    return out
+
+
+def is_long_clip(args: argparse.Namespace) -> bool:
+    """True when the flags ask for a long clip (see the module docstring)."""
+    values = args.prompt if isinstance(args.prompt, list) else [args.prompt]
+    if args.seconds is not None and args.seconds not in SINGLE_CLIP_SECONDS:
+        return True
+    return len(values) > 1 or any(v.lower().endswith(".txt") for v in values)
+
+
+def single_prompt(args: argparse.Namespace) -> str:
+    """The one ``--prompt`` of a single clip (several need a long clip)."""
+    values = args.prompt if isinstance(args.prompt, list) else [args.prompt]
+    if len(values) > 1:
+        raise ValueError(f"{len(values)} --prompt values make a long clip: give --seconds longer than one window")
+    return values[0]
+
+
+def _progress():
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    state = {"bar": None, "win": None}
+
+    def cb(win: int, wins: int, step: int, steps: int) -> None:
+        if tqdm is None:
+            if step == steps or step % max(1, steps // 10) == 0:
+                logger.info("window %d/%d, step %d/%d", win, wins, step, steps)
+            return
+        if state["win"] != win:
+            if state["bar"] is not None:
+                state["bar"].close()
+            state["bar"] = tqdm(total=steps, desc=f"window {win}/{wins}", unit="step", file=sys.stderr)
+            state["win"] = win
+        state["bar"].update(step - state["bar"].n)
+        if step >= steps and win == wins:
+            state["bar"].close()
+            state["bar"] = None
+
+    return cb
+
+
+def _model_version(args: argparse.Namespace) -> str:
+    from ovi_core.pipeline import fusion_file_info
+    from ovi_core.weights import resolve_weights
+
+    paths = resolve_weights(args.weights, version=args.model_version, seconds=None, fp8=args.fp8,
+                            download=False if args.offline else None)
+    info = fusion_file_info(paths.fusion)
+    return info.get("version", paths.version) if args.model_version == "auto" else paths.version
+
+
+def run_long_clip(args: argparse.Namespace) -> int:
+    from ovi_core.pipeline import OviPipeline
+
+    from .job import generate_long_clip
+    from .plan import plan_windows
+    from .prompts import prompts_for_windows
+
+    prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
+    seconds = float(args.seconds) if args.seconds is not None else None
+    if seconds is None:
+        raise ValueError("several prompts (or a .txt prompt file) make a long clip: give its length, --seconds N")
+    for flag in ("video", "source", "redo", "audio_offset"):
+        if getattr(args, flag, None):
+            raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
+                             "(first frame) and --audio (a track for the whole clip)")
+    if args.image and not os.path.isfile(args.image):
+        raise FileNotFoundError(f"Image not found: {args.image!r}.")
+    if not args.out.lower().endswith(".mp4"):
+        raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
+    audio = None
+    if getattr(args, "audio", None):
+        from ovi_core.media import read_audio
+
+        audio = read_audio(args.audio)
+    if args.size is not None and (args.size[0] <= 0 or args.size[1] <= 0):
+        raise ValueError("--size must be positive, e.g. 1280x704.")
+    version = _model_version(args)  # from the file names and headers; nothing is loaded yet
+    plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
+    prompts_for_windows(prompts, plan.num_windows)
+    logger.info("long clip with Ovi %s: %s", version, plan.describe())
+
+    pipe = OviPipeline.from_weights(
+        args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,
+        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
+        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
+    )
+    image = None
+    if args.image:
+        from ovi_core.pipeline_cli import _load_image
+
+        image = _load_image(args.image)
+    w, h = args.size if args.size else (None, None)
+    res = generate_long_clip(
+        pipe, prompts, seconds=seconds, out=args.out, overlap=args.overlap, crossfade=args.crossfade, image=image,
+        audio=audio, width=w, height=h, steps=args.steps, solver=args.solver, shift=args.shift,
+        video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer,
+        seed=args.seed, video_negative=args.negative_video, audio_negative=args.negative_audio,
+        guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
+        windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
+    )
+    logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
+    print(res.path)
+    return 0

@@ -1,0 +1,174 @@
+"""A whole long clip with an :class:`~ovi_core.pipeline.OviPipeline`: prompts -> windows -> one MP4, streamed.
+
+Each window is decoded as soon as it is sampled; the :class:`~.assemble.SeamAssembler` cross-fades the seams
+and passes the final frames and samples straight to the :class:`~.stream.ClipStreamWriter`. Memory holds one
+window (its latents, frames and samples) plus one cross-fade span, whatever the clip's length. An interrupt
+leaves no MP4; with ``windows_dir`` the finished windows are saved and a rerun with the same settings resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from ovi_core import sizes
+from ovi_core.memory import dit_on_device, on_device, release_memory
+
+from .assemble import SeamAssembler
+from .plan import DEFAULT_CROSSFADE_SECONDS, DEFAULT_OVERLAP_SECONDS, SAMPLE_RATE, WindowPlan, plan_windows
+from .prompts import encode_window_prompts, prompts_for_windows
+from .runner import WindowProgress, sample_windows
+from .store import WindowStore, job_key, stored
+from .stream import ClipStreamWriter
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LongClipResult:
+    path: str
+    plan: WindowPlan
+    prompts: list[str]
+    audio_source: str  # "generated" or "given"
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare_audio(waveform: torch.Tensor, sample_rate: int, *, plan: WindowPlan) -> torch.Tensor:
+    """A given track ``[C, T]`` / ``[1, C, T]`` / ``[T]`` at ``sample_rate`` -> 16 kHz mono ``[1, T16]``.
+
+    Raises ``ValueError`` when it is longer than the clip (the message gives the clip's length) or too short to
+    encode.
+    """
+    from ovi_core.conditioning.audio_in import to_mono_16k
+
+    mono = to_mono_16k(waveform, sample_rate)[None]  # [1, T16]
+    dur = mono.shape[1] / SAMPLE_RATE
+    if mono.shape[1] > plan.samples + SAMPLE_RATE // 100:
+        raise ValueError(f"the audio is {dur:.2f} s but the clip is {plan.frames / 24:.2f} s ({plan.seconds:g} s); "
+                         f"make the clip at least {dur:.2f} s long (--seconds) or trim the audio")
+    if mono.shape[1] < 2048:
+        raise ValueError(f"the audio is too short to encode ({dur:.3f} s); give at least 0.128 s")
+    return mono[:, : plan.samples]
+
+
+def generate_long_clip(
+    pipe,
+    prompts: Sequence[str],
+    *,
+    seconds: float,
+    out: str,
+    overlap: float = DEFAULT_OVERLAP_SECONDS,
+    crossfade: float = DEFAULT_CROSSFADE_SECONDS,
+    image: torch.Tensor | None = None,
+    audio: tuple[torch.Tensor, int] | None = None,
+    width: int | None = None,
+    height: int | None = None,
+    steps: int = 50,
+    solver: str = "unipc",
+    shift: float = 5.0,
+    video_guidance_scale: float = 4.0,
+    audio_guidance_scale: float = 3.0,
+    slg_layer: int = 11,
+    seed: int = 103,
+    video_negative: str = sizes.DEFAULTS["video_negative_prompt"],
+    audio_negative: str = sizes.DEFAULTS["audio_negative_prompt"],
+    guide_mode: str = "replace",
+    guide_until: float = 1.0,
+    windows_dir: str | None = None,
+    wav: bool = False,
+    progress: WindowProgress | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+) -> LongClipResult:
+    """Write a clip of ``seconds`` (>= 5) to ``out`` (MP4; with ``wav`` also ``<out>.wav``).
+
+    ``prompts``: one for all windows or one per window (see :mod:`.prompts`); ``image``: first frame
+    ``[H, W, 3]`` in [0, 1] for window 1; ``audio``: ``(waveform [C, T], sample_rate)``, a track for the clip
+    (it guides every window it covers and is what the MP4 carries there). The other arguments are those of
+    :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds) and the guides'
+    ``guide_mode``/``guide_until``. Everything is validated before any weights run.
+    """
+    from ovi_core.pipeline import encode_image
+
+    plan = plan_windows(seconds, version=pipe.version, overlap_seconds=overlap, crossfade_seconds=crossfade)
+    window_prompts = prompts_for_windows(prompts, plan.num_windows)
+    if guide_mode not in ("replace", "clean"):
+        raise ValueError(f"guide mode must be 'replace' or 'clean', got {guide_mode!r}")
+    if steps < 1:
+        raise ValueError("steps must be at least 1.")
+    given = prepare_audio(audio[0], audio[1], plan=plan) if audio is not None else None
+    h, w = pipe.size_for(width, height) if image is None else (0, 0)
+    if image is None:
+        sizes.validate_size(h, w)
+    out = os.fspath(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    logger.info("long clip: %s", plan.describe())
+
+    dev, off = pipe.device, pipe._offload
+    store = None
+    if windows_dir:
+        key = job_key({"prompts": window_prompts, "seed": seed, "steps": steps, "solver": solver, "shift": shift,
+                       "cfg": (video_guidance_scale, audio_guidance_scale), "slg": slg_layer, "size": (h, w),
+                       "plan": (plan.version, plan.overlap_latents, plan.num_windows), "image": image is not None,
+                       "audio": None if given is None else float(given.sum()), "negatives": (video_negative,
+                       audio_negative), "guides": (guide_mode, guide_until), "dtype": str(pipe.dtype)})
+        store = WindowStore(windows_dir, key=key)
+    try:
+        with on_device(pipe.text_encoder, dev, offload=off):
+            conds = encode_window_prompts(pipe.text_encoder, window_prompts, video_negative=video_negative,
+                                          audio_negative=audio_negative, version=pipe.version)
+        vae_dtype = next(pipe.video_vae.parameters()).dtype
+        codec_dtype = next(pipe.audio_codec.parameters()).dtype
+        image_latent = None
+        if image is not None:
+            with on_device(pipe.video_vae, dev, offload=off):
+                image_latent = encode_image(pipe.video_vae, image, area=pipe.target_area, device=dev, dtype=vae_dtype)
+        given_latents = None
+        if given is not None:
+            with on_device(pipe.audio_codec, dev, offload=off):
+                given_latents = pipe.audio_codec.encode(given.to(device=dev, dtype=codec_dtype), SAMPLE_RATE)
+            given_latents = given_latents.float().cpu()
+            logger.info("given audio: %.2f s guides the windows; the MP4 carries it, not its VAE round trip",
+                        given.shape[1] / SAMPLE_RATE)
+
+        windows = sample_windows(
+            pipe.model, conds, plan, height=h, width=w, steps=steps, solver=solver, shift=shift,
+            video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
+            slg_layer=slg_layer, seed=seed, image_latent=image_latent, given_audio=given_latents,
+            guide_mode=guide_mode, guide_until=guide_until, device=dev, dtype=pipe.dtype, progress=progress,
+            check_interrupt=check_interrupt, load_window=store.load if store is not None else None,
+            place=lambda: dit_on_device(pipe.model, dev, memory_mode=pipe.memory_mode,
+                                        blocks_on_gpu=pipe.blocks_on_gpu),
+        )
+        asm = SeamAssembler(plan)
+        wav_path = os.path.splitext(out)[0] + ".wav" if wav else None
+        with ClipStreamWriter(out, fps=sizes.FPS, sample_rate=SAMPLE_RATE, wav_path=wav_path) as writer:
+            for k, lat in enumerate(stored(windows, store)):
+                from ovi_core.pipeline import decode_audio, decode_video
+
+                with on_device(pipe.video_vae, dev, offload=off):
+                    frames = decode_video(pipe.video_vae, lat.video, device=dev, dtype=vae_dtype)
+                with on_device(pipe.audio_codec, dev, offload=off):
+                    wave = decode_audio(pipe.audio_codec, lat.audio, device=dev, dtype=codec_dtype)
+                start = asm.samples_out
+                f, s = asm.add(k, frames, wave)
+                del frames, wave
+                if given is not None:  # the user's track where it exists
+                    hi = min(start + s.shape[1], given.shape[1])
+                    if hi > start:
+                        s = s.clone()
+                        s[:, : hi - start] = given[:, start:hi]
+                writer.write(f, s)
+                del f, s
+                if check_interrupt is not None and k < plan.num_windows - 1:
+                    check_interrupt()
+            writer.write(torch.zeros(0, 1, 1, 3), asm.finish())
+    finally:
+        if dev.type == "cuda":
+            release_memory()
+    return LongClipResult(path=out, plan=plan, prompts=window_prompts,
+                          audio_source="generated" if given is None else "given",
+                          warnings=[wn for c in conds for wn in c.warnings])

@@ -1,0 +1,161 @@
+"""The window loop: sample window after window, each one guided at its start by the end of the previous one.
+
+Window ``k + 1`` gets two guides (:class:`ovi_core.sampling.Guide`, ``replace`` mode by default):
+
+- video: its first ``o`` latent frames are window ``k``'s last ``o`` (``plan.overlap_latents``);
+- audio: its first ``audio_overlap`` latents are window ``k``'s latents of the same time span.
+
+A given audio track (latents of the whole clip, ``[1, L, 20]``) guides every window over the span it covers,
+in the same mode; a first frame guides window 0 as image->AV does. Window ``k`` uses seed ``seed + k``, so a
+one-window clip is exactly the plain clip of that seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+
+from ovi_core.pipeline import AVLatents, Conditioning, sample_av
+
+from .plan import WindowPlan
+
+logger = logging.getLogger(__name__)
+
+# progress(window, windows, step, steps), 1-based: "window 3/6, step 12/50"
+WindowProgress = Callable[[int, int, int, int], None]
+GUIDE_MODES = ("replace", "clean")
+
+
+def window_guides(
+    plan: WindowPlan,
+    index: int,
+    previous: AVLatents | None,
+    *,
+    video_shape: Sequence[int],
+    given_audio: torch.Tensor | None = None,
+    mode: str = "replace",
+    until: float = 1.0,
+) -> list:
+    """The guides of window ``index``: from ``previous`` (window ``index - 1``'s latents) and ``given_audio``.
+
+    ``video_shape``: the window's video latent ``[1, 48, F, h, w]``; ``given_audio``: ``[1, L_clip, 20]`` in clip
+    coordinates or None. Returns a list of ``Guide`` (empty for window 0 without given audio).
+    """
+    from ovi_core.sampling import Guide
+
+    win = plan.windows[index]
+    la = plan.window_audio_latents
+    guides = []
+    if index > 0:
+        if previous is None:
+            raise ValueError(f"window {index} needs the latents of window {index - 1}")
+        o = win.video_overlap
+        vlat = torch.zeros(tuple(video_shape), dtype=torch.float32)
+        vlat[:, :, :o] = previous.video[:1, :, -o:].float()
+        vmask = torch.zeros(video_shape[2], dtype=torch.bool)
+        vmask[:o] = True
+        guides.append(Guide("video", vlat, vmask, mode=mode, until=until))
+    alat = torch.zeros(1, la, previous.audio.shape[-1] if previous is not None else 20, dtype=torch.float32)
+    amask = torch.zeros(la, dtype=torch.bool)
+    if index > 0 and win.audio_overlap > 0:
+        oa = win.audio_overlap
+        alat[:, :oa] = previous.audio[:1, la - oa :].float()
+        amask[:oa] = True
+    if given_audio is not None:
+        lo = win.audio_start
+        hi = min(lo + la, given_audio.shape[1])
+        if hi > lo:
+            alat[:, : hi - lo] = given_audio[:1, lo:hi].float()  # the user's track wins over the carried one
+            amask[: hi - lo] = True
+    if bool(amask.any()):
+        guides.append(Guide("audio", alat, amask, mode=mode, until=until))
+    return guides
+
+
+def sample_windows(
+    model,
+    conds: Sequence[Conditioning],
+    plan: WindowPlan,
+    *,
+    height: int,
+    width: int,
+    steps: int = 50,
+    solver: str = "unipc",
+    shift: float = 5.0,
+    video_guidance_scale: float = 4.0,
+    audio_guidance_scale: float = 3.0,
+    slg_layer: int = 11,
+    seed: int = 103,
+    image_latent: torch.Tensor | None = None,
+    given_audio: torch.Tensor | None = None,
+    guide_mode: str = "replace",
+    guide_until: float = 1.0,
+    audio_rope_scale: float | None = None,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: WindowProgress | None = None,
+    check_interrupt: Callable[[], None] | None = None,
+    load_window: Callable[[int], AVLatents | None] | None = None,
+    place: Callable[[], object] | None = None,
+) -> Iterator[AVLatents]:
+    """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
+
+    ``conds``: one :class:`Conditioning` per window; ``height``/``width``: pixels (with ``image_latent``
+    ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
+    ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
+    ``place()``: a context manager that places the DiT for one window's sampling (memory modes).
+    The other arguments are those of :func:`ovi_core.pipeline.sample_av`.
+    """
+    import contextlib
+
+    if len(conds) != plan.num_windows:
+        raise ValueError(f"{len(conds)} conditionings for {plan.num_windows} windows")
+    if guide_mode not in GUIDE_MODES:
+        raise ValueError(f"guide mode must be one of {GUIDE_MODES}, got {guide_mode!r}")
+    if image_latent is not None:
+        height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
+    vshape = (1, 48, plan.window_latents, height // 16, width // 16)
+    previous: AVLatents | None = None
+    n = plan.num_windows
+    for k in range(n):
+        lat = load_window(k) if load_window is not None else None
+        if lat is not None:
+            logger.info("window %d/%d: loaded from an earlier run", k + 1, n)
+        else:
+            if check_interrupt is not None:
+                check_interrupt()
+            logger.info("window %d/%d (frames %d-%d, seed %d)", k + 1, n, plan.windows[k].frame_start,
+                        plan.windows[k].frame_start + plan.window_frames - 1, seed + k)
+            guides = window_guides(plan, k, previous, video_shape=vshape, given_audio=given_audio, mode=guide_mode,
+                                   until=guide_until)
+            cb = None
+            if progress is not None:
+                def cb(i: int, total: int, _k: int = k) -> None:
+                    progress(_k + 1, n, i, total)
+            kw = {"guides": guides} if guides else {}
+            with place() if place is not None else contextlib.nullcontext():
+                lat = sample_av(
+                    model, conds[k], height=height, width=width, version=plan.version, steps=steps, solver=solver,
+                    shift=shift, video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
+                    slg_layer=slg_layer, seed=seed + k, image_latent=image_latent if k == 0 else None,
+                    audio_rope_scale=audio_rope_scale, device=device, dtype=dtype, callback=cb,
+                    check_interrupt=check_interrupt, **kw,
+                )
+        if tuple(lat.video.shape[2:]) != tuple(vshape[2:]) or lat.audio.shape[1] != plan.window_audio_latents:
+            raise ValueError(f"window {k} latents {tuple(lat.video.shape)}, {tuple(lat.audio.shape)} do not fit the "
+                             f"plan ({vshape}, {plan.window_audio_latents} audio latents); a saved window of another "
+                             "run? use a fresh windows folder")
+        previous = lat
+        yield lat
+
+
+def sample_long_clip(model, conds: Sequence[Conditioning], plan: WindowPlan, **kwargs) -> AVLatents:
+    """All windows of ``plan`` joined into one latent pair of the clip (:func:`~.assemble.stitch_latents`):
+    video ``[1, 48, plan.latent_frames, h, w]``, audio ``[1, plan.audio_latents, 20]``, for the ordinary decoders.
+    ``kwargs`` are those of :func:`sample_windows`."""
+    from .assemble import stitch_latents
+
+    video, audio = stitch_latents(((w.video, w.audio) for w in sample_windows(model, conds, plan, **kwargs)), plan)
+    return AVLatents(video=video, audio=audio, version=plan.version)
