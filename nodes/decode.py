@@ -25,7 +25,8 @@ class OviDecodeVideo:
                 "tile_size": ("INT", {
                     "default": 0, "min": 0, "max": 256, "step": 4,
                     "tooltip": "Spatial tile size in latent pixels (x16 = image pixels) for decoding with less "
-                               "memory; 0 decodes without tiling."}),
+                               "memory; 0 decodes without tiling unless the free memory is too small for that "
+                               "(the node then says it tiled)."}),
             },
             "optional": {"guides": (OVI_GUIDES, {"tooltip": _ORIGINAL_TIP.format(what="frames")})},
             "hidden": {"unique_id": "UNIQUE_ID"},
@@ -42,8 +43,10 @@ class OviDecodeVideo:
 
         progress = _comfy.progress_bar(1, node_id=unique_id)
         with _runtime.placed(video_vae) as vae:
-            frames = decode_video(vae, latents.video, device=video_vae.device, dtype=video_vae.dtype,
-                                  tile_latent=int(tile_size) or None, progress=progress)
+            frames, plan = decode_video(vae, latents.video, device=video_vae.device, dtype=video_vae.dtype,
+                                        tile_latent=int(tile_size) or None, progress=progress, return_plan=True)
+        if plan.tiled:  # say on the node when memory (or tile_size) made it tile: tiles can leave faint seams
+            _comfy.show_text(unique_id, f"Ovi: {plan.message()}")
         if guides:
             from ovi_core.conditioning.apply import splice_originals
 

@@ -279,3 +279,24 @@ def test_filename_prefix_validated_at_queue_time(node, tmp_path, monkeypatch):
         assert isinstance(msg, str) and "filename_prefix" in msg, (bad, msg)
     with pytest.raises(ValueError, match="symbolic link"):
         _comfy.save_path("link/x", str(out))  # the same check when the file is written
+
+
+# ----------------------------------------------------------------------------------------------
+# 15: the video decoder says on the node when it tiled
+# ----------------------------------------------------------------------------------------------
+
+
+def test_video_decode_says_when_it_tiled(server, tiny_models, monkeypatch):
+    from nodes.decode import OviDecodeVideo
+    from nodes.loaders import OviVideoVAELoader
+    from ovi_core.pipeline import AVLatents
+
+    monkeypatch.setenv("OVI_MODELS_DIR", str(tiny_models))
+    lat = AVLatents(video=torch.randn(1, 48, 2, 16, 16), audio=torch.randn(1, 8, 20))
+    with torch.inference_mode():
+        (vae,) = OviVideoVAELoader().load("Wan2.2_VAE.pth", "auto", "offload")
+        OviDecodeVideo().decode(vae, lat, tile_size=0, unique_id="7")
+        assert server.sent == []  # untiled: nothing to say
+        OviDecodeVideo().decode(vae, lat, tile_size=8, unique_id="7")
+    ((node, text),) = server.sent
+    assert node == "7" and "til" in html.unescape(text)
