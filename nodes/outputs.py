@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from fractions import Fraction
 
@@ -180,19 +179,6 @@ class OviLoadLatents:
             return float("nan")
 
     def load(self, latents_file):
-        from safetensors import safe_open
+        from ovi_core.latents_file import load_latents
 
-        from ovi_core.pipeline import AVLatents
-
-        path = _latent_path(latents_file)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Latents file {path!r} does not exist.")
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = set(f.keys())
-            if not {"video", "audio"} <= keys:
-                raise ValueError(f"{path!r} is not an Ovi latents file (tensors {sorted(keys)}; expected video, "
-                                 f"audio). Metadata: {json.dumps(meta)[:200]}")
-            video, audio = f.get_tensor("video"), f.get_tensor("audio")
-        return (AVLatents(video=video, audio=audio, version=meta.get("ovi.version", "1.0"),
-                          fps=int(meta.get("ovi.fps", 24))),)
+        return (load_latents(_latent_path(latents_file)),)

@@ -7,7 +7,6 @@ Format (the one ComfyUI's OviSaveLatents writes): tensors ``video`` ``[B, 48, F,
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -42,33 +41,22 @@ def save_latents(path: str | os.PathLike, latents) -> str:
 
 
 def load_latents(path: str | os.PathLike):
-    """Read a latents file into :class:`ovi_core.pipeline.AVLatents`; errors name the file and what is wrong."""
-    from safetensors import SafetensorError, safe_open
-
+    """Read a latents file (ours, or OviSaveLatents') into :class:`ovi_core.pipeline.AVLatents`; every problem
+    (missing, damaged, foreign file, wrong shapes, bad metadata) is an error that names the file and what is wrong."""
+    from ovi_core import checkpoints as ck
+    from ovi_core import sizes
     from ovi_core.pipeline import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Latents file not found: {path!r}.")
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-            keys = set(f.keys())
-            if not {"video", "audio"} <= keys:
-                raise ValueError(f"{path!r} is not an Ovi latents file (tensors {sorted(keys)[:8]}; expected video "
-                                 f"and audio). Metadata: {json.dumps(meta)[:200]}")
-            video, audio = f.get_tensor("video"), f.get_tensor("audio")
-    except SafetensorError as e:
-        raise ValueError(f"{path!r} is not a readable safetensors file ({e}).") from e
+    tensors, meta = ck.read_tensor_file(path, what="Ovi latents file", required=("video", "audio"))
+    video, audio = tensors["video"], tensors["audio"]
     if video.dim() != 5 or video.shape[1] != VIDEO_LATENT_CHANNELS:
         raise ValueError(f"{path!r}: video latent has shape {tuple(video.shape)}, expected [B, 48, F, h, w].")
     if audio.dim() != 3 or audio.shape[-1] != AUDIO_LATENT_CHANNELS:
         raise ValueError(f"{path!r}: audio latent has shape {tuple(audio.shape)}, expected [B, L, 20].")
-    try:
-        fps = int(meta.get("ovi.fps", 24))
-    except ValueError:
-        raise ValueError(f"{path!r}: metadata ovi.fps is {meta.get('ovi.fps')!r}, not an integer.") from None
-    return AVLatents(video=video.float(), audio=audio.float(), version=meta.get("ovi.version", "1.0"), fps=fps)
+    fps = ck.meta_int(meta, "ovi.fps", path=path, low=1, high=240, example="24")
+    version = ck.meta_choice(meta, "ovi.version", path=path, choices=sizes.MODEL_SPECS)
+    return AVLatents(video=video.float(), audio=audio.float(), version=version or "1.0", fps=fps or sizes.FPS)
 
 
 def keep_latents(latents, intended_path: str | os.PathLike) -> str | None:
