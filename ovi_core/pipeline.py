@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -349,23 +349,32 @@ class OviPipeline:
         attention_backend: str = "auto",
         download: bool | None = None,
         compile: bool = False,
+        fusion: str | Sequence[str] | None = None,
+        fp8_compute: bool = False,
     ) -> OviPipeline:
-        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``)."""
+        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``).
+
+        ``fusion``: a fusion file, or a video + audio tower pair, of any supported format (GGUF, fp8_scaled,
+        kijai split) used instead of the folder's fusion model. ``fp8_compute``: fp8 matmuls on CUDA sm_89+
+        (see :func:`ovi_core.model.loader.load_fusion`)."""
         from ovi_core.audio import load_audio_codec
         from ovi_core.model.loader import load_fusion
         from ovi_core.text import load_text_encoder
         from ovi_core.vae import load_wan_vae
         from ovi_core.weights import resolve_weights
 
-        paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download)
+        paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download,
+                                need_fusion=fusion is None)
+        fusion_arg = paths.fusion if fusion is None else (fusion if isinstance(fusion, str) else list(fusion))
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         keep_on_cpu = memory_mode != "gpu" and dev.type == "cuda"
         load_dev = torch.device("cpu") if keep_on_cpu else dev
-        info = fusion_file_info(paths.fusion)
+        info = fusion_file_info(fusion_arg if isinstance(fusion_arg, str) else fusion_arg[0])
         ver = info.get("version", paths.version) if version == "auto" else paths.version
         logger.info("loading Ovi %s from %s", ver, root)
-        model = load_fusion(paths.fusion, device=load_dev, dtype=dt, attention_backend=attention_backend)
+        model = load_fusion(fusion_arg, device=load_dev, dtype=dt, attention_backend=attention_backend,
+                            fp8_compute=fp8_compute)
         if compile:
             model.compile(dynamic=False)
         text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)
