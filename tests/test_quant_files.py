@@ -5,14 +5,14 @@ import json
 import gguf
 import pytest
 import torch
+from quant_utils import CFG, forward, rel, write_source
 
-from ovi_core import cli
 from ovi_core import checkpoints as ck
+from ovi_core import cli
 from ovi_core.model.loader import load_fusion
 from ovi_core.quant import ggml
 from ovi_core.quant.convert import quantize_file
 from ovi_core.quant.tensor import QuantizedWeight
-from quant_utils import CFG, forward, rel, write_source
 
 # rel-L2 of the DiT output against the bf16 file, per format (measured ~0.006/0.02/0.03/0.06/0.09)
 BOUND = {"q8_0": 0.02, "q6_k": 0.05, "fp8_scaled": 0.06, "fp8": 0.15, "q4_k": 0.2}

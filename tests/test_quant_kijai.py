@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
+from quant_utils import CFG, forward, rel, write_source
 from safetensors.torch import load_file, save_file
 
-from ovi_core import cli
 from ovi_core import checkpoints as ck
+from ovi_core import cli
 from ovi_core.model.loader import load_fusion
 from ovi_core.quant.kijai import kijai_state_dicts, layout_of, write_kijai_files
 from ovi_core.quant.tensor import QuantizedWeight
-from quant_utils import CFG, forward, rel, write_source
 
 
 @pytest.fixture(scope="module")
