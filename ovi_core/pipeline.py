@@ -276,11 +276,20 @@ def fusion_file_info(path: str) -> dict:
     from ovi_core import checkpoints as ck
 
     info: dict = {}
+    meta: dict = {}
     if str(path).endswith((".safetensors", ".sft")):
         try:
             meta = ck.read_safetensors_header(path)[1]
         except ValueError:
             meta = {}
+    elif str(path).lower().endswith(".gguf"):  # `quantize` copies the ovi.* metadata into GGUF strings
+        from ovi_core.quant.gguf_file import read_gguf_index
+
+        try:
+            meta = read_gguf_index(path)[1]
+        except (ValueError, FileNotFoundError):
+            meta = {}
+    if meta:
         if "ovi.version" in meta:
             info["version"] = meta["ovi.version"]
         if "ovi.target_area" in meta:
