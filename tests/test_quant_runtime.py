@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from quant_utils import CFG, forward, write_source
 from torch import nn
 
 from ovi_core import checkpoints as ck
@@ -15,7 +16,6 @@ from ovi_core.quant import fp8_compute as fc
 from ovi_core.quant.convert import quantize_file
 from ovi_core.quant.kijai import write_kijai_files
 from ovi_core.quant.tensor import QuantizedWeight
-from quant_utils import CFG, forward, write_source
 
 
 @pytest.fixture(scope="module")
