@@ -45,7 +45,9 @@ _PEAK = (
 
 def peak_growth_mib(imports: str, body: str) -> float:
     code = _PEAK.format(root=ROOT, imports=imports, body=body)
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"measurement failed:\n{out.stderr[-2000:]}")
     before, after = (int(x) for x in out.stdout.split()[-2:])
     return (after - before) / 1024
 
@@ -77,6 +79,13 @@ def full_size_bytes() -> dict:
     blocks = sum(math.prod(s) for k, s in shapes.items() if ".blocks." in k)
     return {"bytes": out, "params": sum(math.prod(s) for s in shapes.values()), "block_params": blocks,
             "num_blocks": 30}
+
+
+def _save(res: dict) -> None:
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    name = os.path.join(ROOT, "bench", "results", f"quant-cpu-{datetime.date.today().isoformat()}.json")
+    with open(name, "w") as f:
+        json.dump(res, f, indent=1)
 
 
 def main() -> int:
@@ -118,7 +127,7 @@ def main() -> int:
         t = torch.tensor([500.0])
         ctx = [torch.randn(100, 4096, generator=g)]
 
-        def run(model, repeat=3):
+        def run(model, repeat=2):
             with torch.no_grad():
                 model(video, audio, t, ctx, ctx)
                 t0 = time.perf_counter()
@@ -130,14 +139,16 @@ def main() -> int:
         sec_ref, (rv, ra) = run(ref_model)
         del ref_model
         res["bf16"] = {"file_mib": size_src / 2**20, "sec_per_forward": sec_ref}
+        _save(res)
         largest = max(p.numel() for p in random_fusion(cfg).parameters())
         res["largest_tensor_mib_fp32"] = largest * 4 / 2**20
         for fmt in FORMATS:
             out = os.path.join(d, "m." + ("gguf" if fmt.startswith("q") else "safetensors"))
             rep = quantize_file(src, out, format=fmt)
-            q_peak = peak_growth_mib(imp, f"ovi_core.quant.convert.quantize_file({src!r}, {out + '.2'!r}, "
+            out2 = out.replace("m.", "m2.")
+            q_peak = peak_growth_mib(imp, f"ovi_core.quant.convert.quantize_file({src!r}, {out2!r}, "
                                           f"format={fmt!r})")
-            os.remove(out + ".2")
+            os.remove(out2)
             size = os.path.getsize(out)
             load_peak = peak_growth_mib(imp + "\n" + cfg_arg,
                                         f"m = load_fusion({out!r}, dtype=torch.float32, config=cfg)")
@@ -152,11 +163,9 @@ def main() -> int:
             }
             del model
             os.remove(out)
+            _save(res)
     res["full_size"] = full_size_bytes()
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    name = os.path.join(ROOT, "bench", "results", f"quant-cpu-{datetime.date.today().isoformat()}.json")
-    with open(name, "w") as f:
-        json.dump(res, f, indent=1)
+    _save(res)
     json.dump(res, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0
