@@ -119,6 +119,7 @@ def test_default_bf16_and_fp32_loads_are_unchanged(files, tmp_path):
         assert set(new_sd) == set(old_sd)
         for k in old_sd:
             assert new_sd[k].dtype == dtype and torch.equal(new_sd[k], old_sd[k]), k
+        assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in old.parameters()]
         assert not any(isinstance(p, QuantizedWeight) for p in model.parameters())
     # the official fp8 layout still loads as plain float8 tensors
     f8 = str(tmp_path / "model_fp8_e4m3fn.safetensors")

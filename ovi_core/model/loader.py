@@ -132,7 +132,8 @@ def _adopt(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
     mod_name, _, attr = name.rpartition(".")
     mod = model.get_submodule(mod_name)
     if attr in mod._parameters:
-        mod._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=False)
+        grad = mod._parameters[attr].requires_grad and tensor.is_floating_point() and not is_quantized(tensor)
+        mod._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=grad)  # as load_state_dict(assign=True)
     elif attr in mod._buffers:
         mod._buffers[attr] = tensor
     else:

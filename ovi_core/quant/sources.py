@@ -175,9 +175,12 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
     if src.kind == "safetensors" and needs_cast:
         index, _ = stream.read_index(src.path)
         order = sorted(names, key=lambda n: index[lay.names[n]].start)
+        entries = [index[lay.names[n]] for n in order]
+        staging = torch.empty(max(e.end - e.start for e in entries), dtype=torch.uint8)
         with open(src.path, "rb") as f:
-            for n in order:
-                t = stream.read_tensor(f, index[lay.names[n]])
+            for n, e in zip(order, entries, strict=True):
+                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in FP8_DTYPES and e.dtype != dtype
+                t = stream.read_tensor(f, e, buffer=staging if casts else None)
                 out = finish(n, t)
                 del t
                 yield n, out.to(device)
