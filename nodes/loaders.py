@@ -23,6 +23,56 @@ _MEMORY_TIP = ("Where the weights live between uses. offload: in CPU memory, mov
                "stream the DiT's blocks through the GPU during sampling (lowest VRAM).")
 
 
+PAIR_SEP = " + "
+_GGUF_FOLDERS = ("diffusion_models", "unet")
+
+
+def _gguf_files() -> list[str]:
+    """``.gguf`` files of ComfyUI's diffusion_models/ and unet/ folders (ComfyUI's own lists leave them out)."""
+    out: set[str] = set()
+    for folder in _GGUF_FOLDERS:
+        for root in _comfy.model_dirs(folder):
+            if not os.path.isdir(root):
+                continue
+            for dirpath, _, files in os.walk(root, followlinks=True):
+                for f in files:
+                    if f.lower().endswith(".gguf"):
+                        out.add(os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/"))
+    return sorted(out)
+
+
+def _split_pairs(files: list[str]) -> list[str]:
+    """``"<video file> + <audio file>"`` for every kijai-style split pair (``video_model`` / ``audio_model``)."""
+    have = set(files)
+    return [f"{f}{PAIR_SEP}{f.replace('video_model', 'audio_model')}" for f in files
+            if "video_model" in f and f.replace("video_model", "audio_model") in have]
+
+
+def fusion_choices() -> list[str]:
+    """The fusion loader's file list: weight files, GGUF files, split pairs, then the auto-download entries."""
+    base = _runtime.choices("diffusion_models", _runtime.FUSION_AUTO)
+    autos = [c for c in base if c.startswith(_runtime.AUTO)]
+    files = sorted({c for c in base if not c.startswith(_runtime.AUTO)} | set(_gguf_files()))
+    return files + _split_pairs(files) + autos
+
+
+def _resolve_fusion(choice: str) -> list[str]:
+    """Paths of a fusion choice: one file, a ``"video + audio"`` pair, or an auto-download entry."""
+    if choice.startswith(_runtime.AUTO):
+        return [_runtime.resolve("diffusion_models", choice, _runtime.FUSION_AUTO)]
+    out = []
+    for name in choice.split(PAIR_SEP):
+        path = None
+        for folder in _GGUF_FOLDERS:
+            path = _comfy.model_path(folder, name)
+            if path:
+                break
+        if path is None:
+            path = _runtime.resolve("diffusion_models", name, {})  # raises the usual "not in the folder" error
+        out.append(path)
+    return out
+
+
 def _device_choice(choice: str):
     return torch.device("cpu") if choice == "cpu" else _comfy.torch_device()
 
@@ -32,16 +82,18 @@ class OviFusionModelLoader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        files = _runtime.choices("diffusion_models", _runtime.FUSION_AUTO)
-        audio_files = ["none"] + _comfy.list_models("diffusion_models")
+        files = fusion_choices()
+        audio_files = ["none"] + sorted(set(_comfy.list_models("diffusion_models")) | set(_gguf_files()))
         return {
             "required": {
                 "model": (files, {
                     "default": _runtime.default_choice(files, "model_960x960.safetensors"),
                     "tooltip": "The official Ovi checkpoint (model_960x960.safetensors = Ovi 1.1 5 s, "
                                "model_960x960_10s.safetensors = Ovi 1.1 10 s, model.safetensors = Ovi 1.0), or "
-                               "the video tower file when an audio tower file is chosen below. 'auto-download' "
-                               "fetches the official file from Hugging Face into models/diffusion_models."}),
+                               "the video tower file when an audio tower file is chosen below; also GGUF files (diffusion_models/ "
+                               "or unet/), fp8_scaled files and kijai's split pairs ('video + audio'). "
+                               "'auto-download' fetches the official file from Hugging Face into "
+                               "models/diffusion_models."}),
                 "precision": (list(PRECISIONS), {
                     "default": "auto",
                     "tooltip": "Compute precision. auto: bf16 on a GPU (the official code's), fp32 on CPU. bf16 "
@@ -80,11 +132,13 @@ class OviFusionModelLoader:
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
-        path = _runtime.resolve("diffusion_models", model, _runtime.FUSION_AUTO)
-        paths = [path]
-        audio_path = ""
+        paths = _resolve_fusion(model)
+        path = paths[0]
+        audio_path = paths[1] if len(paths) > 1 else ""
         if audio_model and audio_model != "none":
-            audio_path = _runtime.resolve("diffusion_models", audio_model, {})
+            if len(paths) > 1:
+                raise ValueError(f"{model!r} is already a video + audio pair; set audio_model to 'none'.")
+            audio_path = _resolve_fusion(audio_model)[0]
             paths.append(audio_path)
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
@@ -94,7 +148,10 @@ class OviFusionModelLoader:
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
                              attention_backend=attention)
         if precision == "fp8":
-            has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) for p in module.parameters())
+            from ovi_core.quant import is_quantized
+
+            has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or is_quantized(p)
+                          for p in module.parameters())  # already packed (fp8, fp8_scaled, GGUF): keep it
             if not has_fp8:
                 module.load_state_dict(fp8_state_dict(module.state_dict()), assign=True)
                 module.compute_dtype = dtype

@@ -41,6 +41,7 @@ _COMMAND_MODULES = (
     "ovi_core.decode_cli",
     "ovi_core.tiny",
     "ovi_core.training.cli",
+    "ovi_core.quant.convert",
 )
 
 
@@ -74,7 +75,10 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 def inspect_file(path: str) -> dict:
     """Describe a checkpoint file and check whether it loads strictly into our module."""
     from ovi_core import checkpoints as ck
+    from ovi_core.quant.report import format_of, fusion_report, needs_own_report
 
+    if needs_own_report(path):  # GGUF, kijai layout, fp8_scaled
+        return fusion_report(path)
     infos = ck.peek(path)
     ident = ck.identify(infos, path=path)
     report = {
@@ -101,6 +105,10 @@ def inspect_file(path: str) -> dict:
             report["problem"] = str(e)
         return report
     comp = _IDENT_TO_COMPONENT.get(ident.component)
+    if comp == "fusion":
+        src = format_of(path)
+        if src is not None:
+            report["format"] = src.describe()
     if comp is None:
         report["problem"] = "not a component ComfyUI-Ovi loads" if not ident.compatible else "no strict check"
         return report

@@ -332,19 +332,27 @@ def fusion_file_info(path: str) -> dict:
     from ovi_core import checkpoints as ck
 
     info: dict = {}
+    meta: dict = {}
     if str(path).endswith((".safetensors", ".sft")):
         try:
             meta = ck.read_safetensors_header(path)[1]
         except ValueError:
             meta = {}
-        # metadata is user input: checked here, with the file named, before any weight loads
-        version = ck.meta_choice(meta, "ovi.version", path=str(path), choices=sizes.MODEL_SPECS)
-        area = ck.meta_int(meta, "ovi.target_area", path=str(path), low=sizes.SIDE_MULTIPLE**2,
-                           high=sizes.MAX_SIDE**2, example="921600 for 960x960")
-        if version is not None:
-            info["version"] = version
-        if area is not None:
-            info["target_area"] = area
+    elif str(path).lower().endswith(".gguf"):  # `quantize` copies the ovi.* metadata into GGUF strings
+        from ovi_core.quant.gguf_file import read_gguf_index
+
+        try:
+            meta = read_gguf_index(path)[1]
+        except (ValueError, FileNotFoundError):
+            meta = {}
+    # metadata is user input: checked here, with the file named, before any weight loads
+    version = ck.meta_choice(meta, "ovi.version", path=str(path), choices=sizes.MODEL_SPECS)
+    area = ck.meta_int(meta, "ovi.target_area", path=str(path), low=sizes.SIDE_MULTIPLE**2,
+                       high=sizes.MAX_SIDE**2, example="921600 for 960x960")
+    if version is not None:
+        info["version"] = version
+    if area is not None:
+        info["target_area"] = area
     if "version" not in info:
         info["version"] = ck.fusion_version_from_name(path) or "1.0"
     return info
@@ -409,23 +417,32 @@ class OviPipeline:
         attention_backend: str = "auto",
         download: bool | None = None,
         compile: bool = False,
+        fusion: str | Sequence[str] | None = None,
+        fp8_compute: bool = False,
     ) -> OviPipeline:
-        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``)."""
+        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``).
+
+        ``fusion``: a fusion file, or a video + audio tower pair, of any supported format (GGUF, fp8_scaled,
+        kijai split) used instead of the folder's fusion model. ``fp8_compute``: fp8 matmuls on CUDA sm_89+
+        (see :func:`ovi_core.model.loader.load_fusion`)."""
         from ovi_core.audio import load_audio_codec
         from ovi_core.model.loader import load_fusion
         from ovi_core.text import load_text_encoder
         from ovi_core.vae import load_wan_vae
         from ovi_core.weights import resolve_weights
 
-        paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download)
+        paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download,
+                                need_fusion=fusion is None)
+        fusion_arg = paths.fusion if fusion is None else (fusion if isinstance(fusion, str) else list(fusion))
         dev = pick_device(device)
         dt = pick_dtype(dtype, dev)
         keep_on_cpu = memory_mode != "gpu" and dev.type == "cuda"
         load_dev = torch.device("cpu") if keep_on_cpu else dev
-        info = fusion_file_info(paths.fusion)
+        info = fusion_file_info(fusion_arg if isinstance(fusion_arg, str) else fusion_arg[0])
         ver = info.get("version", paths.version) if version == "auto" else paths.version
         logger.info("loading Ovi %s from %s", ver, root)
-        model = load_fusion(paths.fusion, device=load_dev, dtype=dt, attention_backend=attention_backend)
+        model = load_fusion(fusion_arg, device=load_dev, dtype=dt, attention_backend=attention_backend,
+                            fp8_compute=fp8_compute)
         if compile:
             model.compile(dynamic=False)
         text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)

@@ -50,6 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--memory-mode", default="gpu", choices=("gpu", "offload", "block_swap"))
     g.add_argument("--blocks-on-gpu", type=int, default=10, help="resident fused blocks with --memory-mode block_swap")
     g.add_argument("--fp8", action="store_true", help="use the fp8 fusion checkpoint (Ovi 1.0)")
+    g.add_argument("--fusion", nargs="+", metavar="FILE", default=None,
+                   help="fusion model file(s) to use instead of the one in --weights: one file, or a video + audio "
+                        "tower pair; any supported format (GGUF q8_0/q6_k/q4_k, fp8, fp8_scaled, kijai split)")
+    g.add_argument("--fp8-compute", action="store_true",
+                   help="multiply fp8 e4m3fn weights in fp8 (torch._scaled_mm) on CUDA sm_89+; elsewhere no effect")
     g.add_argument("--attention", default="auto", help="auto, sdpa, flash, xformers or sage")
     g.add_argument("--compile", action="store_true", help="torch.compile the fused DiT layer (slow first step)")
     g.add_argument("--offline", action="store_true", help="never download missing weights")
@@ -132,6 +137,21 @@ def _progress(total_label: str):
     return cb
 
 
+def _check_fusion(files: list[str] | None) -> str | list[str] | None:
+    """``--fusion`` files: present, at most two, and readable as an Ovi fusion model (headers only)."""
+    if not files:
+        return None
+    if len(files) > 2:
+        raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
+    for f in files:
+        if not os.path.isfile(f):
+            raise FileNotFoundError(f"--fusion file not found: {f!r}.")
+    from ovi_core.model.loader import describe_files
+
+    logger.info("fusion model: %s", describe_files(files))
+    return files[0] if len(files) == 1 else files
+
+
 def run(args: argparse.Namespace) -> int:
     from ovi_core import validate
     from ovi_core.latents_file import OutputWriteError
@@ -170,11 +190,14 @@ def run(args: argparse.Namespace) -> int:
     from ovi_core.conditioning.cli import inputs_from_args
 
     guides = inputs_from_args(args)  # read and checked before the weights load
+    fusion = _check_fusion(getattr(args, "fusion", None))
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,
         memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
         attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
+        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
+                                                       else {}),
     )
     speed_cli.apply(args, pipe, plan)
     written, failed = [], []

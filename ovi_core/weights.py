@@ -141,17 +141,19 @@ def pick_version(root: str, *, version: str = "auto", seconds: int | None = None
 
 
 def resolve_weights(
-    root: str, *, version: str = "auto", seconds: int | None = None, fp8: bool = False, download: bool | None = None
+    root: str, *, version: str = "auto", seconds: int | None = None, fp8: bool = False, download: bool | None = None,
+    need_fusion: bool = True,
 ) -> WeightPaths:
     """Return the paths of every file a generation needs, fetching missing ones when allowed.
 
-    ``download=None`` downloads only when ``HF_HUB_OFFLINE`` is not set. Offline (or when a download
+    ``download=None`` downloads only when ``HF_HUB_OFFLINE`` is not set. ``need_fusion=False`` (the fusion
+    model comes from elsewhere, e.g. ``generate --fusion``) leaves the fusion file out of the check. Offline (or when a download
     fails), a single :class:`FileNotFoundError` lists every missing file and where it comes from.
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Weights folder {root!r} does not exist. Create it or pass the right --weights.")
     v = pick_version(root, version=version, seconds=seconds, fp8=fp8)
-    needed = {"fusion": FUSION_FILES[v], **COMPONENT_FILES}
+    needed = {"fusion": FUSION_FILES[v], **COMPONENT_FILES} if need_fusion else dict(COMPONENT_FILES)
     missing = {k: wf for k, wf in needed.items() if not _present(root, wf)}
     if missing:
         if download is None:

@@ -5,11 +5,14 @@ Accepted files (``.safetensors``, or ``.pt``/``.pth`` read with ``weights_only=T
 * one official fusion file (``model.safetensors``, ``model_960x960*.safetensors``, fp8 variants), keys
   ``video_model.*`` and ``audio_model.*``;
 * two tower files (e.g. Kijai's split ``..._video_model_bf16`` / ``..._audio_model_bf16``), each either
-  prefixed or unprefixed (then recognised by its patch embedding: Conv3d = video, Conv1d stack = audio).
+  prefixed or unprefixed (then recognised by its patch embedding: Conv3d = video, Conv1d stack = audio),
+  in official names or kijai's Wan layout (see :mod:`ovi_core.quant.kijai`);
+* kijai's ``fp8_e4m3fn_scaled`` files and GGUF files (:mod:`ovi_core.quant`).
 
-The model is built on the meta device and the file's tensors are adopted with ``strict=True, assign=True``
-(one copy in memory). Float8 tensors stay float8 in memory; every Linear/Conv casts its weight to the
-compute dtype when called, so ``dtype`` is then the compute dtype. Other tensors are cast to ``dtype``.
+The model is built on the meta device and the file's tensors are adopted one by one (one copy in memory;
+every tensor name checked strictly first). Float8 tensors stay float8 in memory; quantized and scaled fp8
+weights stay packed; every Linear/Conv casts its weight to the compute dtype when called, so ``dtype`` is
+then the compute dtype. Other tensors are cast to ``dtype``, tensor by tensor.
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from ovi_core.model.config import (
 )
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.model.tower import OviTower
+from ovi_core.quant.fp8_compute import enable_fp8_compute
+from ovi_core.quant.sources import NotOviError, Source, is_gguf, iter_load, open_source
+from ovi_core.quant.tensor import is_quantized
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +77,6 @@ def shapes_for(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _tower_prefix(infos: Mapping[str, ck.TensorInfo]) -> str | None:
-    """Prefix to give an unprefixed tower file, or None when it is not an Ovi tower."""
-    if "blocks.0.cross_attn.k_fusion.weight" not in infos:
-        return None
-    pe = infos.get("patch_embedding.weight")
-    if pe is not None and len(pe.shape) == 5:
-        return "video_model."
-    if "patch_embedding.0.weight" in infos:
-        return "audio_model."
-    return None
-
-
 def _not_ovi(path: str, infos: Mapping[str, ck.TensorInfo]) -> ck.CheckpointError:
     """An error naming the file, what it looks like and the first missing / unexpected keys."""
     ident = ck.identify(infos, path=path)
@@ -93,28 +87,30 @@ def _not_ovi(path: str, infos: Mapping[str, ck.TensorInfo]) -> ck.CheckpointErro
     return ck.CheckpointError(f"{path!r} is not a usable {WHAT} (it looks like: {ident.description}).")
 
 
-def _plan(paths: Sequence[str]) -> tuple[dict[str, tuple[str, str]], dict[str, dict[str, ck.TensorInfo]]]:
-    """``{model key: (file, key in file)}`` over one or two files (each checked to be an Ovi file), and
-    each file's ``{key: TensorInfo}``."""
-    plan: dict[str, tuple[str, str]] = {}
-    peeks: dict[str, dict[str, ck.TensorInfo]] = {}
+def _open(path: str) -> Source:
+    try:
+        return open_source(path)
+    except NotOviError:
+        if is_gguf(path):
+            raise
+        raise _not_ovi(path, ck.peek(path)) from None
+
+
+def _plan(paths: Sequence[str]) -> tuple[dict[str, tuple[Source, str]], list[Source]]:
+    """``{official name: (source, name)}`` over one or two files (each checked to be an Ovi file)."""
+    plan: dict[str, tuple[Source, str]] = {}
+    sources = []
     for p in paths:
-        infos = peeks[p] = ck.peek(p)
-        if any(k.startswith(PREFIXES) for k in infos):
-            names = {k: k for k in infos}
-        else:
-            prefix = _tower_prefix(infos)
-            if prefix is None:
-                raise _not_ovi(p, infos)
-            names = {prefix + k: k for k in infos}
-        for full, key in names.items():
+        src = _open(p)
+        sources.append(src)
+        for full in src.infos:
             if full in plan:
                 raise ck.CheckpointError(
-                    f"{p!r} and {plan[full][0]!r} both hold {full!r}: pass one fusion file, or one video tower "
+                    f"{p!r} and {plan[full][0].path!r} both hold {full!r}: pass one fusion file, or one video tower "
                     "file and one audio tower file."
                 )
-            plan[full] = (p, key)
-    return plan, peeks
+            plan[full] = (src, full)
+    return plan, sources
 
 
 def _as_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
@@ -126,6 +122,24 @@ def _as_paths(path: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str
     return paths
 
 
+def describe_files(path: str | os.PathLike | Sequence[str | os.PathLike]) -> str:
+    """The format of a fusion file or split pair, e.g. ``"GGUF Q4_K (video + audio towers, official names)"``."""
+    return " + ".join(_open(p).describe() for p in _as_paths(path))
+
+
+def _adopt(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put ``tensor`` in place of the (meta) parameter or buffer ``name`` of ``model``."""
+    mod_name, _, attr = name.rpartition(".")
+    mod = model.get_submodule(mod_name)
+    if attr in mod._parameters:
+        grad = mod._parameters[attr].requires_grad and tensor.is_floating_point() and not is_quantized(tensor)
+        mod._parameters[attr] = torch.nn.Parameter(tensor, requires_grad=grad)  # as load_state_dict(assign=True)
+    elif attr in mod._buffers:
+        mod._buffers[attr] = tensor
+    else:
+        raise ck.CheckpointError(f"the model has no tensor {name!r}.")
+
+
 def load_fusion(
     path: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -133,24 +147,35 @@ def load_fusion(
     dtype: torch.dtype = torch.bfloat16,
     attention_backend: str = "auto",
     config: FusionConfig | None = None,
+    fp8_compute: bool = False,
 ) -> OviFusionModel:
     """Load an Ovi fusion model (one fusion file or two tower files) strictly, in eval mode.
+
+    Formats (see :mod:`ovi_core.quant`): official safetensors/``.pt`` (bf16, fp8), kijai's split or combined
+    files and ``fp8_e4m3fn_scaled``, and GGUF (``Q8_0``/``Q6_K``/``Q4_K``). Quantized and scaled-fp8 weights
+    stay packed in memory (:class:`~ovi_core.quant.tensor.QuantizedWeight`) and are expanded per layer when
+    used, on the device the layer runs on.
 
     Args:
         path: a fusion file, or a sequence of one or two files (video tower + audio tower).
         device: where the weights go (read there directly for safetensors).
-        dtype: compute dtype (float32, bfloat16 or float16). Non-float8 tensors are stored in it; float8
-            tensors stay float8 and are upcast per layer at call time. bfloat16 matches the official code.
+        dtype: compute dtype (float32, bfloat16 or float16). Non-float8 tensors are stored in it (cast tensor
+            by tensor); float8 and quantized tensors stay packed and are upcast per layer at call time.
+            bfloat16 matches the official code.
         attention_backend: stored on the model; ``"auto"`` (the process default, see
             :func:`ovi_core.attention.set_default_backend`), ``"sdpa"``, ``"flash_attn_3"``, ``"flash_attn_2"``,
             ``"xformers"`` or ``"sage"`` (falls back to SDPA when unusable).
         config: the model config; by default inferred from the shapes (:func:`infer_config`), which cannot
             see ``num_heads``/``text_len`` (head_dim 128 and text_len 512 for full-size widths).
+        fp8_compute: multiply float8 e4m3fn weights in fp8 (``torch._scaled_mm``) where the GPU supports it
+            (CUDA sm_89+); elsewhere, and by default, weights are upcast per layer
+            (:mod:`ovi_core.quant.fp8_compute`).
 
     Raises:
         FileNotFoundError: a path does not exist.
-        CheckpointError: a file is not an Ovi fusion model/tower or does not fit ``config``; the message
-            names the file, what it looks like, and the first missing / unexpected keys.
+        CheckpointError: a file is not an Ovi fusion model/tower or does not fit ``config``, or one file of a
+            split pair is missing; the message names the file, its format, and the first missing /
+            unexpected keys.
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES} (the compute dtype), got {dtype}.")
@@ -160,16 +185,18 @@ def load_fusion(
         logger.warning("attention backend %r is not installed; using SDPA", attention_backend)
     paths = _as_paths(path)
     label = " + ".join(paths)
-    plan, peeks = _plan(paths)
-    infos = {full: peeks[p][key] for full, (p, key) in plan.items()}
+    plan, sources = _plan(paths)
+    infos = {full: src.infos[full] for full, (src, _) in plan.items()}
     ident = ck.identify(infos, path=paths[0] if len(paths) == 1 else None)
     shapes = {k: v.shape for k, v in infos.items()}
+    fmt = " + ".join(s.describe() for s in sources)
     if config is None:
         missing = [pre for pre in PREFIXES if not any(k.startswith(pre) for k in shapes)]
         if missing:
+            have = "audio" if missing[0] == "video_model." else "video"
             raise ck.CheckpointError(
-                f"{label!r} holds only the {'audio' if missing[0] == 'video_model.' else 'video'} tower "
-                f"(it looks like: {ident.description}); also pass the {missing[0][:5]} tower file."
+                f"{label!r} holds only the {have} tower (format: {fmt}); also pass the {missing[0][:5]} tower "
+                f"file{' (kijai publishes the pair as ..._video_model_... and ..._audio_model_...)' if sources[0].layout.style == 'kijai' else ''}."
             )
         try:
             config = infer_config(shapes)
@@ -179,27 +206,26 @@ def load_fusion(
     model = OviFusionModel(config, device="meta")
     ck.check_shapes(model.state_dict(), shapes, path=label, what=WHAT, ident=ident)
 
-    sd: dict[str, torch.Tensor] = {}
-    has_fp8 = False
-    for p in paths:
-        raw = ck.load_state_dict(p, device=device)
-        for full, (src, key) in plan.items():
-            if src != p:
-                continue
-            tensor = raw.pop(key)
-            if tensor.dtype in FP8_DTYPES:
-                has_fp8 = True
-            elif tensor.is_floating_point() and tensor.dtype != dtype:
-                tensor = tensor.to(dtype)
-            sd[full] = tensor
-        del raw
-    ck.load_strict(model, sd, path=label, what=WHAT)
-    if has_fp8:
+    packed = False
+    for src in sources:
+        names = [full for full, (s, _) in plan.items() if s is src]
+        for full, tensor in iter_load(src, names, device=device, dtype=dtype):
+            if tensor.dtype in FP8_DTYPES or is_quantized(tensor):
+                packed = True
+            _adopt(model, full, tensor)
+    left = [n for n, t in model.state_dict().items() if t.is_meta]
+    if left:
+        raise ck.CheckpointError(f"{label!r}: {len(left)} tensors were not loaded (e.g. {left[:3]}).")
+    if packed:
         model.compute_dtype = dtype
-        logger.info("%s: float8 weights kept in float8, computing in %s", label, dtype)
+        logger.info("%s: packed weights (%s) kept packed, computing in %s", label, fmt, dtype)
+    if fp8_compute:
+        n = enable_fp8_compute(model)
+        if not n:
+            logger.warning("fp8 compute asked for, but %s has no float8 e4m3fn weights (it is %s)", label, fmt)
     model.attention_backend = attention_backend
     model.eval()
-    logger.info("loaded %s (%s) on %s", label, ident.description, device)
+    logger.info("loaded %s (%s; %s) on %s", label, ident.description, fmt, device)
     return model
 
 
@@ -254,6 +280,7 @@ def write_tiny_fusion(path: str | os.PathLike, *, seed: int = 0, config: FusionC
 
 
 __all__ = [
+    "describe_files",
     "full_size_shapes",
     "shapes_for",
     "load_fusion",

@@ -1,0 +1,167 @@
+"""GGUF files for the Ovi fusion DiT, following ComfyUI-GGUF's conventions (city96/ComfyUI-GGUF).
+
+Read from ComfyUI-GGUF @795e451: ``tools/convert.py`` (``handle_tensors``, ``convert_file``, ``ModelWan``) and
+``loader.py`` (``gguf_sd_loader``, ``get_orig_shape``):
+
+* ``general.architecture`` names the model (ours: ``"ovi"``; ``"wan"``-arch files with Ovi tensor names load
+  too), plus ``general.quantization_version`` and ``general.file_type``;
+* tensor names are the state-dict names, unchanged (here the official ``video_model.*`` / ``audio_model.*``);
+* GGUF stores dimensions innermost first, so the torch shape is the reversed GGUF shape;
+* tensors with more than 4 dimensions (the video patch embedding, ``[3072, 48, 1, 2, 2]``) are stored
+  flattened to 2-D with their real shape in the ``comfy.gguf.orig_shape.<name>`` INT32 array, the key
+  ComfyUI-GGUF's loader reads;
+* 1-D tensors, tensors of at most 1024 values and ``.modulation`` stay F32; other unquantized tensors are
+  BF16 when the source is bf16, else F16.
+
+Writing is streamed: all tensor infos are declared first (sizes are known from the shapes), then each
+tensor is read, quantized, written and freed. Reading uses the ``gguf`` package only for the header, then
+plain file reads per tensor (no memory map stays alive, so resident memory is the loaded model only).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ovi_core.quant import ggml
+
+logger = logging.getLogger(__name__)
+
+ARCH = "ovi"
+ACCEPTED_ARCHS = ("ovi", "wan")
+ORIG_SHAPE_KEY = "comfy.gguf.orig_shape."
+MAX_DIMS = 4
+# llama.cpp file types (gguf.LlamaFileType) for the dominant quantization
+FILE_TYPES = {ggml.F32: 0, ggml.F16: 1, ggml.Q8_0: 7, ggml.Q4_K: 15, ggml.Q6_K: 18, ggml.BF16: 32}
+
+
+@dataclass(frozen=True)
+class GGUFTensor:
+    """One tensor of a GGUF file: ``qtype`` (GGML id), logical torch ``shape``, byte range in the file."""
+
+    name: str
+    qtype: int
+    shape: tuple[int, ...]
+    offset: int
+    nbytes: int
+
+
+def stored_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Shape written to the file: ``shape``, or ``[shape[0], rest]`` when it has more than 4 dimensions."""
+    return shape if len(shape) <= MAX_DIMS else (shape[0], math.prod(shape[1:]))
+
+
+def _byte_shape(shape: tuple[int, ...], qtype: int) -> tuple[int, ...]:
+    bs, ts = ggml.BLOCK[qtype]
+    shape = tuple(shape) or (1,)
+    return (*shape[:-1], shape[-1] // bs * ts)
+
+
+def write_gguf(path: str | os.PathLike, plan: Mapping[str, tuple[int, tuple[int, ...]]],
+               tensors: Iterable[tuple[str, torch.Tensor]], *, metadata: Mapping[str, str] | None = None,
+               file_type: int | None = None) -> None:
+    """Write a GGUF file. ``plan``: ``{name: (qtype, torch shape)}`` in writing order; ``tensors`` yields
+    ``(name, float tensor)`` in the same order, each quantized to its qtype as it comes."""
+    import gguf
+
+    w = gguf.GGUFWriter(path=None, arch=ARCH)
+    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    if file_type is not None:
+        w.add_file_type(FILE_TYPES.get(file_type, 1))
+    for k, v in (metadata or {}).items():
+        w.add_string(str(k), str(v))
+    for name, (qtype, shape) in plan.items():
+        st = stored_shape(tuple(shape))
+        if st != tuple(shape):
+            w.add_array(ORIG_SHAPE_KEY + name, [int(s) for s in shape])
+        w.add_tensor_info(name, _byte_shape(st, qtype), np.dtype(np.uint8), ggml.nbytes(st, qtype), raw_dtype=qtype)
+    w.write_header_to_file(path=os.fspath(path))
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    order = list(plan)
+    n = 0
+    for name, t in tensors:
+        if n >= len(order) or name != order[n]:
+            raise ValueError(f"GGUF tensors must come in the declared order; got {name!r} at position {n}.")
+        qtype, shape = plan[name]
+        st = stored_shape(tuple(shape))
+        raw = ggml.quantize(t.reshape(st), qtype)
+        w.write_tensor_data(raw.numpy().reshape(_byte_shape(st, qtype)))
+        n += 1
+        del raw
+    if n != len(order):
+        raise ValueError(f"only {n} of {len(order)} declared GGUF tensors were written.")
+    w.close()
+
+
+def _field_str(reader, key: str) -> str | None:
+    f = reader.get_field(key)
+    if f is None:
+        return None
+    return bytes(f.parts[f.data[-1]]).decode("utf-8")
+
+
+def read_gguf_index(path: str | os.PathLike) -> tuple[dict[str, GGUFTensor], dict[str, str]]:
+    """``({name: GGUFTensor}, {"general.architecture": ..., other string fields})`` without reading tensors.
+
+    Raises ``ValueError`` for an unreadable file or an architecture other than Ovi/Wan.
+    """
+    import gguf
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"GGUF file not found: {path!r}.")
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as e:  # noqa: BLE001  (ValueError, struct errors, truncated files)
+        raise ValueError(f"{path!r} is not a readable GGUF file ({type(e).__name__}: {e}); download it again.") from e
+    try:
+        meta: dict[str, str] = {}
+        for key, f in reader.fields.items():
+            if len(f.types) == 1 and f.types[0] == gguf.GGUFValueType.STRING:
+                meta[key] = _field_str(reader, key) or ""
+        arch = meta.get("general.architecture")
+        if arch is not None and arch not in ACCEPTED_ARCHS:
+            raise ValueError(f"{path!r} is a GGUF file for architecture {arch!r}, not an Ovi fusion model "
+                             f"(expected one of {ACCEPTED_ARCHS}).")
+        out: dict[str, GGUFTensor] = {}
+        size = os.path.getsize(path)
+        for t in reader.tensors:
+            qtype = int(t.tensor_type)
+            if qtype not in ggml.BLOCK:
+                raise ValueError(f"{path!r}: tensor {t.name!r} is {t.tensor_type.name}; supported GGML types are "
+                                 f"{sorted(ggml.TYPE_NAMES.values())}. Re-quantize with `python -m ovi_core quantize`.")
+            f = reader.get_field(ORIG_SHAPE_KEY + t.name)
+            if f is not None:
+                shape = tuple(int(f.parts[i][0]) for i in f.data)
+            else:
+                shape = tuple(int(v) for v in reversed(t.shape.tolist()))
+            nb = int(t.n_bytes)
+            if t.data_offset + nb > size:
+                raise ValueError(f"{path!r} is truncated (tensor {t.name!r} ends past the file); download it again.")
+            out[t.name] = GGUFTensor(t.name, qtype, shape, int(t.data_offset), nb)
+    finally:
+        mm = getattr(reader, "data", None)
+        if mm is not None and hasattr(mm, "_mmap") and mm._mmap is not None:
+            del mm
+        del reader
+    return out, meta
+
+
+def read_raw(f, t: GGUFTensor) -> torch.Tensor:
+    """The bytes of one tensor (``uint8 [nbytes]``) from the open file ``f``, in fresh memory."""
+    buf = torch.empty(t.nbytes, dtype=torch.uint8)
+    f.seek(t.offset)
+    got = f.readinto(memoryview(buf.numpy()))
+    if got != t.nbytes:
+        raise ValueError(f"tensor {t.name!r}: read {got} of {t.nbytes} bytes; the file is truncated.")
+    return buf
+
+
+__all__ = ["ARCH", "GGUFTensor", "write_gguf", "read_gguf_index", "read_raw", "stored_shape"]

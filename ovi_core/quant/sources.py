@@ -1,0 +1,194 @@
+"""One fusion-model file of any supported format, seen under official tensor names.
+
+Formats: safetensors or ``.pt`` in the official layout or kijai's (split video/audio files, combined file,
+``fp8_e4m3fn_scaled``), and GGUF (:mod:`ovi_core.quant.gguf_file`). :func:`open_source` reads only headers;
+:func:`iter_load` yields ready-to-adopt tensors one at a time:
+
+* float tensors cast to the compute dtype one by one (when a cast is needed the file is read with plain
+  reads, so a bf16 file loaded for fp32 compute peaks near the fp32 model, not model + mapped file);
+* official fp8 tensors unchanged (upcast per layer at call time, as before);
+* scaled fp8 weights and GGUF-quantized weights as :class:`~ovi_core.quant.tensor.QuantizedWeight`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from ovi_core import checkpoints as ck
+from ovi_core.quant import fp8 as f8
+from ovi_core.quant import ggml, stream
+from ovi_core.quant.gguf_file import GGUFTensor, read_gguf_index, read_raw
+from ovi_core.quant.kijai import Layout, layout_of
+from ovi_core.quant.tensor import QuantizedWeight
+
+logger = logging.getLogger(__name__)
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+GGUF_EXT = (".gguf",)
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    p = os.fspath(path)
+    if p.lower().endswith(GGUF_EXT):
+        return True
+    try:
+        with open(p, "rb") as f:
+            return f.read(4) == b"GGUF"
+    except OSError:
+        return False
+
+
+@dataclass
+class Source:
+    """A fusion-model file. ``infos``: ``{official name: TensorInfo(logical shape, stored dtype)}``;
+    ``qtypes``: ``{official name: format}`` of the quantized tensors (``"Q4_K"``, ``"fp8_scaled"``, ...)."""
+
+    path: str
+    kind: str  # "safetensors" | "pickle" | "gguf"
+    layout: Layout
+    infos: dict[str, ck.TensorInfo]
+    qtypes: dict[str, str] = field(default_factory=dict)
+    gguf: dict[str, GGUFTensor] | None = None
+    raw_infos: dict[str, ck.TensorInfo] | None = None
+
+    @property
+    def format(self) -> str:
+        """E.g. ``"GGUF Q4_K"``, ``"fp8_e4m3fn_scaled"``, ``"fp8 e4m3fn"``, ``"bf16"``."""
+        if self.kind == "gguf":
+            counts: dict[str, int] = {}
+            for q in self.qtypes.values():
+                counts[q] = counts.get(q, 0) + 1
+            main = max(counts, key=counts.get) if counts else "F16/F32"
+            return f"GGUF {main}"
+        if self.layout.scaled:
+            return "fp8_e4m3fn_scaled"
+        dts = {str(i.dtype).replace("torch.", "") for i in self.infos.values()}
+        fp8s = sorted(d for d in dts if "float8" in d)
+        if fp8s:
+            return "fp8 " + fp8s[0].replace("float8_", "")
+        return ck._dominant_dtype(self.infos)
+
+    def describe(self) -> str:
+        return f"{self.format} ({self.layout.describe()})"
+
+
+def open_source(path: str | os.PathLike) -> Source:
+    """Read a file's header and map it onto official names; :class:`CheckpointError` if it is no Ovi file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path!r}. Check the path, or put the file there.")
+    if is_gguf(path):
+        index, _meta = read_gguf_index(path)
+        shapes = {k: t.shape for k, t in index.items()}
+        lay = layout_of(shapes)
+        if lay is None:
+            raise NotOviError(f"{path!r} is a GGUF file but not of an Ovi fusion model or tower "
+                                     f"(no video_model./audio_model. blocks with k_fusion; e.g. {sorted(index)[:3]}).")
+        infos, qtypes = {}, {}
+        for name, key in lay.names.items():
+            t = index[key]
+            dt = ggml.FLOAT_TYPES.get(t.qtype, torch.uint8)
+            infos[name] = ck.TensorInfo(t.shape, dt)
+            if t.qtype in ggml.QUANTIZED:
+                qtypes[name] = ggml.TYPE_NAMES[t.qtype]
+        return Source(path, "gguf", lay, infos, qtypes, gguf=index)
+    raw = ck.peek(path)
+    lay = layout_of({k: v.shape for k, v in raw.items()})
+    if lay is None:
+        raise not_ovi(path, raw)
+    infos = {name: raw[key] for name, key in lay.names.items()}
+    qtypes = {}
+    for w, skey in lay.scales.items():
+        if w not in lay.names:
+            raise ck.CheckpointError(f"{path!r} (fp8_e4m3fn_scaled): {skey!r} has no weight {w!r}; the file is "
+                                     "damaged or not an Ovi file.")
+        if infos[w].dtype not in FP8_DTYPES:
+            raise ck.CheckpointError(f"{path!r} (fp8_e4m3fn_scaled): {w!r} is {infos[w].dtype}, but it has a "
+                                     "scale_weight; only float8 weights are scaled.")
+        qtypes[w] = "fp8_scaled"
+    if lay.scaled:
+        unscaled = [n for n, i in infos.items() if i.dtype in FP8_DTYPES and n not in lay.scales]
+        if unscaled:
+            logger.warning("%s: %d float8 tensors have no scale_weight (e.g. %s); they are used unscaled",
+                           path, len(unscaled), unscaled[0])
+    kind = "safetensors" if ck._is_safetensors(path) else "pickle"
+    return Source(path, kind, lay, infos, qtypes, raw_infos=raw)
+
+
+class NotOviError(ck.CheckpointError):
+    """The file is readable but holds no Ovi fusion model or tower."""
+
+
+def not_ovi(path: str, infos) -> ck.CheckpointError:
+    ident = ck.identify(infos, path=path)
+    return NotOviError(
+        f"{path!r} is not an Ovi fusion model or tower file (it looks like: {ident.description}). Pass the "
+        "official fusion file, a GGUF made by `python -m ovi_core quantize`, or kijai's video + audio files."
+    )
+
+
+def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if t.dtype in FP8_DTYPES or not t.is_floating_point() or t.dtype == dtype:
+        return t
+    return t.to(dtype)
+
+
+def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, dtype: torch.dtype
+              ) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(official name, tensor)`` for ``names`` of ``src``, ready to adopt (see module docstring)."""
+    names = list(names)
+    device = torch.device(device)
+    lay = src.layout
+    if src.kind == "gguf":
+        with open(src.path, "rb") as f:
+            for n in names:
+                t = src.gguf[lay.names[n]]
+                raw = read_raw(f, t)
+                if t.qtype in ggml.QUANTIZED:
+                    out: torch.Tensor = QuantizedWeight.from_ggml(raw, t.qtype, t.shape)
+                else:
+                    out = ggml.dequantize(raw, t.qtype, t.shape, dtype)
+                yield n, out.to(device)
+        return
+    scales: dict[str, float] = {}
+    if lay.scales:  # tiny tensors; read them first
+        keys = list(lay.scales.values())
+        if src.kind == "safetensors":
+            got = dict(stream.iter_tensors(src.path, keys))
+        else:
+            sd = ck.load_state_dict(src.path)
+            got = {k: sd[k] for k in keys}
+        scales = {w: f8.scale_value(got[k], name=k) for w, k in lay.scales.items()}
+
+    def finish(n: str, t: torch.Tensor) -> torch.Tensor:
+        if n in scales:
+            return QuantizedWeight.from_fp8(t, scales[n])
+        return _cast(t, dtype)
+
+    needs_cast = any(i.is_floating_point and i not in FP8_DTYPES and i != dtype
+                     for i in (src.infos[n].dtype for n in names))
+    if src.kind == "safetensors" and needs_cast:
+        index, _ = stream.read_index(src.path)
+        order = sorted(names, key=lambda n: index[lay.names[n]].start)
+        entries = [index[lay.names[n]] for n in order]
+        staging = torch.empty(max(e.end - e.start for e in entries), dtype=torch.uint8)
+        with open(src.path, "rb") as f:
+            for n, e in zip(order, entries, strict=True):
+                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in FP8_DTYPES and e.dtype != dtype
+                t = stream.read_tensor(f, e, buffer=staging if casts else None)
+                out = finish(n, t)
+                del t
+                yield n, out.to(device)
+        return
+    raw_sd = ck.load_state_dict(src.path, device=device)
+    for n in names:
+        yield n, finish(n, raw_sd.pop(lay.names[n]))
+    del raw_sd
+
+
+__all__ = ["NotOviError", "Source", "open_source", "iter_load", "is_gguf", "not_ovi"]
