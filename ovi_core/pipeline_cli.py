@@ -185,11 +185,11 @@ def run(args: argparse.Namespace) -> int:
         validate.check_size(*args.size, area=area)
     outs = _out_paths(args.out, len(jobs))
     _check_outputs(args, outs)
-    images = {img: _load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
-    plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
     from ovi_core.conditioning.cli import inputs_from_args
 
-    guides = inputs_from_args(args)  # read and checked before the weights load
+    guides = inputs_from_args(args)  # read and checked (flag conflicts first) before the weights load
+    images = {img: _load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
+    plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
     fusion = _check_fusion(getattr(args, "fusion", None))
 
     pipe = OviPipeline.from_weights(
