@@ -119,7 +119,8 @@ def apply(args: argparse.Namespace, pipe, plan: SpeedPlan) -> None:
         pipe.model = lora_model(pipe.model, spec.path, strength=spec.strength, towers=spec.towers)
     if args.preset != "default":
         d = sizes.DEFAULTS
-        seconds = args.seconds or (10 if str(pipe.version).endswith("10s") else 5)
+        # the length one model pass makes: a long clip (--seconds 20) runs windows of the model's own length
+        seconds = args.seconds if args.seconds in (5, 10) else (10 if str(pipe.version).endswith("10s") else 5)
         given = {"steps": args.steps, "video_guidance_scale": args.video_cfg, "audio_guidance_scale": args.audio_cfg,
                  "shift": args.shift}
         out = apply_preset(args.preset, seconds=seconds, **given)

@@ -46,8 +46,9 @@ def test_long_clip_from_the_command_line(weights, tmp_path):
     txt.write_text("A man says <S>Hello there.<E> Audio: male voice.\nHe adds <S>Goodbye.<E> Audio: male voice.\n",
                    encoding="utf-8")
     out = tmp_path / "long.mp4"
+    image = os.path.join(os.path.dirname(__file__), "data", "ovi_example_89.png")  # first frame of window 1
     rc = cli.main(["generate", "--weights", weights, "--prompt", str(txt), "--seconds", "8", "--steps", "1",
-                   "--offline", "--device", "cpu", "--out", str(out), "--wav"])
+                   "--offline", "--device", "cpu", "--image", image, "--out", str(out), "--wav"])
     assert rc == 0
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 193
@@ -60,6 +61,9 @@ def test_long_clip_from_the_command_line(weights, tmp_path):
     (["--prompt", "a", "--seconds", "20", "--video", "v.mp4"], "not supported"),
     (["--prompt", "a", "--seconds", "20", "--overlap", "9"], "overlap"),
     (["--prompt", "a", "--seconds", "20", "--image", "missing.png"], "Image not found"),
+    (["--prompt", "a", "--seconds", "20", "--seed", str(2**70)], "seed"),
+    (["--prompt", "a", "--seconds", "20", "--steps", "0"], "steps"),
+    (["--prompt", "a", "--seconds", "20", "--lora", "missing.safetensors"], "missing.safetensors"),
 ])
 def test_bad_long_clip_flags_fail_before_loading(weights, tmp_path, capsys, argv, msg):
     rc = cli.main(["generate", "--weights", weights, "--offline", "--out", str(tmp_path / "x.mp4"), *argv])

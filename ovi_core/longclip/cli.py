@@ -122,17 +122,28 @@ def run_long_clip(args: argparse.Namespace) -> int:
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
                              "(first frame) and --audio (a track for the whole clip)")
-    if args.image and not os.path.isfile(args.image):
-        raise FileNotFoundError(f"Image not found: {args.image!r}.")
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
+    # the same weight-free checks as a single clip, before anything loads
+    from ovi_core import speed_cli, validate
+    from ovi_core.pipeline_cli import _check_fusion, _check_outputs, _load_image, _target_area
+
+    for text in prompts:
+        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
+                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
+                                  audio_guidance_scale=args.audio_cfg)
+    area = _target_area(args)
+    if args.size is not None:
+        validate.check_size(*args.size, area=area)
+    _check_outputs(args, [args.out])
+    image = _load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
+    speed = speed_cli.prepare(args)  # LoRA files and speed values
+    fusion = _check_fusion(getattr(args, "fusion", None))
     audio = None
     if getattr(args, "audio", None):
         from ovi_core.media import read_audio
 
         audio = read_audio(args.audio)
-    if args.size is not None and (args.size[0] <= 0 or args.size[1] <= 0):
-        raise ValueError("--size must be positive, e.g. 1280x704.")
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
     prompts_for_windows(prompts, plan.num_windows)
@@ -142,12 +153,10 @@ def run_long_clip(args: argparse.Namespace) -> int:
         args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,
         memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
         attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
+        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
+                                                       else {}),
     )
-    image = None
-    if args.image:
-        from ovi_core.pipeline_cli import _load_image
-
-        image = _load_image(args.image)
+    speed_cli.apply(args, pipe, speed)
     w, h = args.size if args.size else (None, None)
     res = generate_long_clip(
         pipe, prompts, seconds=seconds, out=args.out, overlap=args.overlap, crossfade=args.crossfade, image=image,
@@ -155,7 +164,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer,
         seed=args.seed, video_negative=args.negative_video, audio_negative=args.negative_audio,
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
-        windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
+        windows_dir=args.windows_dir, wav=args.wav, progress=_progress(), speed=speed.speed,
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)

@@ -82,6 +82,7 @@ def generate_long_clip(
     wav: bool = False,
     progress: WindowProgress | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    speed=None,
 ) -> LongClipResult:
     """Write a clip of ``seconds`` (>= 5) to ``out`` (MP4; with ``wav`` also ``<out>.wav``).
 
@@ -142,6 +143,7 @@ def generate_long_clip(
             check_interrupt=check_interrupt, load_window=store.load if store is not None else None,
             place=lambda: dit_on_device(pipe.model, dev, memory_mode=pipe.memory_mode,
                                         blocks_on_gpu=pipe.blocks_on_gpu),
+            speed=speed,
         )
         asm = SeamAssembler(plan)
         wav_path = os.path.splitext(out)[0] + ".wav" if wav else None

@@ -99,14 +99,15 @@ def sample_windows(
     check_interrupt: Callable[[], None] | None = None,
     load_window: Callable[[int], AVLatents | None] | None = None,
     place: Callable[[], object] | None = None,
+    speed=None,
 ) -> Iterator[AVLatents]:
     """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
 
     ``conds``: one :class:`Conditioning` per window; ``height``/``width``: pixels (with ``image_latent``
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
-    ``place()``: a context manager that places the DiT for one window's sampling (memory modes).
-    The other arguments are those of :func:`ovi_core.pipeline.sample_av`.
+    ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``speed``:
+    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window. The other arguments are those of :func:`ovi_core.pipeline.sample_av`.
     """
     import contextlib
 
@@ -135,6 +136,8 @@ def sample_windows(
                 def cb(i: int, total: int, _k: int = k) -> None:
                     progress(_k + 1, n, i, total)
             kw = {"guides": guides} if guides else {}
+            if speed is not None:  # ovi_core.sampling.fast.SpeedOptions: CFG reuse / step cache, per window
+                kw["speed"] = speed
             with place() if place is not None else contextlib.nullcontext():
                 lat = sample_av(
                     model, conds[k], height=height, width=width, version=plan.version, steps=steps, solver=solver,
