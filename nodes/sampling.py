@@ -199,20 +199,11 @@ class OviJointSampler:
 
     @staticmethod
     def clip_version(model_version: str, seconds: str) -> tuple[str, list[str]]:
-        """The size spec for the requested clip length, plus warnings for a length the model was not trained for."""
-        if seconds == "auto":
-            return model_version, []
-        if seconds == "10":
-            if _family(model_version) == "1.0":
-                raise ValueError("Ovi 1.0 makes 5 s clips only; load model_960x960_10s.safetensors for 10 s.")
-            if model_version != "1.1-10s":
-                return "1.1-10s", ["10 s with a 5 s model; model_960x960_10s.safetensors is trained for 10 s."]
-            return "1.1-10s", []
-        if seconds == "5":
-            if model_version == "1.1-10s":
-                return "1.1", ["5 s with the 10 s model; model_960x960.safetensors is trained for 5 s."]
-            return model_version, []
-        raise ValueError(f"seconds must be auto, 5 or 10, got {seconds!r}.")
+        """The size spec for the requested clip length, plus warnings for a length the model was not trained for
+        (:func:`ovi_core.validate.clip_version`, the one rule the CLI and the pipeline use too)."""
+        from ovi_core import validate
+
+        return validate.clip_version(model_version, seconds)
 
     @classmethod
     def spec_version(cls, model_version: str, seconds: str) -> str:
