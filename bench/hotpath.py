@@ -171,7 +171,7 @@ def bench_ratios(model, ref, tokens: int, *, repeat: int, slg_compare: bool = Tr
 def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) -> dict:
     """RoPE share of our (warm) forward and the time per call of three rotations of one video tensor."""
     import ovi_core.model.tower as tower
-    from ovi_core.model.rope import apply_rope, video_rope
+    from ovi_core.model.rope import _apply_rope_whole, apply_rope, video_rope
 
     cfg = model.config
     grid = GRIDS[tokens]
@@ -199,7 +199,9 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
     x = torch.randn(1, tokens, cfg.video.num_heads, hd).bfloat16()
     table = model.video_model.rope(grid, torch.device("cpu"))
     cs = video_rope(grid, hd, torch.device("cpu"))
-    fns = {"complex": lambda: apply_rope(x, table), "real_pairs_before": lambda: apply_rope(x, cs)}
+    fns = {"complex": lambda: apply_rope(x, table),  # on the CPU: token chunks through one float64 buffer
+           "complex_one_multiply": lambda: _apply_rope_whole(x, table),  # the GPU/autograd path
+           "real_pairs_before": lambda: apply_rope(x, cs)}
     if official_path:
         from official import load_official
 
@@ -213,7 +215,8 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
     per_call = _interleaved(fns, max(repeat, 3))
     return {"video_tokens": tokens, "calls_per_forward": calls[0], "rope_cpu_sec_per_forward": spent[0],
             "forward_cpu_sec": total, "rope_share": spent[0] / total, "cpu_sec_per_video_call": per_call,
-            "bit_identical_complex_vs_real": bool(torch.equal(fns["complex"](), fns["real_pairs_before"]()))}
+            "bit_identical_complex_vs_real": bool(torch.equal(fns["complex"](), fns["real_pairs_before"]())),
+            "bit_identical_chunked_vs_one_multiply": bool(torch.equal(fns["complex"](), fns["complex_one_multiply"]()))}
 
 
 def bench_rms_norm(*, repeat: int) -> dict:

@@ -60,6 +60,32 @@ def test_complex_rope_is_bit_identical_to_real_rotation(dtype, grid, head_dim, h
     assert torch.equal(apply_rope(x, atab), _rotate_reference(x, acos, asin))
 
 
+@pytest.mark.parametrize("chunk_elems", [1, 700, 1 << 18])
+@pytest.mark.parametrize("b", [1, 2])
+def test_chunked_cpu_rope_matches_the_oracle_and_keeps_autograd(monkeypatch, chunk_elems, b):
+    import ovi_core.model.rope as rope_mod
+
+    monkeypatch.setattr(rope_mod, "CPU_CHUNK_ELEMS", chunk_elems)  # 1: one token per chunk; 700: a partial last chunk
+    grid, head_dim, heads = (5, 3, 7), 16, 3
+    cos, sin = video_rope(grid, head_dim, CPU)
+    table = video_rope_table(grid, head_dim, CPU)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(b, cos.shape[0], heads, head_dim, generator=g).bfloat16()
+    with torch.no_grad():
+        got = apply_rope(x, table)
+    assert torch.equal(got, _rotate_reference(x, cos, sin))
+    # the autograd path (training) is the one-multiply path, with the same values and a gradient
+    xg = x.float().requires_grad_(True)
+    y = apply_rope(xg, table)
+    assert torch.equal(y.detach(), _rotate_reference(xg.detach(), cos, sin))
+    y.square().sum().backward()
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()
+    # a non-contiguous input (a slice over heads) is read correctly
+    xs = torch.randn(b, cos.shape[0], heads * 2, head_dim, generator=g).bfloat16()[:, :, ::2]
+    with torch.no_grad():
+        assert torch.equal(apply_rope(xs, table), _rotate_reference(xs, cos, sin))
+
+
 # -- skip-layer guidance ----------------------------------------------------------------------------
 
 
