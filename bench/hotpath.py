@@ -9,8 +9,9 @@ At the mid config (dim 1536, head_dim 128, 4 blocks, ffn 7168, text_dim 4096, te
   a step is one CFG step: ours one batched pass of 2 rows with skip-layer guidance on the negative row and the
   run's text caches warm (also as two 1-row passes, ``batch_cfg=False``); the official two passes, the
   negative one skipping the layer (its sampler's order);
-* item 1: RoPE's share of our forward, and the time per call of ours, the old real-arithmetic rotation
-  and the official ``rope_apply`` on the same tensor;
+* item 1: RoPE's share of our forward, and the time per call of ours (the CPU's chunked path and the one
+  multiply of the GPU/autograd path), the old real-arithmetic rotation and the official ``rope_apply`` on the
+  same tensor;
 * item 2: the step time saved by skip-layer guidance, ours and the official's;
 * items 3-4: text-cache hits and misses (contexts, keys/values), and the entries after 5 sampling steps with
   tensor contexts in this tree and in the tree before the fix;
