@@ -26,6 +26,15 @@ def test_read_prompt_csv():
     assert '""' not in t2v[2][0] and '"I DO EVERYTHING' in t2v[2][0]  # CSV quoting undone
 
 
+def test_read_prompt_tsv_uses_tabs(tmp_path):
+    rows = read_prompt_csv(T2V)
+    tsv = tmp_path / "prompts.tsv"
+    # prompts hold commas; a .tsv separates columns by tabs only
+    tsv.write_text("text_prompt\timage_path\n" + "".join(f"{p}\t{img or ''}\n" for p, img in rows), encoding="utf-8")
+    assert read_prompt_csv(tsv) == rows
+    assert any("," in p for p, _ in rows)
+
+
 def test_read_prompt_csv_errors(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("prompt,image\nhello,x.png\n")

@@ -203,7 +203,8 @@ def check_prompt(text: str, *, version: str | None = None) -> list[str]:
 
 
 def read_prompt_csv(path: str | os.PathLike) -> list[tuple[str, str | None]]:
-    """Read an official prompt CSV (header ``text_prompt`` and optional ``image_path``).
+    """Read an official prompt CSV (header ``text_prompt`` and optional ``image_path``); a ``.tsv`` file is
+    read the same way with tab-separated columns.
 
     Returns ``[(prompt, image_path_or_None), ...]``; image paths are returned as written (relative to
     wherever the official repo keeps them).
@@ -213,15 +214,15 @@ def read_prompt_csv(path: str | os.PathLike) -> list[tuple[str, str | None]]:
         raise FileNotFoundError(f"Prompt file not found: {path!r}.")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return _read_prompt_rows(f, path)
+            return _read_prompt_rows(f, path, delimiter="\t" if path.lower().endswith(".tsv") else ",")
     except UnicodeDecodeError as e:
         raise ValueError(f"Prompt file {path!r} is not valid UTF-8 ({e.reason}: {e.object[e.start:e.start + 4]!r}); save it as "
                          "UTF-8 text.") from None
 
 
-def _read_prompt_rows(f, path: str) -> list[tuple[str, str | None]]:
-    """The rows of an open prompt CSV (see :func:`read_prompt_csv`)."""
-    reader = csv.DictReader(f)
+def _read_prompt_rows(f, path: str, *, delimiter: str = ",") -> list[tuple[str, str | None]]:
+    """The rows of an open prompt CSV/TSV (see :func:`read_prompt_csv`)."""
+    reader = csv.DictReader(f, delimiter=delimiter)
     fields = [c.strip() for c in (reader.fieldnames or [])]
     if "text_prompt" not in fields:
         raise ValueError(
