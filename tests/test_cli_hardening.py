@@ -285,7 +285,7 @@ def golden_vae():
 
 def _reference_decode(vae, z):
     """The whole-frame decode written out from the decoder's own stages, without any tiling code."""
-    from ovi_core.vae.wan_vae import unpatchify
+    from ovi_core.vae.wan_layers import unpatchify
 
     mean, inv_std = vae._scale(z)
     x = vae.conv2(z / inv_std + mean)

@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from ovi_core import checkpoints as ck
+from ovi_core.vae import wan_layers
+from ovi_core.vae import wan_tiling as wt
 from ovi_core.vae import wan_vae as wv
 from ovi_core.vae.wan_vae import (
     WanVAE,
@@ -66,6 +68,19 @@ def test_shapes_for_infers_full_and_tiny_configs():
     cfg = json.load(open(os.path.join(DATA, "wan_vae.json")))["config"]
     assert WanVAEConfig.from_dict(cfg) == WanVAEConfig.tiny()
 
+
+def test_facade_reexports_the_moved_names():
+    """The split modules' names stay importable from ``ovi_core.vae.wan_vae``, as the very same objects."""
+    from ovi_core.vae import wan_config
+
+    assert wv.WanVAEConfig is wan_config.WanVAEConfig and wv.PATCH == wan_config.PATCH
+    for name in ("CausalConv3d", "RMS_norm", "Resample", "ResidualBlock", "AttentionBlock", "AvgDown3D", "DupUp3D",
+                 "Down_ResidualBlock", "Up_ResidualBlock", "Encoder3d", "Decoder3d", "patchify", "unpatchify",
+                 "Cache"):
+        assert getattr(wv, name) is getattr(wan_layers, name), name
+    for name in ("AUTO_TILE_AREA", "AUTO_TILE_OVERLAP", "_tile_starts", "_auto_tile", "_ramp_weights",
+                 "estimate_decode_memory"):
+        assert getattr(wv, name) is getattr(wt, name), name
 
 # ---------------------------------------------------------------------------------------------- golden
 
@@ -136,16 +151,16 @@ def test_progress_reports_every_frame(golden_vae):
 
 
 def test_tile_layout_and_ramps():
-    assert wv._tile_starts(10, 16, 4) == [0]
-    starts = wv._tile_starts(20, 8, 2)
+    assert wt._tile_starts(10, 16, 4) == [0]
+    starts = wt._tile_starts(20, 8, 2)
     assert starts[0] == 0 and starts[-1] == 12
     assert all(b - a <= 6 for a, b in zip(starts, starts[1:], strict=False))
     # the ramps of all tiles sum to one everywhere
     acc = torch.zeros(20 * 16, dtype=torch.float64)
     for k, s in enumerate(starts):
-        acc[s * 16 : (s + 8) * 16] += wv._ramp_weights(starts, 8, 20, 16, k)
+        acc[s * 16 : (s + 8) * 16] += wt._ramp_weights(starts, 8, 20, 16, k)
     torch.testing.assert_close(acc, torch.ones_like(acc))
-    th, tw = wv._auto_tile(60, 60, area=48 * 48, overlap=8)
+    th, tw = wt._auto_tile(60, 60, area=48 * 48, overlap=8)
     assert th * tw <= 48 * 48
 
 
@@ -156,7 +171,7 @@ def test_tiled_decode_matches_untiled(golden_vae):
     untiled = golden_vae.decode(z)
     calls = []
     tiled = golden_vae.decode(z, tile_latent=12, tile_overlap=4, progress=lambda d, t: calls.append(t))
-    assert wv._tile_starts(20, 12, 4) == [0, 8]
+    assert wt._tile_starts(20, 12, 4) == [0, 8]
     assert calls[-1] == 2 * 2  # 1 x 2 tiles (height 1 fits in one), 2 latent frames each
     assert tiled.shape == untiled.shape == (1, 3, 5, 16, 320)
     assert not torch.equal(tiled, untiled)
@@ -170,7 +185,7 @@ def test_tiled_decode_matches_untiled(golden_vae):
 def test_tiles_covering_a_pixel_three_times_are_renormalised(golden_vae):
     torch.manual_seed(3)
     z = torch.randn(1, 48, 1, 1, 12)
-    assert wv._tile_starts(12, 6, 4) == [0, 2, 4, 6]
+    assert wt._tile_starts(12, 6, 4) == [0, 2, 4, 6]
     assert rel(golden_vae.decode(z, tile_latent=6, tile_overlap=4), golden_vae.decode(z)) < 0.05
 
 
@@ -215,9 +230,9 @@ def test_input_validation(golden_vae):
 
 
 def test_memory_estimate_documented_numbers():
-    gb = [wv.estimate_decode_memory(t, t) / 1e9 for t in (32, 44, 60)]
+    gb = [wt.estimate_decode_memory(t, t) / 1e9 for t in (32, 44, 60)]
     assert 3.5 < gb[0] < 5 and 7 < gb[1] < 9.5 and 13 < gb[2] < 17
-    assert wv.estimate_decode_memory(44, 44, config=WanVAEConfig.tiny()) < gb[1] * 1e9 / 20
+    assert wt.estimate_decode_memory(44, 44, config=WanVAEConfig.tiny()) < gb[1] * 1e9 / 20
 
 
 # ---------------------------------------------------------------------------------------------- loading

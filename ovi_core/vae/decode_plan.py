@@ -2,7 +2,7 @@
 
 Tiles blend across their overlaps, so a tiled decode differs from the untiled one near the seams (up to
 about 1e-2 at 960 x 960). The untiled decode is the reference; :func:`plan_decode` picks it whenever its
-estimated peak (:func:`ovi_core.vae.wan_vae.estimate_decode_memory` plus the kept trunk output and the
+estimated peak (:func:`ovi_core.vae.wan_tiling.estimate_decode_memory` plus the kept trunk output and the
 output video) fits in the memory free on the decode device (CUDA: free device memory plus what PyTorch has
 reserved but not used; CPU: the kernel's ``MemAvailable``), and otherwise the largest tiles that fit. The
 chosen :class:`DecodePlan` says whether it tiled, and why, so the caller can tell the user.
@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 
 import torch
+
+from ovi_core.vae.wan_tiling import _auto_tile, _tile_starts, estimate_decode_memory
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +110,6 @@ def plan_decode(
     in ``memory_budget`` bytes (default: what :func:`available_memory` reports for ``device``), else the
     largest tiles from :data:`TILE_SIDES` that fit (the smallest when none does, with a warning).
     """
-    from ovi_core.vae.wan_vae import _auto_tile, _tile_starts, estimate_decode_memory
-
     b, _, t, h, w = (int(x) for x in shape)
     isz = torch.empty((), dtype=compute_dtype).element_size()
     s, tf = config.spatial_factor, config.temporal_factor
