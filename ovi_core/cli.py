@@ -93,7 +93,8 @@ def inspect_file(path: str) -> dict:
         "loads_strictly": False,
     }
     if ident.component == "lora":  # a LoRA is checked as the LoRA loader reads it
-        from ovi_core.lora import lora_info, network_from_state_dict, read_lora
+        from ovi_core.lora_files import network_from_state_dict, read_lora
+        from ovi_core.lora_model import lora_info
 
         try:
             info = lora_info(path)

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from ovi_core import checkpoints as ck
-from ovi_core.lora import LoRANetwork
+from ovi_core.lora_network import LoRANetwork
 from ovi_core.training import checkpoint as ckpt
 from ovi_core.training.checkpoint import CHECKPOINT_DIR, ResumePlan, latest_checkpoint, list_checkpoints
 from ovi_core.training.config import TrainConfig
