@@ -81,7 +81,9 @@ def options() -> list[tuple[str, dict]]:
 
 def run(*, device: str, full: bool, threads: int | None, save=None) -> dict:
     from ovi_core.model.config import OVI_11B, TINY
-    from ovi_core.pipeline import Conditioning, decode_video, sample_av
+    from ovi_core.pipeline import decode_video
+    from ovi_core.sampling.av import sample_av
+    from ovi_core.text.conditioning import Conditioning
     from ovi_core.tiny import write_tiny_weights
     from ovi_core.vae import load_wan_vae
 

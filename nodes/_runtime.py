@@ -138,7 +138,7 @@ def compute_dtype(precision: str, device):
     """Compute dtype of a precision choice (fp8 keeps fp8 weights but computes in bf16)."""
     import torch
 
-    from ovi_core.pipeline import pick_dtype
+    from ovi_core.devices import pick_dtype
 
     if precision == "fp8":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32

@@ -45,7 +45,7 @@ class OviModel(Placed):
 class OviConditioning:
     """OVI_CONDITIONING: the three prompt embeddings and the prompt format they were encoded for."""
 
-    cond: Any  # ovi_core.pipeline.Conditioning
+    cond: Any  # ovi_core.text.conditioning.Conditioning
     version: str | None = None
     warnings: list[str] = field(default_factory=list)
 

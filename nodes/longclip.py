@@ -91,7 +91,7 @@ class OviLongClipSampler:
         from ovi_core.longclip.plan import plan_windows
         from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows, split_prompts
         from ovi_core.longclip.runner import sample_long_clip
-        from ovi_core.pipeline import encode_image
+        from ovi_core.sampling.av import encode_image
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")

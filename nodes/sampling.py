@@ -92,7 +92,7 @@ class OviTextEncode:
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
 
     def encode(self, text_encoder, prompt, video_negative, audio_negative, model=None, unique_id=None):
-        from ovi_core.pipeline import encode_prompts
+        from ovi_core.text.conditioning import encode_prompts
 
         version = model.version if model is not None else None
         with _runtime.placed(text_encoder) as te:
@@ -217,7 +217,7 @@ class OviJointSampler:
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
         from ovi_core import sizes
-        from ovi_core.pipeline import encode_image, sample_av
+        from ovi_core.sampling.av import encode_image, sample_av
         from ovi_core.sampling.fast import apply_preset, speed_options
 
         if aspect not in ASPECT_PRESETS:

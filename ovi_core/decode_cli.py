@@ -58,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ovi_core import validate
     from ovi_core.audio import load_audio_codec
+    from ovi_core.devices import pick_device, pick_dtype
     from ovi_core.latents_file import load_latents
     from ovi_core.media import write_mp4, write_wav
-    from ovi_core.pipeline import SAMPLE_RATE, decode_audio, decode_video, pick_device, pick_dtype
+    from ovi_core.pipeline import SAMPLE_RATE, decode_audio, decode_video
     from ovi_core.vae import load_wan_vae
 
     validate.check_output_file(args.out)

@@ -28,7 +28,7 @@ class OutputWriteError(OSError):
 
 
 def save_latents(path: str | os.PathLike, latents) -> str:
-    """Write :class:`ovi_core.pipeline.AVLatents` to ``path`` atomically; returns the path."""
+    """Write :class:`ovi_core.sampling.av.AVLatents` to ``path`` atomically; returns the path."""
     from safetensors.torch import save_file
 
     path = os.fspath(path)
@@ -41,11 +41,11 @@ def save_latents(path: str | os.PathLike, latents) -> str:
 
 
 def load_latents(path: str | os.PathLike):
-    """Read a latents file (ours, or OviSaveLatents') into :class:`ovi_core.pipeline.AVLatents`; every problem
+    """Read a latents file (ours, or OviSaveLatents') into :class:`ovi_core.sampling.av.AVLatents`; every problem
     (missing, damaged, foreign file, wrong shapes, bad metadata) is an error that names the file and what is wrong."""
     from ovi_core import checkpoints as ck
     from ovi_core import sizes
-    from ovi_core.pipeline import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
+    from ovi_core.sampling.av import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
 
     path = os.fspath(path)
     tensors, meta = ck.read_tensor_file(path, what="Ovi latents file", required=("video", "audio"))

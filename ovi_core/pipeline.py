@@ -1,7 +1,9 @@
 """The whole job: prompt (+ optional first frame) -> paired latents -> frames + 16 kHz waveform -> MP4.
 
 Each stage is a plain function taking the components it needs (the ComfyUI nodes call them one by one);
-:class:`OviPipeline` strings them together for the CLI and notebooks::
+:class:`OviPipeline` strings them together for the CLI and notebooks. Stage 1 (text) lives in
+:mod:`ovi_core.text.conditioning`, stage 2 (sampling) in :mod:`ovi_core.sampling.av`, devices and precision in
+:mod:`ovi_core.devices`; stage 3 (decoding) is here::
 
     pipe = OviPipeline.from_weights("ckpts", version="auto", device="cuda", memory_mode="offload")
     result = pipe.generate("A man says <S>Hello.<E> Audio: clear male voice.", seed=103)
@@ -12,273 +14,58 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from ovi_core import sizes, validate
+from ovi_core.devices import pick_device, pick_dtype
 from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
+from ovi_core.sampling.av import (
+    AUDIO_LATENT_CHANNELS,
+    FPS,
+    VIDEO_LATENT_CHANNELS,
+    AVLatents,
+    InterruptFn,
+    ProgressFn,
+    encode_image,
+    make_noise,
+    sample_av,
+)
+from ovi_core.text.conditioning import Conditioning, encode_prompts
 
 if TYPE_CHECKING:
     from ovi_core.sampling.fast import SpeedOptions
 
+# The stages live in their own modules (devices, text.conditioning, sampling.av); these names stay importable
+# from here, where the nodes, the CLI and the tests have always found them.
+__all__ = [
+    "AUDIO_LATENT_CHANNELS",
+    "FPS",
+    "SAMPLE_RATE",
+    "VIDEO_LATENT_CHANNELS",
+    "AVLatents",
+    "Conditioning",
+    "GenerationResult",
+    "InterruptFn",
+    "OviPipeline",
+    "ProgressFn",
+    "decode_audio",
+    "decode_video",
+    "encode_image",
+    "encode_prompts",
+    "fusion_file_info",
+    "make_noise",
+    "pick_device",
+    "pick_dtype",
+    "sample_av",
+]
+
 logger = logging.getLogger(__name__)
 
-ProgressFn = Callable[[int, int], None]
-InterruptFn = Callable[[], None]
-
-VIDEO_LATENT_CHANNELS = 48
-AUDIO_LATENT_CHANNELS = 20
-FPS = 24
 SAMPLE_RATE = 16000
-
-
-# ----------------------------------------------------------------------------------------------
-# Devices and precision
-# ----------------------------------------------------------------------------------------------
-
-
-def pick_device(device: str | torch.device | None = "auto") -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """Compute dtype: bf16 on GPUs, fp32 on CPU by default. fp16 overflows in this model family and is
-    refused with a warning (upcast to bf16)."""
-    if dtype is None or dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        table = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-                 "fp32": torch.float32, "float32": torch.float32}
-        if dtype not in table:
-            raise ValueError(f"Unknown precision {dtype!r}; use bf16, fp32 or auto.")
-        dtype = table[dtype]
-    if dtype == torch.float16:
-        logger.warning("fp16 overflows in Ovi/Wan models (black or noise output); computing in bf16 instead.")
-        return torch.bfloat16
-    return dtype
-
-
-# ----------------------------------------------------------------------------------------------
-# Stage 1: text
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Conditioning:
-    """UMT5 embeddings for one clip: ``[L, D]`` each, trimmed to their real token counts."""
-
-    positive: torch.Tensor
-    video_negative: torch.Tensor
-    audio_negative: torch.Tensor
-    prompt: str
-    warnings: list[str] = field(default_factory=list)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
-        f = lambda t: t.to(device=device, dtype=dtype or t.dtype)  # noqa: E731
-        return replace(self, positive=f(self.positive), video_negative=f(self.video_negative),
-                       audio_negative=f(self.audio_negative))
-
-
-def encode_prompts(
-    text_encoder,
-    prompt: str,
-    *,
-    video_negative: str = sizes.DEFAULTS["video_negative_prompt"],
-    audio_negative: str = sizes.DEFAULTS["audio_negative_prompt"],
-    version: str | None = None,
-) -> Conditioning:
-    """Encode the prompt and the two negative prompts in one batch.
-
-    The prompt's audio-caption format is converted to the model version's (``<AUDCAP>`` for 1.0,
-    ``Audio:`` for 1.1); malformed speech/caption tags produce warnings (logged and returned).
-    """
-    from ovi_core.text.prompt import check_prompt, convert_prompt, mixed_caption_warning
-    from ovi_core.validate import check_prompt_text
-
-    check_prompt_text(prompt)
-    mixed = mixed_caption_warning(prompt)  # seen before the conversion makes both formats one
-    if version is not None:
-        prompt = convert_prompt(prompt, version="1.0" if version.startswith("1.0") else "1.1")
-    warnings = check_prompt(prompt)
-    if mixed is not None and mixed not in warnings:
-        warnings.insert(0, mixed)
-    tokenizer = getattr(text_encoder, "tokenizer", None)
-    if tokenizer is not None and hasattr(tokenizer, "truncation_warning"):
-        cut = tokenizer.truncation_warning(prompt)
-        if cut is not None:
-            warnings.append(cut)
-    for w in warnings:
-        logger.warning("prompt: %s", w)
-    pos, vneg, aneg = text_encoder.encode([prompt, video_negative or "", audio_negative or ""])
-    return Conditioning(pos, vneg, aneg, prompt, warnings)
-
-
-# ----------------------------------------------------------------------------------------------
-# Stage 2: sampling
-# ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AVLatents:
-    """Paired latents of one or more clips. video ``[B, 48, F, H/16, W/16]``, audio ``[B, L, 20]``."""
-
-    video: torch.Tensor
-    audio: torch.Tensor
-    version: str = "1.0"
-    fps: int = FPS
-    stats: dict = field(default_factory=dict)  # sampling counts: forwards, CFG reuse, step cache
-
-    @property
-    def height(self) -> int:
-        return self.video.shape[-2] * 16
-
-    @property
-    def width(self) -> int:
-        return self.video.shape[-1] * 16
-
-
-def make_noise(shape: tuple[int, ...], *, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """Gaussian noise from a CPU generator so that a seed means the same clip on every device."""
-    g = torch.Generator("cpu").manual_seed(int(seed))
-    return torch.randn(shape, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
-
-
-def encode_image(vae, image: torch.Tensor, *, area: int, device: torch.device, dtype: torch.dtype = torch.float32
-                 ) -> torch.Tensor:
-    """First frame ``[H, W, 3]`` (or ``[1, H, W, 3]``) in [0, 1] -> normalized latent ``[1, 48, 1, h, w]``.
-
-    The image is resized to the model's area with both sides multiples of 32 (the output video takes
-    this size).
-    """
-    pixels = sizes.preprocess_image(image, area=area)  # [1, 3, 1, H', W'] in [-1, 1]
-    with torch.no_grad():
-        lat = vae.encode(pixels.to(device=device, dtype=dtype))
-    return lat.float()
-
-
-def sample_av(
-    model,
-    cond: Conditioning,
-    *,
-    height: int,
-    width: int,
-    version: str = "1.0",
-    steps: int = 50,
-    solver: str = "unipc",
-    shift: float = 5.0,
-    video_guidance_scale: float = 4.0,
-    audio_guidance_scale: float = 3.0,
-    slg_layer: int = 11,
-    seed: int = 103,
-    image_latent: torch.Tensor | None = None,
-    audio_rope_scale: float | None = None,
-    batch_cfg: bool = True,
-    device: torch.device | str = "cpu",
-    dtype: torch.dtype = torch.float32,
-    callback: ProgressFn | None = None,
-    check_interrupt: InterruptFn | None = None,
-    speed: SpeedOptions | None = None,
-    guides: Sequence = (),
-) -> AVLatents:
-    """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
-
-    ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
-    wins and latent frame 0 is held at the image (image -> audio+video). ``speed``: optional
-    :class:`ovi_core.sampling.fast.SpeedOptions` (CFG reuse, step cache); counts land in ``stats``.
-    ``guides`` (:class:`ovi_core.sampling.Guide`) hold parts of either stream at given clean latents; a video
-    guide's latent size wins too.
-    """
-    from ovi_core.sampling import make_cfg_denoiser, sample_joint
-    from ovi_core.sampling.fast import ForwardCounter, SpeedState
-
-    device = torch.device(device)
-    spec = sizes.MODEL_SPECS[version]
-    if image_latent is not None:
-        height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
-    vguide = next((g for g in guides if getattr(g, "stream", None) == "video"), None)
-    if vguide is not None:
-        height, width = vguide.latent.shape[-2] * 16, vguide.latent.shape[-1] * 16
-    sizes.validate_size(height, width)
-    validate.check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
-    validate.check_seed(seed)
-    vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
-    ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
-    video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
-    audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
-    first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
-    video_clean, audio_clean, guides = _guide_masks(guides, vshape, ashape, first_frame=first is not None)
-
-    c = cond.to(device, dtype)
-    prev_cfg = None
-    if audio_rope_scale is not None:  # the scaled-RoPE factor of the audio tower, overridden for this run
-        if not 0.0 < float(audio_rope_scale) <= 10.0:
-            raise ValueError(f"audio_rope_scale must be in (0, 10], got {audio_rope_scale}; the official value is "
-                             f"{sizes.audio_rope_scale():.5f}.")
-        prev_cfg = model.audio_model.config
-        model.audio_model.config = replace(prev_cfg, temporal_rope_scaling_factor=float(audio_rope_scale))
-
-    def model_fn(v, a, t, vctx, actx, **kw):
-        vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
-        return vv.float(), va.float()
-
-    fast = SpeedState.make(speed, steps=steps)
-    fast.counter = ForwardCounter(model_fn, batch=video.shape[0])
-    denoise = make_cfg_denoiser(
-        fast.counter,
-        pos_video_ctx=[c.positive],
-        pos_audio_ctx=[c.positive],
-        neg_video_ctx=[c.video_negative],
-        neg_audio_ctx=[c.audio_negative],
-        video_guidance_scale=video_guidance_scale,
-        audio_guidance_scale=audio_guidance_scale,
-        slg_layer=slg_layer,
-        first_frame_clean=first is not None and video_clean is None,
-        batch_cfg=batch_cfg,
-        cfg_cache=fast.cfg_cache,
-        video_clean=video_clean,
-        audio_clean=audio_clean,
-    )
-    if fast.step_cache is not None:
-        denoise = fast.step_cache.wrap(denoise, on_skip=fast.cfg_cache.advance if fast.cfg_cache else None)
-    prev_hook = model.block_hook
-    if check_interrupt is not None:
-        # honour a cancel between fused blocks too, not only between steps (a step can take many seconds)
-        def hook(i: int) -> None:
-            check_interrupt()
-            if prev_hook is not None:
-                prev_hook(i)
-
-        model.block_hook = hook
-    try:
-        with torch.no_grad(), model.cache_text_embeddings():
-            video, audio = sample_joint(
-                denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
-                callback=callback, check_interrupt=check_interrupt, guides=guides,
-            )
-    finally:
-        model.block_hook = prev_hook
-        if prev_cfg is not None:
-            model.audio_model.config = prev_cfg
-    stats = fast.stats()
-    logger.info("sampling: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
-    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS, stats=stats)
-
-
-def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame: bool):
-    """Checked guides and the model's clean-token masks; with a first frame too, frame 0 joins the video mask."""
-    from ovi_core.sampling import check_guides, clean_masks
-
-    guides = check_guides(guides, video_shape=vshape, audio_shape=ashape)
-    video_clean, audio_clean = clean_masks(guides, video_shape=vshape, audio_shape=ashape)
-    if video_clean is not None and first_frame:
-        video_clean = video_clean.clone()
-        video_clean[:, 0] = True  # [1, F] or [1, F, h/2, w/2]
-    return video_clean, audio_clean, guides
 
 
 # ----------------------------------------------------------------------------------------------

@@ -42,6 +42,21 @@ def _probe(path):
     return vcodec, frames, acodec, n / rate
 
 
+def test_stage_names_stay_importable_from_the_pipeline():
+    """The stages moved to their own modules; ``ovi_core.pipeline`` still hands out the very same objects."""
+    import ovi_core.pipeline as facade
+    from ovi_core import devices
+    from ovi_core.sampling import av
+    from ovi_core.text import conditioning
+
+    homes = {devices: ["pick_device", "pick_dtype"], conditioning: ["Conditioning", "encode_prompts"],
+             av: ["AVLatents", "make_noise", "encode_image", "sample_av", "ProgressFn", "InterruptFn",
+                  "VIDEO_LATENT_CHANNELS", "AUDIO_LATENT_CHANNELS", "FPS"]}
+    for mod, names in homes.items():
+        for name in names:
+            assert name in facade.__all__ and getattr(facade, name) is getattr(mod, name), name
+
+
 def test_text_to_av_mp4(pipe, tmp_path):
     assert pipe.version == "1.0" and pipe.target_area == TINY_AREA
     res = pipe.generate(PROMPT, steps=2, seed=1)

@@ -92,7 +92,7 @@ def generate_long_clip(
     :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds) and the guides'
     ``guide_mode``/``guide_until``. Everything is validated before any weights run.
     """
-    from ovi_core.pipeline import encode_image
+    from ovi_core.sampling.av import encode_image
 
     plan = plan_windows(seconds, version=pipe.version, overlap_seconds=overlap, crossfade_seconds=crossfade)
     window_prompts = prompts_for_windows(prompts, plan.num_windows)

@@ -61,7 +61,7 @@ def prompts_for_windows(prompts: Sequence[str], windows: int) -> list[str]:
 def encode_window_prompts(text_encoder, prompts: Sequence[str], *, video_negative: str, audio_negative: str,
                           version: str | None) -> list:
     """``Conditioning`` per window (CPU); every distinct prompt is encoded once."""
-    from ovi_core.pipeline import encode_prompts
+    from ovi_core.text.conditioning import encode_prompts
 
     cache: dict[str, object] = {}
     out = []

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ovi_core.pipeline import AVLatents, Conditioning, sample_av
+from ovi_core.sampling.av import AVLatents, sample_av
+from ovi_core.text.conditioning import Conditioning
 
 from .plan import WindowPlan
 
@@ -107,7 +108,7 @@ def sample_windows(
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``speed``:
-    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window. The other arguments are those of :func:`ovi_core.pipeline.sample_av`.
+    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window. The other arguments are those of :func:`ovi_core.sampling.av.sample_av`.
     """
     import contextlib
 

@@ -14,7 +14,7 @@ import logging
 import os
 
 from ovi_core.fileio import atomic_path
-from ovi_core.pipeline import AVLatents
+from ovi_core.sampling.av import AVLatents
 
 logger = logging.getLogger(__name__)
 

@@ -356,7 +356,7 @@ def prepare_from_weights(src_dir: str, out_dir: str, *, weights: str, config: Pr
                          device: str = "auto", progress: Callable[[int, int], None] | None = None) -> PrepareReport:
     """Load the text encoder and the two codecs from an official weights folder, then :func:`prepare_dataset`."""
     from ovi_core.audio import load_audio_codec
-    from ovi_core.pipeline import pick_device, pick_dtype
+    from ovi_core.devices import pick_device, pick_dtype
     from ovi_core.text import load_text_encoder
     from ovi_core.vae import load_wan_vae
     from ovi_core.weights import resolve_weights

@@ -1,0 +1,185 @@
+"""Stage 2 of the pipeline, sampling one clip: seeded noise, the first-frame latent, and :func:`sample_av`, which
+runs the joint video+audio loop on the fusion model with per-modality CFG, guides and the speed options.
+
+Also the paired-latent layout (:class:`AVLatents`, the latent channel counts) that the decode stage reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from ovi_core import sizes, validate
+
+from .fast import ForwardCounter, SpeedOptions, SpeedState
+from .guides import check_guides, clean_masks
+from .joint import make_cfg_denoiser, sample_joint
+
+if TYPE_CHECKING:
+    from ovi_core.text.conditioning import Conditioning
+
+logger = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+InterruptFn = Callable[[], None]
+
+VIDEO_LATENT_CHANNELS = 48
+AUDIO_LATENT_CHANNELS = 20
+FPS = 24
+
+
+@dataclass
+class AVLatents:
+    """Paired latents of one or more clips. video ``[B, 48, F, H/16, W/16]``, audio ``[B, L, 20]``."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    version: str = "1.0"
+    fps: int = FPS
+    stats: dict = field(default_factory=dict)  # sampling counts: forwards, CFG reuse, step cache
+
+    @property
+    def height(self) -> int:
+        return self.video.shape[-2] * 16
+
+    @property
+    def width(self) -> int:
+        return self.video.shape[-1] * 16
+
+
+def make_noise(shape: tuple[int, ...], *, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Gaussian noise from a CPU generator so that a seed means the same clip on every device."""
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn(shape, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
+
+
+def encode_image(vae, image: torch.Tensor, *, area: int, device: torch.device, dtype: torch.dtype = torch.float32
+                 ) -> torch.Tensor:
+    """First frame ``[H, W, 3]`` (or ``[1, H, W, 3]``) in [0, 1] -> normalized latent ``[1, 48, 1, h, w]``.
+
+    The image is resized to the model's area with both sides multiples of 32 (the output video takes
+    this size).
+    """
+    pixels = sizes.preprocess_image(image, area=area)  # [1, 3, 1, H', W'] in [-1, 1]
+    with torch.no_grad():
+        lat = vae.encode(pixels.to(device=device, dtype=dtype))
+    return lat.float()
+
+
+def sample_av(
+    model,
+    cond: Conditioning,
+    *,
+    height: int,
+    width: int,
+    version: str = "1.0",
+    steps: int = 50,
+    solver: str = "unipc",
+    shift: float = 5.0,
+    video_guidance_scale: float = 4.0,
+    audio_guidance_scale: float = 3.0,
+    slg_layer: int = 11,
+    seed: int = 103,
+    image_latent: torch.Tensor | None = None,
+    audio_rope_scale: float | None = None,
+    batch_cfg: bool = True,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    callback: ProgressFn | None = None,
+    check_interrupt: InterruptFn | None = None,
+    speed: SpeedOptions | None = None,
+    guides: Sequence = (),
+) -> AVLatents:
+    """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
+
+    ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
+    wins and latent frame 0 is held at the image (image -> audio+video). ``speed``: optional
+    :class:`ovi_core.sampling.fast.SpeedOptions` (CFG reuse, step cache); counts land in ``stats``.
+    ``guides`` (:class:`ovi_core.sampling.Guide`) hold parts of either stream at given clean latents; a video
+    guide's latent size wins too.
+    """
+    device = torch.device(device)
+    spec = sizes.MODEL_SPECS[version]
+    if image_latent is not None:
+        height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
+    vguide = next((g for g in guides if getattr(g, "stream", None) == "video"), None)
+    if vguide is not None:
+        height, width = vguide.latent.shape[-2] * 16, vguide.latent.shape[-1] * 16
+    sizes.validate_size(height, width)
+    validate.check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
+    validate.check_seed(seed)
+    vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
+    ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
+    video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
+    audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
+    first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
+    video_clean, audio_clean, guides = _guide_masks(guides, vshape, ashape, first_frame=first is not None)
+
+    c = cond.to(device, dtype)
+    prev_cfg = None
+    if audio_rope_scale is not None:  # the scaled-RoPE factor of the audio tower, overridden for this run
+        if not 0.0 < float(audio_rope_scale) <= 10.0:
+            raise ValueError(f"audio_rope_scale must be in (0, 10], got {audio_rope_scale}; the official value is "
+                             f"{sizes.audio_rope_scale():.5f}.")
+        prev_cfg = model.audio_model.config
+        model.audio_model.config = replace(prev_cfg, temporal_rope_scaling_factor=float(audio_rope_scale))
+
+    def model_fn(v, a, t, vctx, actx, **kw):
+        vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
+        return vv.float(), va.float()
+
+    fast = SpeedState.make(speed, steps=steps)
+    fast.counter = ForwardCounter(model_fn, batch=video.shape[0])
+    denoise = make_cfg_denoiser(
+        fast.counter,
+        pos_video_ctx=[c.positive],
+        pos_audio_ctx=[c.positive],
+        neg_video_ctx=[c.video_negative],
+        neg_audio_ctx=[c.audio_negative],
+        video_guidance_scale=video_guidance_scale,
+        audio_guidance_scale=audio_guidance_scale,
+        slg_layer=slg_layer,
+        first_frame_clean=first is not None and video_clean is None,
+        batch_cfg=batch_cfg,
+        cfg_cache=fast.cfg_cache,
+        video_clean=video_clean,
+        audio_clean=audio_clean,
+    )
+    if fast.step_cache is not None:
+        denoise = fast.step_cache.wrap(denoise, on_skip=fast.cfg_cache.advance if fast.cfg_cache else None)
+    prev_hook = model.block_hook
+    if check_interrupt is not None:
+        # honour a cancel between fused blocks too, not only between steps (a step can take many seconds)
+        def hook(i: int) -> None:
+            check_interrupt()
+            if prev_hook is not None:
+                prev_hook(i)
+
+        model.block_hook = hook
+    try:
+        with torch.no_grad(), model.cache_text_embeddings():
+            video, audio = sample_joint(
+                denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
+                callback=callback, check_interrupt=check_interrupt, guides=guides,
+            )
+    finally:
+        model.block_hook = prev_hook
+        if prev_cfg is not None:
+            model.audio_model.config = prev_cfg
+    stats = fast.stats()
+    logger.info("sampling: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
+    return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS, stats=stats)
+
+
+def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame: bool):
+    """Checked guides and the model's clean-token masks; with a first frame too, frame 0 joins the video mask."""
+    guides = check_guides(guides, video_shape=vshape, audio_shape=ashape)
+    video_clean, audio_clean = clean_masks(guides, video_shape=vshape, audio_shape=ashape)
+    if video_clean is not None and first_frame:
+        video_clean = video_clean.clone()
+        video_clean[:, 0] = True  # [1, F] or [1, F, h/2, w/2]
+    return video_clean, audio_clean, guides
