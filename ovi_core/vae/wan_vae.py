@@ -69,6 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 
 logger = logging.getLogger(__name__)
 
@@ -830,7 +831,7 @@ def config_from_shapes(shapes: Mapping[str, Sequence[int]], *, path: str = "<sta
     needed = ("encoder.conv1.weight", "decoder.head.2.weight", "conv1.weight", "conv2.weight")
     if not all(k in shapes for k in needed):
         infos = {k: ck.TensorInfo(tuple(v), torch.float32) for k, v in shapes.items()}
-        ident = ck.identify(infos, path=path)
+        ident = identify(infos, path=path)
         missing = [k for k in needed if k not in shapes]
         raise ck.CheckpointError(
             f"{path!r} is not a Wan VAE (it looks like: {ident.description}); missing {', '.join(missing)}. "
