@@ -75,12 +75,13 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 def inspect_file(path: str) -> dict:
     """Describe a checkpoint file and check whether it loads strictly into our module."""
     from ovi_core import checkpoints as ck
+    from ovi_core.checkpoint_id import identify
     from ovi_core.quant.report import format_of, fusion_report, needs_own_report
 
     if needs_own_report(path):  # GGUF, kijai layout, fp8_scaled
         return fusion_report(path)
     infos = ck.peek(path)
-    ident = ck.identify(infos, path=path)
+    ident = identify(infos, path=path)
     report = {
         "file": path,
         "component": ident.component,

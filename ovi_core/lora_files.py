@@ -25,11 +25,12 @@ logger = logging.getLogger(__name__)
 def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a LoRA file (safetensors, or a ``.pt`` read with ``weights_only``)."""
     from ovi_core import checkpoints as ck
+    from ovi_core.checkpoint_id import identify
 
     path = os.fspath(path)
     if os.path.isfile(path):  # refuse other models from the header, before reading any tensor
         try:
-            ident = ck.identify(ck.peek(path), path=path)
+            ident = identify(ck.peek(path), path=path)
         except ck.CheckpointError as e:
             raise ck.CheckpointError(f"LoRA file: {e}") from e
         if ident.component != "lora":

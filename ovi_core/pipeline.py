@@ -117,6 +117,7 @@ def fusion_file_info(path: str) -> dict:
     """Version and target area of a fusion checkpoint: from our own metadata when present (files this
     project writes carry ``ovi.version`` / ``ovi.target_area``), else from the official file name."""
     from ovi_core import checkpoints as ck
+    from ovi_core.checkpoint_id import fusion_version_from_name
 
     info: dict = {}
     meta: dict = {}
@@ -141,7 +142,7 @@ def fusion_file_info(path: str) -> dict:
     if area is not None:
         info["target_area"] = area
     if "version" not in info:
-        info["version"] = ck.fusion_version_from_name(path) or "1.0"
+        info["version"] = fusion_version_from_name(path) or "1.0"
     return info
 
 

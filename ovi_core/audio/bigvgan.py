@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 
 logger = logging.getLogger(__name__)
 
@@ -443,7 +444,7 @@ def load_bigvgan(
     """
     path = os.fspath(path)
     raw = ck.load_state_dict(path)
-    ident = ck.identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in raw.items()}, path=path)
+    ident = identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in raw.items()}, path=path)
     if ident.component == "bigvgan":  # a BigVGAN for another mel layout (e.g. 100 bands)
         raise ck.CheckpointError(
             f"{path!r} is {ident.description}; Ovi needs the 80-band 16 kHz BigVGAN "

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +422,7 @@ def load_mmaudio_vae(
     """
     path = os.fspath(path)
     sd = ck.load_state_dict(path)
-    ident = ck.identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}, path=path)
+    ident = identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}, path=path)
     if ident.component == "mmaudio-vae" and not ident.compatible:
         raise ck.CheckpointError(
             f"{path!r} is {ident.description}, not the 16 kHz VAE Ovi uses. {' '.join(ident.notes)} "

@@ -25,6 +25,7 @@ import torch
 
 from ovi_core import checkpoints as ck
 from ovi_core.attention import BACKENDS, available_backends
+from ovi_core.checkpoint_id import identify
 from ovi_core.model.config import (
     OVI_11B,
     TINY,
@@ -79,7 +80,7 @@ def shapes_for(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[int]]:
 
 def _not_ovi(path: str, infos: Mapping[str, ck.TensorInfo]) -> ck.CheckpointError:
     """An error naming the file, what it looks like and the first missing / unexpected keys."""
-    ident = ck.identify(infos, path=path)
+    ident = identify(infos, path=path)
     try:
         ck.check_shapes(full_size_shapes(), infos, path=path, what=WHAT, ident=ident)
     except ck.CheckpointError as e:
@@ -187,7 +188,7 @@ def load_fusion(
     label = " + ".join(paths)
     plan, sources = _plan(paths)
     infos = {full: src.infos[full] for full, (src, _) in plan.items()}
-    ident = ck.identify(infos, path=paths[0] if len(paths) == 1 else None)
+    ident = identify(infos, path=paths[0] if len(paths) == 1 else None)
     shapes = {k: v.shape for k, v in infos.items()}
     fmt = " + ".join(s.describe() for s in sources)
     if config is None:

@@ -6,6 +6,7 @@ import math
 import os
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 from ovi_core.quant.sources import Source, is_gguf, open_source
 
 
@@ -32,7 +33,7 @@ def fusion_report(path: str | os.PathLike) -> dict:
     path = os.fspath(path)
     src = open_source(path)
     shapes = {k: v.shape for k, v in src.infos.items()}
-    ident = ck.identify(src.infos, path=path)
+    ident = identify(src.infos, path=path)
     counts: dict[str, int] = {}
     for q in src.qtypes.values():
         counts[q] = counts.get(q, 0) + 1

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import _dominant_dtype, identify
 from ovi_core.quant import fp8 as f8
 from ovi_core.quant import ggml, stream
 from ovi_core.quant.gguf_file import GGUFTensor, read_gguf_index, read_raw
@@ -71,7 +72,7 @@ class Source:
         fp8s = sorted(d for d in dts if "float8" in d)
         if fp8s:
             return "fp8 " + fp8s[0].replace("float8_", "")
-        return ck._dominant_dtype(self.infos)
+        return _dominant_dtype(self.infos)
 
     def describe(self) -> str:
         return f"{self.format} ({self.layout.describe()})"
@@ -125,7 +126,7 @@ class NotOviError(ck.CheckpointError):
 
 
 def not_ovi(path: str, infos) -> ck.CheckpointError:
-    ident = ck.identify(infos, path=path)
+    ident = identify(infos, path=path)
     return NotOviError(
         f"{path!r} is not an Ovi fusion model or tower file (it looks like: {ident.description}). Pass the "
         "official fusion file, a GGUF made by `python -m ovi_core quantize`, or kijai's video + audio files."

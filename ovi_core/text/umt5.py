@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 from ovi_core.text.tokenizer import TEXT_LEN, UMT5Tokenizer, load_tokenizer, write_tiny_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -351,7 +352,7 @@ def load_umt5_model(
     """
     path = os.fspath(path)
     infos = ck.peek(path)
-    ident = ck.identify(infos, path=path)
+    ident = identify(infos, path=path)
     if ident.component != "umt5-xxl":
         notes = f" ({'; '.join(ident.notes)})" if ident.notes else ""
         raise ck.CheckpointError(

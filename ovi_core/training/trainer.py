@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import fusion_version_from_name
 from ovi_core.lora_network import LoRANetwork
 from ovi_core.training import checkpoint as ckpt
 from ovi_core.training.checkpoint import CHECKPOINT_DIR, ResumePlan, latest_checkpoint, list_checkpoints
@@ -203,7 +204,7 @@ class Trainer:
             except (ValueError, OSError):
                 meta = {}
             version = ck.meta_choice(meta, "ovi.version", path=path, choices=MODEL_SPECS)
-        return version or ck.fusion_version_from_name(path) or "unknown"
+        return version or fusion_version_from_name(path) or "unknown"
 
     # -- data -----------------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ovi_core import checkpoints as ck
+from ovi_core.checkpoint_id import identify
 from ovi_core.vae.wan_config import PATCH as PATCH  # re-exported
 from ovi_core.vae.wan_config import WanVAEConfig
 from ovi_core.vae.wan_layers import AttentionBlock as AttentionBlock  # re-exported
@@ -288,7 +289,7 @@ def config_from_shapes(shapes: Mapping[str, Sequence[int]], *, path: str = "<sta
     needed = ("encoder.conv1.weight", "decoder.head.2.weight", "conv1.weight", "conv2.weight")
     if not all(k in shapes for k in needed):
         infos = {k: ck.TensorInfo(tuple(v), torch.float32) for k, v in shapes.items()}
-        ident = ck.identify(infos, path=path)
+        ident = identify(infos, path=path)
         missing = [k for k in needed if k not in shapes]
         raise ck.CheckpointError(
             f"{path!r} is not a Wan VAE (it looks like: {ident.description}); missing {', '.join(missing)}. "
