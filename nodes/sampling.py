@@ -247,8 +247,11 @@ class OviJointSampler:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
-        if image_latent is not None:
-            planned = (image_latent.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, image_latent.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
+        # the size comes from a video guide's latent when there is one (sample_av lets it win), else the image's
+        vguide = next((item.guide for item in guides or [] if item.guide.stream == "video"), None)
+        sized_by = vguide.latent if vguide is not None else image_latent
+        if sized_by is not None:
+            planned = (sized_by.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, sized_by.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
         else:
             planned = (width_px, height_px)
         spec = sizes.MODEL_SPECS[version]
@@ -270,7 +273,7 @@ class OviJointSampler:
         _, _, f, lh, lw = latents.video.shape
         frames = (f - 1) * 4 + 1  # Wan2.2 VAE: latent frame 0 = pixel frame 0, then 4 pixel frames per latent frame
         text = size_text(lw * sizes.SPATIAL_DOWNSAMPLE, lh * sizes.SPATIAL_DOWNSAMPLE, frames,
-                         getattr(latents, "fps", None) or sizes.FPS, requested=None if image is not None else (w, h))
+                         getattr(latents, "fps", None) or sizes.FPS, requested=None if sized_by is not None else (w, h))
         lines = [text] + warn_lines
         if speed.active or preset != "default":
             lines.append("Ovi sampling: " + ", ".join(f"{k} {v:g}" for k, v in latents.stats.items()))

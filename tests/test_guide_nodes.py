@@ -75,7 +75,11 @@ def test_audio_guide_node_to_sampler_and_decoder(comps):
                                seconds="auto")
 
 
-def test_video_guide_node_chains_and_sets_the_size(comps):
+def test_video_guide_node_chains_and_sets_the_size(comps, monkeypatch):
+    import nodes.sampling as sampling_node
+
+    shown = []  # the texts the sampler shows on its node, while sampling and after
+    monkeypatch.setattr(sampling_node._comfy, "show_text", lambda node_id, text, **kw: shown.append(text))
     model, vae, avae, cond = comps
     frames = torch.rand(10, 36, 60, 3)
     with torch.inference_mode():
@@ -86,6 +90,9 @@ def test_video_guide_node_chains_and_sets_the_size(comps):
         (lat,) = OviJointSampler().sample(model, cond, **SAMPLER, guides=both)
         vg = both[0].guide
         assert lat.video.shape[-2:] == vg.latent.shape[-2:]  # the guide's size wins over the aspect preset
+        size = f"{vg.latent.shape[-1] * 16}x{vg.latent.shape[-2] * 16}"
+        # both texts give the guide's size; none claims the asked 960x960 was snapped to it
+        assert len(shown) == 2 and all(size in t for t in shown) and not any("snapped" in t for t in shown), shown
         assert torch.equal(lat.video[:, :, vg.mask], vg.latent[:, :, vg.mask]) and vg.mask.sum() == 5
         (out,) = OviDecodeVideo().decode(vae, lat, tile_size=0, guides=both)
     assert torch.equal(out[:17], both[0].source.splice(torch.zeros_like(out))[:17])
