@@ -15,8 +15,8 @@ block size (32 for ``Q8_0``, 256 for the K formats).
 
 ``Q8_0`` is plain round-to-nearest. ``Q6_K`` and ``Q4_K`` search their sub-block scales (and Q4_K's offsets)
 for the least squared error, in the spirit of llama.cpp's ``make_qx_quants`` / ``make_qkx2_quants`` but our
-own vectorized torch code (see the comment above :data:`Q6_K_STEPS`): on Gaussian weights 15 % (Q6_K) and
-11 % (Q4_K) less rel-L2 error than plain round-to-nearest scales, and no block worse. The bytes are the
+own vectorized torch code (see the comment above :data:`Q6_K_STEPS`): on Gaussian weights about 15 % (Q6_K) and
+10 % (Q4_K) less rel-L2 error than plain round-to-nearest scales, and no block worse. The bytes are the
 same formats; bounds per type in :data:`EXPECTED_REL_ERROR`.
 """
 
