@@ -111,8 +111,8 @@ def _q8_0(x: torch.Tensor) -> torch.Tensor:
 #    6-bit code), as plain round-to-nearest does;
 # 3. the code rounding undoes part of step 1 (the best steps are "lucky" ones that put many values near a
 #    grid point), so try the neighbouring codes too, each with its values re-rounded, keep the best;
-# 4. per super-block, keep the plain round-to-nearest codes instead where they do better (rare: sparse
-#    blocks), so no block is worse than the plain rule; round the values with the final scales.
+# 4. per super-block, keep the plain round-to-nearest codes instead where they do better (rare: some sparse
+#    or heavy-tailed blocks), so no block is worse than the plain rule; round the values with the final scales.
 # The sums run over the outermost dimension of a values-major copy ([values, candidates, sub-blocks]):
 # vectorized adds, where a sum over a short innermost dimension is several times slower.
 # Candidate counts: error against time, see bench/RESULTS.md ("Quantized fusion files").
@@ -125,7 +125,7 @@ Q6_K_NEIGHBOURS = tuple(range(-3, 4))
 Q4_K_STEPS = tuple(-1.0 + 0.25 * i for i in range(9))
 #: Q4_K step 3: (scale code, min code) offsets
 Q4_K_NEIGHBOURS = tuple((i, j) for i in (-1, 0, 1) for j in (-2, -1, 0, 1, 2))
-#: values per chunk of the K quantizers; the largest temporaries are chunk x candidates (~3.5 MiB)
+#: values per chunk of the K quantizers; the largest temporaries are chunk x candidates (<= 4 MiB)
 CHUNK = 1 << 16
 
 
@@ -173,7 +173,7 @@ def _q6_k_codes(xt: torch.Tensor, wt: torch.Tensor | None) -> tuple[torch.Tensor
     sc0 = torch.round(plain * _inv(d0)).clamp_(0, 127)
     # step 1, candidates on dim 1: the signed extreme -> -(32 + s), on the longer side of [-32, 31]
     ext = torch.where(hi >= -lo, hi, lo)
-    q = (xt * (_cands(Q6_K_STEPS, xt) + 32.0) * _inv(-ext)).round_().clamp_(-32, 31)  # [16, S, m]
+    q = (xt * ((_cands(Q6_K_STEPS, xt) + 32.0) * _inv(-ext))).round_().clamp_(-32, 31)  # [16, S, m]
     wq = q if wt is None else q * wt
     sxq = (wq * xt).sum(0)
     inv_sqq = _inv(wq.mul_(q).sum(0) if wt is not None else q.square_().sum(0))  # [S, m]
@@ -214,7 +214,7 @@ def _q4_k_codes(xt: torch.Tensor, wt: torch.Tensor | None) -> tuple[torch.Tensor
     sw = torch.full_like(lo, xt.shape[0]) if wt is None else wt.sum(0)
     swx = xt.sum(0) if wt is None else (wt * xt).sum(0)
     # step 1, candidates on dim 1: the range -> 15 + s steps
-    q = ((xt - lo) * (_cands(Q4_K_STEPS, xt) + 15.0) * _inv(hi - lo)).round_().clamp_(0, 15)  # [32, S, m]
+    q = ((xt - lo) * ((_cands(Q4_K_STEPS, xt) + 15.0) * _inv(hi - lo))).round_().clamp_(0, 15)  # [32, S, m]
     wq = q if wt is None else q * wt
     swq, swqx = wq.sum(0), (wq * xt).sum(0)
     swqq = wq.mul_(q).sum(0) if wt is not None else q.square_().sum(0)  # [S, m]
