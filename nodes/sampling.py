@@ -217,7 +217,7 @@ class OviJointSampler:
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
         from ovi_core import sizes
-        from ovi_core.sampling.av import encode_image, sample_av
+        from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
 
         if aspect not in ASPECT_PRESETS:
@@ -247,9 +247,8 @@ class OviJointSampler:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
-        # the size comes from a video guide's latent when there is one (sample_av lets it win), else the image's
-        vguide = next((item.guide for item in guides or [] if item.guide.stream == "video"), None)
-        sized_by = vguide.latent if vguide is not None else image_latent
+        guide_list = [item.guide for item in guides or []]
+        sized_by = size_source(guide_list, image_latent)  # the latent sample_av takes the size from, if any
         if sized_by is not None:
             planned = (sized_by.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, sized_by.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
         else:
@@ -267,7 +266,7 @@ class OviJointSampler:
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
                 speed=speed,
-                guides=[item.guide for item in guides or []],
+                guides=guide_list,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape

@@ -104,11 +104,9 @@ def sample_av(
     """
     device = torch.device(device)
     spec = sizes.MODEL_SPECS[version]
-    if image_latent is not None:
-        height, width = image_latent.shape[-2] * 16, image_latent.shape[-1] * 16
-    vguide = next((g for g in guides if getattr(g, "stream", None) == "video"), None)
-    if vguide is not None:
-        height, width = vguide.latent.shape[-2] * 16, vguide.latent.shape[-1] * 16
+    sized_by = size_source(guides, image_latent)
+    if sized_by is not None:
+        height, width = sized_by.shape[-2] * 16, sized_by.shape[-1] * 16
     sizes.validate_size(height, width)
     validate.check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
     validate.check_seed(seed)
@@ -173,6 +171,13 @@ def sample_av(
     stats = fast.stats()
     logger.info("sampling: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS, stats=stats)
+
+
+def size_source(guides: Sequence, image_latent: torch.Tensor | None) -> torch.Tensor | None:
+    """The latent whose spatial size sets the clip's in :func:`sample_av`: the first video guide's, else the
+    image's; None when the requested size stands."""
+    vguide = next((g for g in guides if getattr(g, "stream", None) == "video"), None)
+    return vguide.latent if vguide is not None else image_latent
 
 
 def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame: bool):
