@@ -287,7 +287,7 @@ def _q4_k(x: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
 def _k_quantize(x: torch.Tensor, w: torch.Tensor | None, qtype: int) -> torch.Tensor:
     """``x [..., n]`` through the K quantizer in chunks of about :data:`CHUNK` values (whole rows, or whole
     blocks of one row), each cast to float32 on its own: no float32 copy of the whole tensor."""
-    fn, ts = (_q6_k, 210) if qtype == Q6_K else (_q4_k, 144)
+    fn, ts = (_q6_k if qtype == Q6_K else _q4_k), BLOCK[qtype][1]
     cols = x.shape[-1]
     rows = x.reshape(-1, cols)
     wr = None if w is None else torch.broadcast_to(w, x.shape).reshape(-1, cols)
