@@ -51,7 +51,7 @@ def mid_config():
 
 
 def random_model(cfg, dtype=torch.bfloat16):
-    from ovi_core.model import OviFusionModel
+    from ovi_core.model.fusion import OviFusionModel
 
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -171,14 +171,13 @@ def bench_ratios(model, ref, tokens: int, *, repeat: int, slg_compare: bool = Tr
 
 def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) -> dict:
     """RoPE share of our (warm) forward and the time per call of three rotations of one video tensor."""
-    import ovi_core.model.tower as tower
     from ovi_core.model.rope import _apply_rope_whole, apply_rope, video_rope
 
     cfg = model.config
     grid = GRIDS[tokens]
     video, audio, pos, _ = _inputs(cfg, grid)
     spent, calls = [0.0], [0]
-    orig = tower.apply_rope
+    orig = apply_rope
 
     def timed(x, rope):
         t0 = time.process_time()
@@ -189,13 +188,13 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
 
     with torch.no_grad(), model.cache_text_embeddings():
         model(video, audio, torch.tensor([500.0]), [pos], [pos])  # warm the caches
-        tower.apply_rope = timed
+        apply_rope = timed
         try:
             t0 = time.process_time()
             model(video, audio, torch.tensor([500.0]), [pos], [pos])
             total = time.process_time() - t0
         finally:
-            tower.apply_rope = orig
+            apply_rope = orig
     hd = cfg.video.head_dim
     x = torch.randn(1, tokens, cfg.video.num_heads, hd).bfloat16()
     table = model.video_model.rope(grid, torch.device("cpu"))
@@ -272,9 +271,9 @@ if MEASURE_MEM:
     res['peak_rss_growth_mib'] = (kib('VmHWM:') - before) / 1024
     del model
 # item 4: cache entries after 5 steps with tensor contexts (tiny model)
-from ovi_core.model import TINY
+from ovi_core.model.config import TINY
 from ovi_core.model.loader import random_fusion
-from ovi_core.sampling import make_cfg_denoiser, sample_joint
+from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
 m = random_fusion(TINY, seed=0)
 g = torch.Generator().manual_seed(0)
 pos, nv, na = (torch.randn(1, 4, 32, generator=g) for _ in range(3))
@@ -313,7 +312,7 @@ def bench_revisions(*, measure_mem: bool = True) -> dict:
 
 
 def hotpath_suite(args) -> dict:
-    from run import machine_info  # noqa: PLC0415  (bench/run.py is the entry point)
+    from machine import machine_info
 
     torch.set_grad_enabled(False)
     official = getattr(args, "official", None)

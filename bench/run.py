@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
+from machine import machine_info  # noqa: E402  (bench/ is this script's folder)
 
 
 def _sync(device: torch.device) -> None:
@@ -43,23 +42,6 @@ def _time(fn, *, device: torch.device, repeat: int, warmup: int = 1) -> float:
     return (time.perf_counter() - t0) / repeat
 
 
-def machine_info(device: torch.device) -> dict:
-    info = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["gpu_memory_gib"] = round(torch.cuda.get_device_properties(device).total_memory / 2**30, 1)
-    return info
-
-
 # ----------------------------------------------------------------------------------------------
 # pieces
 # ----------------------------------------------------------------------------------------------
@@ -67,7 +49,7 @@ def machine_info(device: torch.device) -> dict:
 
 def bench_dit_step(cfg, *, video_shape, audio_len, device, dtype, repeat, batch_cfg=True, backend="auto") -> dict:
     """Seconds per sampling step (two guidance passes batched) of a randomly initialised fusion DiT."""
-    from ovi_core.model import OviFusionModel
+    from ovi_core.model.fusion import OviFusionModel
 
     torch.manual_seed(0)
     with torch.device("meta"):
@@ -109,7 +91,7 @@ def bench_dit_step(cfg, *, video_shape, audio_len, device, dtype, repeat, batch_
 
 def bench_load_rss(cfg) -> dict:
     """Peak RSS while loading a fusion checkpoint in a fresh process, against the file's size."""
-    from ovi_core.model import OviFusionModel
+    from ovi_core.model.fusion import OviFusionModel
     from ovi_core.model.loader import save_fusion
 
     with tempfile.TemporaryDirectory() as d:
@@ -139,8 +121,7 @@ def bench_load_rss(cfg) -> dict:
 
 
 def bench_text(device) -> dict:
-    from ovi_core.text import load_text_encoder
-    from ovi_core.text.umt5 import TextEncoder  # noqa: F401  (imported to fail early when absent)
+    from ovi_core.text.umt5 import load_text_encoder
     from ovi_core.tiny import write_tiny_weights
 
     with tempfile.TemporaryDirectory() as d:
@@ -153,7 +134,7 @@ def bench_text(device) -> dict:
 
 def bench_vae_decode(device, *, frames_lat: int, hw_lat: int) -> dict:
     from ovi_core.tiny import write_tiny_weights
-    from ovi_core.vae import load_wan_vae
+    from ovi_core.vae.wan_vae import load_wan_vae
 
     with tempfile.TemporaryDirectory() as d:
         paths = write_tiny_weights(d)
@@ -216,8 +197,8 @@ def cpu_suite(args) -> dict:
 
 
 def cuda_suite(args) -> dict:
-    from ovi_core.attention import available_backends
     from ovi_core.model.config import OVI_11B
+    from ovi_core.runtime.attention import available_backends
 
     dev = torch.device("cuda")
     res = {"machine": machine_info(dev), "suite": "cuda", "results": {}}

@@ -27,7 +27,7 @@ import torch  # noqa: E402
 
 
 def _random_model(cfg, *, device, dtype, seed=0):
-    from ovi_core.model import OviFusionModel
+    from ovi_core.model.fusion import OviFusionModel
 
     torch.manual_seed(seed)
     with torch.device("meta"):
@@ -85,7 +85,7 @@ def run(*, device: str, full: bool, threads: int | None, save=None) -> dict:
     from ovi_core.sampling.av import sample_av
     from ovi_core.text.conditioning import Conditioning
     from ovi_core.tiny import write_tiny_weights
-    from ovi_core.vae import load_wan_vae
+    from ovi_core.vae.wan_vae import load_wan_vae
 
     dev = torch.device(device)
     if threads:

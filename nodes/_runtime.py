@@ -47,7 +47,7 @@ def default_choice(options: list[str], preferred: str) -> str:
 
 
 def _weight_file(key: str):
-    from ovi_core.weights import COMPONENT_FILES, FUSION_FILES
+    from ovi_core.io.weights import COMPONENT_FILES, FUSION_FILES
 
     return FUSION_FILES[key] if key in FUSION_FILES else COMPONENT_FILES[key]
 
@@ -67,7 +67,7 @@ def _download(folder: str, key: str) -> str:
             return dest
     elif os.path.isfile(dest):
         return dest
-    from ovi_core.weights import download_file
+    from ovi_core.io.weights import download_file
 
     return download_file(wf, target, flatten=True)
 
@@ -138,7 +138,7 @@ def compute_dtype(precision: str, device):
     """Compute dtype of a precision choice (fp8 keeps fp8 weights but computes in bf16)."""
     import torch
 
-    from ovi_core.devices import pick_dtype
+    from ovi_core.runtime.devices import pick_dtype
 
     if precision == "fp8":
         return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
@@ -158,7 +158,7 @@ def load_device(device, memory_mode: str):
 @contextlib.contextmanager
 def placed(p: Placed) -> Iterator[object]:
     """Run ``p.module`` on its device for the block, then offload it according to its memory mode."""
-    from ovi_core.memory import on_device, parameter_bytes
+    from ovi_core.runtime.memory import on_device, parameter_bytes
 
     dev = p.device
     if dev.type != "cpu":
@@ -170,7 +170,7 @@ def placed(p: Placed) -> Iterator[object]:
 @contextlib.contextmanager
 def placed_model(p) -> Iterator[object]:
     """Like :func:`placed` for the fusion DiT, with block swapping when its memory mode asks for it."""
-    from ovi_core.memory import dit_on_device, parameter_bytes
+    from ovi_core.runtime.memory import dit_on_device, parameter_bytes
 
     if p.device.type != "cpu":
         need = parameter_bytes(p.module)

@@ -148,7 +148,7 @@ class OviFusionModelLoader:
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
                              attention_backend=attention)
         if precision == "fp8":
-            from ovi_core.quant import is_quantized
+            from ovi_core.quant.tensor import is_quantized
 
             has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or is_quantized(p)
                           for p in module.parameters())  # already packed (fp8, fp8_scaled, GGUF): keep it
@@ -203,7 +203,7 @@ class OviTextEncoderLoader:
     DESCRIPTION = "Loads the UMT5-XXL text encoder used by Ovi (512 tokens, 4096-dim embeddings)."
 
     def load(self, text_encoder, tokenizer, precision, device, memory_mode):
-        from ovi_core.text import load_text_encoder
+        from ovi_core.text.umt5 import load_text_encoder
 
         path = _runtime.resolve("text_encoders", text_encoder, _runtime.TEXT_AUTO)
         tok = _runtime.find_tokenizer(tokenizer, path) if tokenizer != "auto" else _runtime.ensure_tokenizer(path)
@@ -240,7 +240,7 @@ class OviVideoVAELoader:
     DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
 
     def load(self, vae, precision, memory_mode):
-        from ovi_core.vae import load_wan_vae
+        from ovi_core.vae.wan_vae import load_wan_vae
 
         path = _runtime.resolve("vae", vae, _runtime.VAE_AUTO)
         dev = _comfy.torch_device()
@@ -277,7 +277,7 @@ class OviAudioVAELoader:
     DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."
 
     def load(self, audio_vae, vocoder, memory_mode):
-        from ovi_core.audio import load_audio_codec
+        from ovi_core.audio.codec import load_audio_codec
 
         vae_path = _runtime.resolve("vae", audio_vae, _runtime.AUDIO_VAE_AUTO)
         voc_path = _runtime.resolve("vae", vocoder, _runtime.VOCODER_AUTO)

@@ -56,7 +56,7 @@ class OviLoraLoader:
                    "model is shared and unchanged; the LoRA is active only where this node's output is used.")
 
     def apply(self, model, lora_name, strength, towers="auto"):
-        from ovi_core.lora_model import lora_model
+        from ovi_core.lora.model import lora_model
 
         if float(strength) == 0.0 or lora_name == "none":
             return (model,)
@@ -123,9 +123,11 @@ class OviTrainLoRA:
         import torch
 
         from ovi_core import sizes
-        from ovi_core.lora_model import lora_model
-        from ovi_core.training import TrainConfig, Trainer, loss_curve_image
+        from ovi_core.lora.model import lora_model
+        from ovi_core.training.config import TrainConfig
         from ovi_core.training.dataset import INDEX_FILE, PrepareConfig, prepare_dataset
+        from ovi_core.training.plot import loss_curve_image
+        from ovi_core.training.trainer import Trainer
 
         if targets not in TARGET_CHOICES:
             raise ValueError(f"targets must be one of {list(TARGET_CHOICES)}, got {targets!r}.")

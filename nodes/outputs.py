@@ -61,7 +61,7 @@ class OviSaveVideo:
     DESCRIPTION = "Writes an MP4 (H.264 + AAC) and shows it; the VIDEO output feeds native video nodes."
 
     def save(self, images, fps, filename_prefix, audio=None, prompt=None, extra_pnginfo=None):
-        from ovi_core.media import write_mp4
+        from ovi_core.io.media import write_mp4
 
         if images.dim() == 3:
             images = images.unsqueeze(0)
@@ -179,6 +179,6 @@ class OviLoadLatents:
             return float("nan")
 
     def load(self, latents_file):
-        from ovi_core.latents_file import load_latents
+        from ovi_core.io.latents import load_latents
 
         return (load_latents(_latent_path(latents_file)),)

@@ -1,3 +1,3 @@
-from ovi_core.cli import main
+from ovi_core.cli.main import main
 
 raise SystemExit(main())

@@ -3,7 +3,7 @@
 Each stage is a plain function taking the components it needs (the ComfyUI nodes call them one by one);
 :class:`OviPipeline` strings them together for the CLI and notebooks. Stage 1 (text) lives in
 :mod:`ovi_core.text.conditioning`, stage 2 (sampling) in :mod:`ovi_core.sampling.av`, devices and precision in
-:mod:`ovi_core.devices`; stage 3 (decoding) is here::
+:mod:`ovi_core.runtime.devices`; stage 3 (decoding) is here::
 
     pipe = OviPipeline.from_weights("ckpts", version="auto", device="cuda", memory_mode="offload")
     result = pipe.generate("A man says <S>Hello.<E> Audio: clear male voice.", seed=103)
@@ -21,19 +21,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from ovi_core import sizes, validate
-from ovi_core.devices import pick_device, pick_dtype
-from ovi_core.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
-from ovi_core.sampling.av import (
-    AUDIO_LATENT_CHANNELS,
-    FPS,
-    VIDEO_LATENT_CHANNELS,
-    AVLatents,
-    InterruptFn,
-    ProgressFn,
-    encode_image,
-    make_noise,
-    sample_av,
-)
+from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
+from ovi_core.runtime.devices import pick_device, pick_dtype
+from ovi_core.runtime.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
+from ovi_core.sampling.av import FPS, InterruptFn, ProgressFn, encode_image, make_noise, sample_av
 from ovi_core.text.conditioning import Conditioning, encode_prompts
 
 if TYPE_CHECKING:
@@ -116,8 +107,8 @@ def decode_audio(codec, latent: torch.Tensor, *, device: torch.device | str = "c
 def fusion_file_info(path: str) -> dict:
     """Version and target area of a fusion checkpoint: from our own metadata when present (files this
     project writes carry ``ovi.version`` / ``ovi.target_area``), else from the official file name."""
-    from ovi_core import checkpoints as ck
-    from ovi_core.checkpoint_id import fusion_version_from_name
+    from ovi_core.io import checkpoints as ck
+    from ovi_core.io.checkpoint_id import fusion_version_from_name
 
     info: dict = {}
     meta: dict = {}
@@ -208,16 +199,16 @@ class OviPipeline:
         fusion: str | Sequence[str] | None = None,
         fp8_compute: bool = False,
     ) -> OviPipeline:
-        """Load every component from a folder laid out as the official download (see ``ovi_core.weights``).
+        """Load every component from a folder laid out as the official download (see ``ovi_core.io.weights``).
 
         ``fusion``: a fusion file, or a video + audio tower pair, of any supported format (GGUF, fp8_scaled,
         kijai split) used instead of the folder's fusion model. ``fp8_compute``: fp8 matmuls on CUDA sm_89+
         (see :func:`ovi_core.model.loader.load_fusion`)."""
-        from ovi_core.audio import load_audio_codec
+        from ovi_core.audio.codec import load_audio_codec
+        from ovi_core.io.weights import resolve_weights
         from ovi_core.model.loader import load_fusion
-        from ovi_core.text import load_text_encoder
-        from ovi_core.vae import load_wan_vae
-        from ovi_core.weights import resolve_weights
+        from ovi_core.text.umt5 import load_text_encoder
+        from ovi_core.vae.wan_vae import load_wan_vae
 
         paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download,
                                 need_fusion=fusion is None)
@@ -345,11 +336,11 @@ class OviPipeline:
         """Write the MP4 (H.264 + AAC) atomically; with ``wav`` also ``<path>.wav`` beside it.
 
         When writing fails (or is interrupted), the latents are kept beside ``path`` (or in the temp folder) and
-        an :class:`ovi_core.latents_file.OutputWriteError` says how to decode them (``weights``: the weights
+        an :class:`ovi_core.io.latents.OutputWriteError` says how to decode them (``weights``: the weights
         folder to put in that command).
         """
-        from ovi_core.latents_file import write_failed
-        from ovi_core.media import write_mp4, write_wav
+        from ovi_core.io.latents import write_failed
+        from ovi_core.io.media import write_mp4, write_wav
 
         try:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

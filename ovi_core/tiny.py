@@ -27,11 +27,11 @@ def write_tiny_weights(root: str, *, seed: int = 0, version: str = "1.0") -> dic
 
     from ovi_core.audio.bigvgan import write_tiny_bigvgan
     from ovi_core.audio.mmaudio_vae import write_tiny_mmaudio_vae
+    from ovi_core.io.weights import COMPONENT_FILES, FUSION_FILES
     from ovi_core.model.config import TINY
     from ovi_core.model.loader import write_tiny_fusion
     from ovi_core.text.umt5 import write_tiny_text_encoder
     from ovi_core.vae.wan_vae import write_tiny_wan_vae
-    from ovi_core.weights import COMPONENT_FILES, FUSION_FILES
 
     paths = {k: os.path.join(root, wf.local) for k, wf in COMPONENT_FILES.items()}
     paths["fusion"] = os.path.join(root, FUSION_FILES[version].local)

@@ -7,95 +7,22 @@ file) saying what to do, and returns the normalised value where there is one.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Sequence
 
 from ovi_core import sizes
+from ovi_core.sampling.checks import (
+    as_int,
+    check_guidance,
+    check_seed,
+    check_shift,
+    check_slg_layer,
+    check_solver,
+    check_steps,
+)
+from ovi_core.text.prompt import check_prompt_text
 
-# torch.Generator.manual_seed takes 0 .. 2**64 - 1 (negatives down to -2**63 wrap around; refused here so a
-# seed means one thing only).
-MAX_SEED = 2**64 - 1
-MAX_STEPS = 1000
 PROMPT_FILE_SUFFIXES = (".csv", ".tsv")
-
-
-def _int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"{name} must be an integer, got {value!r}.")
-    return value
-
-
-def _finite(name: str, value: object) -> float:
-    try:
-        v = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}.") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be a finite number, got {value!r}.")
-    return v
-
-
-# ----------------------------------------------------------------------------------------------
-# Sampling parameters
-# ----------------------------------------------------------------------------------------------
-
-
-def check_seed(seed: object) -> int:
-    """A seed for ``torch.Generator.manual_seed``: an integer in ``0 .. 2**64 - 1``."""
-    s = _int("seed", seed)
-    if not 0 <= s <= MAX_SEED:
-        raise ValueError(f"seed must be in 0 .. 2**64 - 1 ({MAX_SEED}), got {s}; pick another seed.")
-    return s
-
-
-def check_steps(steps: object) -> int:
-    """Sampling steps: an integer in ``1 .. MAX_STEPS`` (official default 50)."""
-    s = _int("steps", steps)
-    if not 1 <= s <= MAX_STEPS:
-        raise ValueError(f"steps must be in 1 .. {MAX_STEPS}, got {s}; the official default is 50.")
-    return s
-
-
-def check_shift(shift: object) -> float:
-    """Flow-matching time shift: a finite number > 0 (official default 5.0)."""
-    v = _finite("shift", shift)
-    if not v > 0:
-        raise ValueError(f"shift must be > 0, got {v}; the official default is 5.0.")
-    return v
-
-
-def check_guidance(name: str, scale: object) -> float:
-    """A classifier-free guidance scale: any finite number (1 = no guidance)."""
-    return _finite(name, scale)
-
-
-def check_slg_layer(layer: object, *, num_layers: int | None = None) -> int:
-    """Skip-layer guidance block: ``-1`` (off) or ``0 .. num_layers - 1`` (range checked once the model is known)."""
-    v = _int("slg_layer", layer)
-    if v < -1:
-        raise ValueError(f"slg_layer must be -1 (off) or a block index >= 0, got {v}.")
-    if num_layers is not None and v >= num_layers:
-        raise ValueError(f"slg_layer {v} is past the model's last block ({num_layers - 1}); use -1 to disable.")
-    return v
-
-
-def check_solver(solver: object) -> str:
-    from ovi_core.sampling import SOLVERS
-
-    if solver not in SOLVERS:
-        raise ValueError(f"Unknown solver {solver!r}; choose one of {SOLVERS}.")
-    return str(solver)
-
-
-def check_prompt_text(prompt: object) -> str:
-    """A non-empty prompt string."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("The prompt is empty. Describe the scene, put speech in <S>...<E> and the sound in "
-                         "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0).")
-    return prompt
 
 
 def check_size(width: int | None, height: int | None, *, area: int) -> tuple[int, int]:
@@ -105,8 +32,8 @@ def check_size(width: int | None, height: int | None, *, area: int) -> tuple[int
     the maximum side (extreme aspect ratios such as 1x100000).
     """
     side = int(area**0.5)
-    w = side if width is None else _int("width", width)
-    h = side if height is None else _int("height", height)
+    w = side if width is None else as_int("width", width)
+    h = side if height is None else as_int("height", height)
     if w <= 0 or h <= 0:
         raise ValueError(f"size must be positive, got {w}x{h} (width x height); e.g. 1280x704.")
     sh, sw = sizes.snap_hw_to_area(h, w, area=area)
@@ -185,7 +112,7 @@ def check_image_file(path: str) -> None:
     """``path`` exists and holds an image PyAV can decode (the header and the first frame are read)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image not found: {path!r}.")
-    from ovi_core.media import image_size
+    from ovi_core.io.media import image_size
 
     image_size(path)
 

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ovi_core.audio import bigvgan as bv
-from ovi_core.checkpoints import CheckpointError
+from ovi_core.io.checkpoints import CheckpointError
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 GOLDEN_W = os.path.join(DATA, "bigvgan.weights.safetensors")

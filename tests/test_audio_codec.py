@@ -6,9 +6,11 @@ import pytest
 import torch
 import torchaudio
 
-from ovi_core.audio import AudioCodec, load_audio_codec, write_tiny_bigvgan, write_tiny_mmaudio_vae
+from ovi_core.audio.bigvgan import write_tiny_bigvgan
+from ovi_core.audio.codec import AudioCodec, load_audio_codec
 from ovi_core.audio.mel import mel_spectrogram_16k
-from ovi_core.checkpoints import CheckpointError
+from ovi_core.audio.mmaudio_vae import write_tiny_mmaudio_vae
+from ovi_core.io.checkpoints import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from ovi_core.audio import mmaudio_vae as mv
-from ovi_core.checkpoints import CheckpointError
+from ovi_core.io.checkpoints import CheckpointError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

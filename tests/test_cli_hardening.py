@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from ovi_core import cli, media
-from ovi_core.latents_file import LATENT_SUFFIX, OutputWriteError, load_latents
-from ovi_core.pipeline import OviPipeline, decode_video, encode_prompts
+from ovi_core.cli import main as cli
+from ovi_core.io import media
+from ovi_core.io.latents import LATENT_SUFFIX, OutputWriteError, load_latents
+from ovi_core.pipeline import OviPipeline, decode_video
+from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import write_tiny_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -205,7 +207,7 @@ def test_cli_write_failure_keeps_the_work(weights, tmp_path, monkeypatch, capsys
 def test_sigterm_while_writing_leaves_no_partial_file(tmp_path):
     script = (
         "import sys, torch\n"
-        "from ovi_core.media import write_mp4\n"
+        "from ovi_core.io.media import write_mp4\n"
         "def frames():\n"
         "    yield torch.zeros(32, 32, 3)\n"
         "    print('writing', flush=True)\n"
@@ -252,11 +254,11 @@ def test_huge_image_is_shrunk_while_8bit(tmp_path):
 
 
 def test_cli_image_is_capped_by_the_model_area(tmp_path):
-    from ovi_core.pipeline_cli import _load_image
+    from ovi_core.cli.common import load_image
 
     path = tmp_path / "big.png"
     _write_png(path, np.full((640, 960, 3), 128, dtype=np.uint8))
-    img = _load_image(str(path), area=64 * 64)
+    img = load_image(str(path), area=64 * 64)
     assert img.dtype == torch.uint8 and img.shape[0] * img.shape[1] <= 4 * 64 * 64
 
 
@@ -278,7 +280,7 @@ def test_truncation_and_mixed_captions_reach_the_warnings(pipe):
 
 @pytest.fixture(scope="module")
 def golden_vae():
-    from ovi_core.vae import load_wan_vae
+    from ovi_core.vae.wan_vae import load_wan_vae
 
     return load_wan_vae(os.path.join(DATA, "wan_vae.weights.safetensors"))
 

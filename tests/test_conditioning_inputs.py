@@ -7,12 +7,13 @@ import torch
 import torchaudio
 
 from ovi_core import sizes
-from ovi_core.audio import load_audio_codec
-from ovi_core.conditioning import prepare_audio, prepare_video, to_24fps, to_mono_16k
+from ovi_core.audio.codec import load_audio_codec
 from ovi_core.conditioning.apply import guide_size
+from ovi_core.conditioning.audio_in import prepare_audio, to_mono_16k
+from ovi_core.conditioning.video_in import prepare_video, to_24fps
+from ovi_core.io.weights import resolve_weights
 from ovi_core.tiny import TINY_AREA, write_tiny_weights
-from ovi_core.vae import load_wan_vae
-from ovi_core.weights import resolve_weights
+from ovi_core.vae.wan_vae import load_wan_vae
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_video_size_coverage_and_errors():
 
 
 def test_video_encode_matches_image_path_on_frame_0(codecs):
-    from ovi_core.pipeline import encode_image
+    from ovi_core.sampling.av import encode_image
 
     vae, _ = codecs
     g = torch.Generator().manual_seed(1)

@@ -16,9 +16,10 @@ import torch
 from safetensors.torch import save_file
 from train_utils import write_latent_dataset, write_tiny_model
 
-from ovi_core import checkpoints as ck
-from ovi_core.training import TrainConfig, Trainer
+from ovi_core.io import checkpoints as ck
 from ovi_core.training.checkpoint import latest_checkpoint
+from ovi_core.training.config import TrainConfig
+from ovi_core.training.trainer import Trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -90,7 +91,7 @@ def run(tmp_path_factory):
 
 
 def _cli_train(cfg: TrainConfig, tmp_path, capsys) -> tuple[int, str]:
-    from ovi_core.cli import main
+    from ovi_core.cli.main import main
 
     p = tmp_path / "train.json"
     p.write_text(json.dumps(cfg.to_dict()))
@@ -158,7 +159,7 @@ def test_planted_checkpoint_never_runs_in_the_train_node(run, tmp_path, monkeypa
     monkeypatch.setenv("OVI_INPUT_DIR", str(tmp_path / "input"))
     from nodes._types import OviModel
     from nodes.lora import OviTrainLoRA
-    from ovi_core.model import load_fusion
+    from ovi_core.model.loader import load_fusion
 
     shutil.copytree(run["ds"], tmp_path / "input" / "prepared")
     run_dir = tmp_path / "output" / "ovi_lora_training" / "my_lora"
@@ -175,9 +176,9 @@ def test_planted_checkpoint_never_runs_in_the_train_node(run, tmp_path, monkeypa
 
 
 def test_planted_pickle_as_a_lora_or_model_file_never_runs(run, tmp_path, capsys):
-    from ovi_core.cli import main
-    from ovi_core.lora import load_lora
-    from ovi_core.model import load_fusion
+    from ovi_core.cli.main import main
+    from ovi_core.lora.files import load_lora
+    from ovi_core.model.loader import load_fusion
 
     marker = tmp_path / "ran"
     for name in ("evil_lora.pt", "evil.pth"):
@@ -229,8 +230,9 @@ KINDS = ["garbage", "truncated", "bad_json", "not_an_object", "bad_offsets", "ov
 
 @pytest.fixture(scope="module")
 def lora_file(run):
-    from ovi_core.lora import LoRAConfig, LoRANetwork
-    from ovi_core.model import load_fusion
+    from ovi_core.lora.network import LoRANetwork
+    from ovi_core.lora.targets import LoRAConfig
+    from ovi_core.model.loader import load_fusion
 
     net = LoRANetwork.for_model(load_fusion(run["tiny"]), LoRAConfig(rank=2), seed=0)
     return net.save(os.path.join(os.path.dirname(run["tiny"]), "good_lora.safetensors"), base_version="1.0")
@@ -243,8 +245,9 @@ def _no_bare_library_error(e: BaseException) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_damaged_lora_file(run, lora_file, tmp_path, kind):
-    from ovi_core.lora import load_lora, lora_info
-    from ovi_core.model import load_fusion
+    from ovi_core.lora.files import load_lora
+    from ovi_core.lora.model import lora_info
+    from ovi_core.model.loader import load_fusion
 
     bad = _damage(lora_file, str(tmp_path / "style.safetensors"), kind)
     for call in (lambda: load_lora(load_fusion(run["tiny"]), bad), lambda: lora_info(bad)):
@@ -375,8 +378,8 @@ def tiny_weights(tmp_path_factory):
 @pytest.mark.parametrize("key, looks", [("bigvgan", "BigVGAN vocoder"), ("mmaudio-vae", "MMAudio"),
                                         ("umt5", "UMT5"), ("fusion", "Ovi fusion DiT"), ("wan-vae", "Wan2.2 VAE")])
 def test_lora_loader_refuses_other_models(run, tiny_weights, key, looks):
-    from ovi_core.lora import load_lora
-    from ovi_core.model import load_fusion
+    from ovi_core.lora.files import load_lora
+    from ovi_core.model.loader import load_fusion
 
     with pytest.raises(ck.CheckpointError, match=rf"Not a LoRA file: .* looks like {looks}"):
         load_lora(load_fusion(run["tiny"]), tiny_weights[key])
@@ -387,7 +390,7 @@ def test_lora_loader_node_refuses_the_vocoder(run, tiny_weights, tmp_path, monke
     monkeypatch.setenv("OVI_MODELS_DIR", str(tmp_path / "models"))
     from nodes._types import OviModel
     from nodes.lora import OviLoraLoader
-    from ovi_core.model import load_fusion
+    from ovi_core.model.loader import load_fusion
 
     (tmp_path / "models" / "loras").mkdir(parents=True)
     shutil.copy(tiny_weights["bigvgan"], tmp_path / "models" / "loras" / "best_netG.pt")
@@ -398,7 +401,7 @@ def test_lora_loader_node_refuses_the_vocoder(run, tiny_weights, tmp_path, monke
 
 
 def test_vocoder_alpha_tensors_are_not_read_as_lora_alphas():
-    from ovi_core.lora import parse_lora_state_dict
+    from ovi_core.lora.network import parse_lora_state_dict
 
     with pytest.raises(ValueError, match="unexpected keys"):
         parse_lora_state_dict({"ups.0.weight": torch.zeros(2, 2), "activations.0.act.alpha": torch.zeros(8)})

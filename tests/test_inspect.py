@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core import cli
+from ovi_core.cli import main as cli
 from ovi_core.tiny import write_tiny_weights
 
 
@@ -68,8 +68,9 @@ def test_truncated_file_is_reported(capsys, tmp_path, tiny):
 
 
 def test_a_trained_lora_is_called_a_lora(capsys, tmp_path, tiny):
-    from ovi_core.lora import LoRAConfig, LoRANetwork
-    from ovi_core.model import load_fusion
+    from ovi_core.lora.network import LoRANetwork
+    from ovi_core.lora.targets import LoRAConfig
+    from ovi_core.model.loader import load_fusion
 
     net = LoRANetwork.for_model(load_fusion(tiny["fusion"]), LoRAConfig(rank=3, targets=("fusion",)), seed=0)
     path = net.save(tmp_path / "style.safetensors", base_version="1.1")

@@ -4,8 +4,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core.latents_file import load_latents, save_latents
-from ovi_core.pipeline import AVLatents
+from ovi_core.io.latents import AVLatents, load_latents, save_latents
 
 
 def _lat():

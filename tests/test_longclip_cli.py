@@ -6,8 +6,8 @@ import os
 import av
 import pytest
 
-from ovi_core import cli
-from ovi_core.longclip.cli import is_long_clip, seconds_arg, single_prompt
+from ovi_core.cli import main as cli
+from ovi_core.cli.longclip import is_long_clip, seconds_arg, single_prompt
 from ovi_core.tiny import write_tiny_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -7,7 +7,9 @@ from ovi_core.longclip.assemble import stitch_latents
 from ovi_core.longclip.plan import plan_windows
 from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows, read_prompt_file, split_prompts
 from ovi_core.longclip.runner import sample_windows, window_guides
-from ovi_core.pipeline import OviPipeline, encode_prompts, sample_av
+from ovi_core.pipeline import OviPipeline
+from ovi_core.sampling.av import sample_av
+from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import write_tiny_weights
 
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
@@ -120,7 +122,7 @@ def test_prompts_per_window(tmp_path, pipe):
 
 
 def test_first_frame_guides_window_one_only(pipe, cond):
-    from ovi_core.pipeline import encode_image
+    from ovi_core.sampling.av import encode_image
 
     g = torch.Generator().manual_seed(1)
     img = encode_image(pipe.video_vae, torch.rand(64, 64, 3, generator=g), area=pipe.target_area, device="cpu")

@@ -6,8 +6,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ovi_core import lora as L
-from ovi_core.model import TINY
+from ovi_core.lora.files import apply_lora, load_lora
+from ovi_core.lora.model import lora_info, lora_model
+from ovi_core.lora.network import LoRANetwork
+from ovi_core.lora.targets import LoRAConfig, expand_targets, find_target_modules
+from ovi_core.model.config import TINY
 from ovi_core.model.loader import random_fusion
 
 
@@ -29,7 +32,7 @@ def _run(m, inp):
         return m(*inp)
 
 
-def _randomize(net: L.LoRANetwork, seed: int, scale: float = 0.05) -> None:
+def _randomize(net: LoRANetwork, seed: int, scale: float = 0.05) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in net.parameters():
@@ -37,22 +40,22 @@ def _randomize(net: L.LoRANetwork, seed: int, scale: float = 0.05) -> None:
 
 
 def test_targets_cover_attention_only(model):
-    names = L.find_target_modules(model)
+    names = find_target_modules(model)
     assert len(names) == 2 * TINY.video.num_layers * 10
     assert all(".ffn." not in n for n in names)
-    fusion_video = L.find_target_modules(model, targets="fusion", towers="video")
+    fusion_video = find_target_modules(model, targets="fusion", towers="video")
     assert sorted(fusion_video) == [f"video_model.blocks.{i}.cross_attn.{p}_fusion" for i in range(2) for p in "kv"]
-    assert L.expand_targets("self_attn.q,fusion") == ("self_attn.q", "cross_attn.k_fusion", "cross_attn.v_fusion")
+    assert expand_targets("self_attn.q,fusion") == ("self_attn.q", "cross_attn.k_fusion", "cross_attn.v_fusion")
     with pytest.raises(ValueError, match="Unknown LoRA target"):
-        L.expand_targets(["ffn"])
+        expand_targets(["ffn"])
     with pytest.raises(ValueError, match="tower"):
-        L.LoRAConfig(towers=("text",))
+        LoRAConfig(towers=("text",))
 
 
 def test_fresh_and_zero_strength_lora_leave_outputs_bit_identical(model):
     inp = _inputs()
     ref = _run(model, inp)
-    net = L.apply_lora(model, L.LoRAConfig(rank=4), seed=0)
+    net = apply_lora(model, LoRAConfig(rank=4), seed=0)
     try:
         out = _run(model, inp)  # lora_up starts at zero
         assert all(torch.equal(x, y) for x, y in zip(ref, out, strict=True))
@@ -70,7 +73,7 @@ def test_fresh_and_zero_strength_lora_leave_outputs_bit_identical(model):
 def test_merge_equals_unmerged_and_unmerge_restores(model):
     inp = _inputs()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = L.apply_lora(model, L.LoRAConfig(rank=4, alpha=2.0), seed=0)
+    net = apply_lora(model, LoRAConfig(rank=4, alpha=2.0), seed=0)
     _randomize(net, 5)
     net.strength = 0.7
     try:
@@ -91,7 +94,7 @@ def test_merge_equals_unmerged_and_unmerge_restores(model):
 
 def test_delta_matches_manual_weight_update(model):
     """The hook adds strength * alpha/rank * up @ down @ x: compare with a hand-edited weight copy."""
-    net = L.LoRANetwork.for_model(model, L.LoRAConfig(rank=3, alpha=6.0, targets=("self_attn.q",), towers="audio"))
+    net = LoRANetwork.for_model(model, LoRAConfig(rank=3, alpha=6.0, targets=("self_attn.q",), towers="audio"))
     _randomize(net, 9)
     lin = dict(model.named_modules())["audio_model.blocks.1.self_attn.q"]
     x = torch.randn(4, lin.in_features)
@@ -108,13 +111,13 @@ def test_delta_matches_manual_weight_update(model):
 def test_save_load_roundtrip_strength_and_stacking(model, tmp_path):
     inp = _inputs()
     ref = _run(model, inp)
-    a = L.apply_lora(model, L.LoRAConfig(rank=4), seed=0)
+    a = apply_lora(model, LoRAConfig(rank=4), seed=0)
     _randomize(a, 11)
     a.strength = 0.6
     out_a = _run(model, inp)
     pa = a.save(tmp_path / "a.safetensors", base_version="1.0")
     a.detach()
-    b = L.apply_lora(model, L.LoRAConfig(rank=2, targets=("fusion",)), seed=1)
+    b = apply_lora(model, LoRAConfig(rank=2, targets=("fusion",)), seed=1)
     _randomize(b, 12)
     pb = b.save(tmp_path / "b.safetensors", base_version="1.0")
     b.detach()
@@ -123,15 +126,15 @@ def test_save_load_roundtrip_strength_and_stacking(model, tmp_path):
     k = "video_model.blocks.0.self_attn.q"
     assert sd[f"{k}.lora_down.weight"].shape == (4, 64) and sd[f"{k}.lora_up.weight"].shape == (64, 4)
     assert sd[f"{k}.alpha"].dtype == torch.float32 and float(sd[f"{k}.alpha"]) == 4.0
-    info = L.lora_info(pa)
+    info = lora_info(pa)
     assert info.rank == 4 and info.layers == 40 and info.base_version == "1.0"
     assert info.metadata["ovi.lora.targets"].split(",")[0] == "self_attn.q"
 
-    la = L.load_lora(model, pa, strength=0.6)
+    la = load_lora(model, pa, strength=0.6)
     try:
         for x, y in zip(out_a, _run(model, inp), strict=True):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
-        lb = L.load_lora(model, pb, strength=1.0)
+        lb = load_lora(model, pb, strength=1.0)
         stacked = _run(model, inp)
         assert not torch.equal(stacked[0], out_a[0])
         la.merge()
@@ -146,7 +149,7 @@ def test_save_load_roundtrip_strength_and_stacking(model, tmp_path):
 
 
 def test_peft_names_and_prefix_are_accepted(model, tmp_path):
-    net = L.LoRANetwork.for_model(model, L.LoRAConfig(rank=2, targets=("cross_attn.o",)))
+    net = LoRANetwork.for_model(model, LoRAConfig(rank=2, targets=("cross_attn.o",)))
     _randomize(net, 2)
     sd = net.lora_state_dict()
     peft = {}
@@ -156,7 +159,7 @@ def test_peft_names_and_prefix_are_accepted(model, tmp_path):
         k = k.replace("lora_down", "lora_A").replace("lora_up", "lora_B")
         peft["diffusion_model." + k] = v
     save_file(peft, str(tmp_path / "peft.safetensors"))
-    loaded = L.load_lora(model, tmp_path / "peft.safetensors")
+    loaded = load_lora(model, tmp_path / "peft.safetensors")
     try:
         assert sorted(loaded.module_names()) == sorted(net.module_names())
         for n in net.module_names():
@@ -169,27 +172,27 @@ def test_peft_names_and_prefix_are_accepted(model, tmp_path):
 def test_wrong_files_are_refused(model, tmp_path):
     save_file({"foo.weight": torch.zeros(2, 2)}, str(tmp_path / "x.safetensors"))
     with pytest.raises(ValueError, match="Not a LoRA file"):
-        L.load_lora(model, tmp_path / "x.safetensors")
+        load_lora(model, tmp_path / "x.safetensors")
     big = {"video_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(2, 128),
            "video_model.blocks.0.self_attn.q.lora_up.weight": torch.zeros(128, 2)}
     save_file(big, str(tmp_path / "big.safetensors"))
     with pytest.raises(ValueError, match="does not fit"):
-        L.load_lora(model, tmp_path / "big.safetensors")
+        load_lora(model, tmp_path / "big.safetensors")
     ffn = {"video_model.blocks.0.ffn.0.lora_down.weight": torch.zeros(2, 64),
            "video_model.blocks.0.ffn.0.lora_up.weight": torch.zeros(128, 2)}
     save_file(ffn, str(tmp_path / "ffn.safetensors"))
-    L.load_lora(model, tmp_path / "ffn.safetensors").detach()  # FFN LoRAs (Wan's) are accepted since #14
+    load_lora(model, tmp_path / "ffn.safetensors").detach()  # FFN LoRAs (Wan's) are accepted since #14
     unet = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(2, 64),
             "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(64, 2)}
     save_file(unet, str(tmp_path / "sdxl.safetensors"))
     with pytest.raises(ValueError, match="Not a LoRA file for Ovi.*SDXL"):
-        L.load_lora(model, tmp_path / "sdxl.safetensors")
+        load_lora(model, tmp_path / "sdxl.safetensors")
 
 
 def test_lora_view_is_active_only_through_the_view(model, tmp_path):
     inp = _inputs()
     ref = _run(model, inp)
-    net = L.LoRANetwork.for_model(model, L.LoRAConfig(rank=4))
+    net = LoRANetwork.for_model(model, LoRAConfig(rank=4))
     _randomize(net, 21)
     path = net.save(tmp_path / "v.safetensors")
     net.attach(model)
@@ -197,13 +200,13 @@ def test_lora_view_is_active_only_through_the_view(model, tmp_path):
     expect = _run(model, inp)
     net.detach()
 
-    view = L.lora_model(model, path, strength=0.8)
+    view = lora_model(model, path, strength=0.8)
     assert view.video_model is model.video_model  # attribute reads reach the base
     for x, y in zip(expect, _run(view, inp), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0)
     for x, y in zip(ref, _run(model, inp), strict=True):  # the base alone is untouched
         assert torch.equal(x, y)
-    stacked = L.lora_model(view, path, strength=-0.8)  # stacking the opposite cancels out
+    stacked = lora_model(view, path, strength=-0.8)  # stacking the opposite cancels out
     for x, y in zip(ref, _run(stacked, inp), strict=True):
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
     n_hooks = sum(len(m._forward_hooks) for m in model.modules())

@@ -12,9 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core import lora as L
-from ovi_core import lora_keys as K
-from ovi_core.model import TINY
+from ovi_core.lora import keys as K
+from ovi_core.lora.files import load_lora
+from ovi_core.lora.model import lora_info, lora_model
+from ovi_core.model.config import TINY
 from ovi_core.model.loader import random_fusion
 
 RANK = 2
@@ -138,7 +139,7 @@ def test_each_convention_has_the_effect_of_the_hand_merged_weights(model, tmp_pa
     expect = _run(merged_by_hand(model, lora, strength=0.7), inp)
     path = tmp_path / f"{convention}.safetensors"
     save_file(write(lora, convention), str(path))
-    net = L.load_lora(model, path, strength=0.7)
+    net = load_lora(model, path, strength=0.7)
     try:
         assert net.report.conventions == (convention,)
         assert net.report.unmatched == {}
@@ -173,7 +174,7 @@ def test_tower_choice(model, tmp_path):
     inp = _inputs()
     for towers, expect_towers in (("audio", ("audio_model",)), ("both", ("video_model", "audio_model"))):
         expect = _run(merged_by_hand(model, lora, towers=expect_towers), inp)  # (copy before hooks exist)
-        net = L.load_lora(model, path, towers=towers)
+        net = load_lora(model, path, towers=towers)
         try:
             assert net.report.towers == expect_towers
             # the video head (192 outputs) does not fit the audio head (20): dropped there and reported
@@ -197,7 +198,7 @@ def test_unmatched_keys_are_reported_and_the_rest_applies(model, tmp_path):
     sd["diffusion_model.img_emb.proj.1.lora_down.weight"] = torch.zeros(RANK, 64)
     sd["diffusion_model.blocks.0.ffn.0.hada_w1_a"] = torch.zeros(RANK, 64)
     save_file(sd, str(tmp_path / "x.safetensors"))
-    net = L.load_lora(model, tmp_path / "x.safetensors")
+    net = load_lora(model, tmp_path / "x.safetensors")
     try:
         assert set(net.report.unmatched) == {"diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight",
                                              "diffusion_model.img_emb.proj.1.lora_down.weight",
@@ -205,7 +206,7 @@ def test_unmatched_keys_are_reported_and_the_rest_applies(model, tmp_path):
         assert len(net.report.matched) == len(sd) - 3
     finally:
         net.detach()
-    info = L.lora_info(tmp_path / "x.safetensors")
+    info = lora_info(tmp_path / "x.safetensors")
     assert info.conventions == ("comfyui",) and "ffn.0" in info.targets and len(info.unmatched) == 3
 
 
@@ -217,16 +218,16 @@ def test_lora_of_another_architecture_is_refused_clearly(model, tmp_path):
         big[f"diffusion_model.blocks.{i}.self_attn.q.lora_up.weight"] = torch.zeros(5120, RANK)
     save_file(big, str(tmp_path / "wan14b.safetensors"))
     with pytest.raises(ValueError, match=r"does not fit.*5120.*Wan 14B"):
-        L.load_lora(model, tmp_path / "wan14b.safetensors")
+        load_lora(model, tmp_path / "wan14b.safetensors")
     flux = {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": torch.zeros(RANK, 64),
             "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": torch.zeros(64, RANK)}
     save_file(flux, str(tmp_path / "flux.safetensors"))
     with pytest.raises(ValueError, match="Flux"):
-        L.load_lora(model, tmp_path / "flux.safetensors")
+        load_lora(model, tmp_path / "flux.safetensors")
     half = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.zeros(RANK, 64)}
     save_file(half, str(tmp_path / "half.safetensors"))
     with pytest.raises(ValueError, match="incomplete"):
-        L.load_lora(model, tmp_path / "half.safetensors")
+        load_lora(model, tmp_path / "half.safetensors")
 
 
 def test_view_merge_and_roundtrip_with_deltas(model, tmp_path):
@@ -237,7 +238,7 @@ def test_view_merge_and_roundtrip_with_deltas(model, tmp_path):
     ref = _run(model, inp)
     before = {n: p.clone() for n, p in model.named_parameters()}
     expect = _run(merged_by_hand(model, lora, strength=0.5), inp)
-    view = L.lora_model(model, path, strength=0.5)
+    view = lora_model(model, path, strength=0.5)
     for x, y in zip(_run(view, inp), expect, strict=True):
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
     for x, r in zip(_run(model, inp), ref, strict=True):  # the shared base: no LoRA, weights untouched
@@ -245,7 +246,7 @@ def test_view_merge_and_roundtrip_with_deltas(model, tmp_path):
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     del view
 
-    net = L.load_lora(model, path, strength=0.5)
+    net = load_lora(model, path, strength=0.5)
     try:
         net.merge()
         for x, y in zip(_run(model, inp), expect, strict=True):
@@ -257,7 +258,7 @@ def test_view_merge_and_roundtrip_with_deltas(model, tmp_path):
         net.detach()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p, before[n], rtol=0, atol=1e-6)
-    again = L.load_lora(model, saved, strength=0.5)
+    again = load_lora(model, saved, strength=0.5)
     try:
         assert again.report.conventions == ("ovi",)
         for x, y in zip(_run(model, inp), expect, strict=True):

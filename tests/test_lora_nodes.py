@@ -129,7 +129,7 @@ def dirs(tmp_path, monkeypatch):
 
 def _handle(path: str):
     from nodes._types import OviModel
-    from ovi_core.model import load_fusion
+    from ovi_core.model.loader import load_fusion
 
     module = load_fusion(path, device="cpu", dtype=torch.float32)
     return OviModel(module=module, device=torch.device("cpu"), dtype=torch.float32, memory_mode="gpu", path=path,
@@ -146,7 +146,8 @@ def test_train_node_then_loader_node(dirs):
     from train_utils import write_latent_dataset, write_tiny_model
 
     from nodes.lora import OviLoraLoader, OviTrainLoRA
-    from ovi_core.lora import LoRAModel, load_lora
+    from ovi_core.lora.files import load_lora
+    from ovi_core.lora.model import LoRAModel
 
     model_path = write_tiny_model(str(dirs / "tiny.safetensors"))
     ds = write_latent_dataset(str(dirs / "input" / "prepared"))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ovi_core.media import read_audio, read_video_frames, write_mp4, write_wav
+from ovi_core.io.media import read_audio, read_video_frames, write_mp4, write_wav
 
 
 def _smooth_frames(n, h, w):
@@ -129,7 +129,7 @@ def test_read_errors(tmp_path):
 
 
 def test_h264_encoder_fallback(tmp_path, monkeypatch):
-    import ovi_core.media as media
+    import ovi_core.io.media as media
 
     if "libopenh264" not in av.codecs_available:
         pytest.skip("this PyAV build has no libopenh264")

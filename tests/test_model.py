@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovi_core.attention import attention, available_backends, set_default_backend
-from ovi_core.model import TINY, FusionConfig, OviFusionModel, load_fusion
-from ovi_core.model.loader import random_fusion
+from ovi_core.model.config import TINY, FusionConfig
+from ovi_core.model.fusion import OviFusionModel
+from ovi_core.model.loader import load_fusion, random_fusion
 from ovi_core.model.rope import apply_rope, audio_rope, axis_pairs, video_rope
+from ovi_core.runtime.attention import attention, available_backends, set_default_backend
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovi_core.model import TINY, FusionConfig, OviFusionModel, load_fusion
-from ovi_core.model.loader import random_fusion
+from ovi_core.model.config import TINY, FusionConfig
+from ovi_core.model.fusion import OviFusionModel
+from ovi_core.model.loader import load_fusion, random_fusion
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

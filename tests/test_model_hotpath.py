@@ -7,16 +7,10 @@ import pytest
 import torch
 from train_utils import write_latent_dataset, write_tiny_model
 
-from ovi_core.model import TINY
+from ovi_core.model.config import TINY
 from ovi_core.model.loader import random_fusion
-from ovi_core.model.rope import (
-    apply_rope,
-    audio_rope,
-    audio_rope_table,
-    video_rope,
-    video_rope_table,
-)
-from ovi_core.sampling import make_cfg_denoiser, sample_joint
+from ovi_core.model.rope import apply_rope, audio_rope, audio_rope_table, video_rope, video_rope_table
+from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
 
 CPU = torch.device("cpu")
 
@@ -218,7 +212,8 @@ def test_tensor_contexts_give_stable_cache_keys(batch_cfg):
 def test_generate_under_inference_mode_then_train(tmp_path):
     """ComfyUI runs nodes under torch.inference_mode; caches built there (RoPE tables) must not break a
     later training run in the same process ("Inference tensors cannot be saved for backward")."""
-    from ovi_core.training import TrainConfig, Trainer
+    from ovi_core.training.config import TrainConfig
+    from ovi_core.training.trainer import Trainer
 
     ds = write_latent_dataset(str(tmp_path / "ds"), frames=3, hw=4, audio_len=15)
     path = write_tiny_model(str(tmp_path / "tiny.safetensors"))
@@ -251,7 +246,7 @@ def test_generate_under_inference_mode_then_train(tmp_path):
 def test_attention_output_needs_no_copy_to_flatten(dtype):
     """SDPA on CPU writes its output as [B, L, H, D] in memory, so the towers' ``.flatten(2)`` before the output
     projection is a view: the only copies around attention are the RoPE's (float64 and back, as the official)."""
-    from ovi_core.attention import attention
+    from ovi_core.runtime.attention import attention
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(2, 19, 4, 16, generator=g).to(dtype)

@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ovi_core import checkpoints as ck
-from ovi_core import cli
-from ovi_core.model import OVI_11B, TINY, FusionConfig, TowerConfig, infer_config, load_fusion, save_fusion
+from ovi_core.cli import main as cli
+from ovi_core.io import checkpoints as ck
+from ovi_core.model.config import OVI_11B, TINY, FusionConfig, TowerConfig, infer_config
 from ovi_core.model.fusion import OviFusionModel
-from ovi_core.model.loader import full_size_shapes, shapes_for, write_tiny_fusion
+from ovi_core.model.loader import full_size_shapes, load_fusion, save_fusion, shapes_for, write_tiny_fusion
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 

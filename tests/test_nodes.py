@@ -129,7 +129,7 @@ def test_filename_prefix_counter(tmp_path):
 def test_save_video_and_latents_round_trip(tmp_path, monkeypatch):
     import av
 
-    from ovi_core.pipeline import AVLatents
+    from ovi_core.io.latents import AVLatents
 
     monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path))
     frames = torch.rand(6, 32, 48, 3)

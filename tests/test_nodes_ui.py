@@ -127,7 +127,7 @@ def test_auto_download_goes_to_models_diffusion_models(tmp_path, monkeypatch):
 def test_download_error_message_ends_cleanly(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from ovi_core.weights import FUSION_FILES, download_file
+    from ovi_core.io.weights import FUSION_FILES, download_file
 
     def fail(**_):
         raise OSError("Cannot reach the Hub. Please make sure your Internet connection is on.")
@@ -289,7 +289,7 @@ def test_filename_prefix_validated_at_queue_time(node, tmp_path, monkeypatch):
 def test_video_decode_says_when_it_tiled(server, tiny_models, monkeypatch):
     from nodes.decode import OviDecodeVideo
     from nodes.loaders import OviVideoVAELoader
-    from ovi_core.pipeline import AVLatents
+    from ovi_core.io.latents import AVLatents
 
     monkeypatch.setenv("OVI_MODELS_DIR", str(tiny_models))
     lat = AVLatents(video=torch.randn(1, 48, 2, 16, 16), audio=torch.randn(1, 8, 20))

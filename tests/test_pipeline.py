@@ -7,11 +7,15 @@ import av
 import pytest
 import torch
 
-from ovi_core import cli, sizes
-from ovi_core.memory import BlockSwapper
-from ovi_core.pipeline import OviPipeline, encode_image, encode_prompts, pick_dtype, sample_av
+from ovi_core import sizes
+from ovi_core.cli import main as cli
+from ovi_core.io.weights import resolve_weights
+from ovi_core.pipeline import OviPipeline
+from ovi_core.runtime.devices import pick_dtype
+from ovi_core.runtime.memory import BlockSwapper
+from ovi_core.sampling.av import encode_image, sample_av
+from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import TINY_AREA, write_tiny_weights
-from ovi_core.weights import resolve_weights
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PROMPT = "A man in a red coat says <S>Hello from Ovi.<E> Audio: clear male voice, city ambience."
@@ -45,7 +49,7 @@ def _probe(path):
 def test_stage_names_stay_importable_from_the_pipeline():
     """The stages moved to their own modules; ``ovi_core.pipeline`` still hands out the very same objects."""
     import ovi_core.pipeline as facade
-    from ovi_core import devices
+    from ovi_core.runtime import devices
     from ovi_core.sampling import av
     from ovi_core.text import conditioning
 
@@ -164,7 +168,7 @@ def test_cli_generate_and_tiny_weights(tmp_path):
 
 def test_failed_download_is_reported_with_the_file(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # offline: every download fails, and says which file
-    from ovi_core.weights import COMPONENT_FILES, download_file
+    from ovi_core.io.weights import COMPONENT_FILES, download_file
 
     with pytest.raises(FileNotFoundError, match="hkchengrex/MMAudio.*ext_weights/best_netG.pt"):
         download_file(COMPONENT_FILES["bigvgan"], str(tmp_path), flatten=True)

@@ -7,13 +7,17 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core import cli
-from ovi_core.conditioning import VideoInput, prepare_audio, prepare_video, redo_inputs
+from ovi_core.cli import main as cli
+from ovi_core.cli.guides import inputs_from_args
 from ovi_core.conditioning.apply import splice_originals
-from ovi_core.conditioning.cli import inputs_from_args
-from ovi_core.media import read_audio, write_mp4, write_wav
-from ovi_core.pipeline import OviPipeline, encode_image, encode_prompts, sample_av
-from ovi_core.sampling import Guide
+from ovi_core.conditioning.audio_in import prepare_audio
+from ovi_core.conditioning.redo import redo_inputs
+from ovi_core.conditioning.video_in import VideoInput, prepare_video
+from ovi_core.io.media import read_audio, write_mp4, write_wav
+from ovi_core.pipeline import OviPipeline
+from ovi_core.sampling.av import encode_image, sample_av
+from ovi_core.sampling.guides import Guide
+from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import TINY_AREA, write_tiny_weights
 
 PROMPT = "A woman says <S>Good morning.<E> Audio: clear female voice."

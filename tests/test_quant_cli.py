@@ -6,7 +6,7 @@ import pytest
 from safetensors.torch import load_file
 
 from nodes import loaders
-from ovi_core import cli
+from ovi_core.cli import main as cli
 from ovi_core.quant.convert import quantize_file
 from ovi_core.quant.kijai import write_kijai_files
 from ovi_core.tiny import write_tiny_weights

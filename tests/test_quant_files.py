@@ -7,8 +7,8 @@ import pytest
 import torch
 from quant_utils import CFG, forward, rel, write_source
 
-from ovi_core import checkpoints as ck
-from ovi_core import cli
+from ovi_core.cli import main as cli
+from ovi_core.io import checkpoints as ck
 from ovi_core.model.loader import load_fusion
 from ovi_core.quant import ggml
 from ovi_core.quant.convert import quantize_file

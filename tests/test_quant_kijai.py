@@ -7,8 +7,8 @@ import torch
 from quant_utils import CFG, forward, rel, write_source
 from safetensors.torch import load_file, save_file
 
-from ovi_core import checkpoints as ck
-from ovi_core import cli
+from ovi_core.cli import main as cli
+from ovi_core.io import checkpoints as ck
 from ovi_core.model.loader import load_fusion
 from ovi_core.quant.kijai import kijai_state_dicts, layout_of, write_kijai_files
 from ovi_core.quant.tensor import QuantizedWeight

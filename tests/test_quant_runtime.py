@@ -7,15 +7,16 @@ import torch
 from quant_utils import CFG, forward, write_source
 from torch import nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.lora import LoRAConfig, LoRANetwork
-from ovi_core.memory import BlockSwapper
+from ovi_core.io import checkpoints as ck
+from ovi_core.lora.network import LoRANetwork
+from ovi_core.lora.targets import LoRAConfig
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.model.loader import load_fusion, save_fusion
 from ovi_core.quant import fp8_compute as fc
 from ovi_core.quant.convert import quantize_file
 from ovi_core.quant.kijai import write_kijai_files
 from ovi_core.quant.tensor import QuantizedWeight
+from ovi_core.runtime.memory import BlockSwapper
 
 
 @pytest.fixture(scope="module")

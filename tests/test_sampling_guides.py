@@ -3,17 +3,9 @@
 import pytest
 import torch
 
-from ovi_core.sampling import (
-    SOLVERS,
-    Guide,
-    check_guides,
-    clean_masks,
-    first_frame_guide,
-    make_cfg_denoiser,
-    make_solver,
-    sample_joint,
-)
-from ovi_core.sampling.guides import GuideSchedule
+from ovi_core.sampling.guides import Guide, GuideSchedule, check_guides, clean_masks
+from ovi_core.sampling.joint import first_frame_guide, make_cfg_denoiser, sample_joint
+from ovi_core.sampling.solvers import SOLVERS, make_solver
 
 B, C, F, H, W, L, A = 1, 48, 5, 4, 4, 12, 20
 

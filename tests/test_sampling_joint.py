@@ -6,8 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovi_core.sampling import SOLVERS, make_cfg_denoiser, make_solver, sample_joint
-from ovi_core.sampling.joint import NonFiniteError
+from ovi_core.sampling.joint import NonFiniteError, make_cfg_denoiser, sample_joint
+from ovi_core.sampling.solvers import SOLVERS, make_solver
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 B, C, F, H, W, L, A, LT, D = 2, 48, 3, 2, 2, 5, 20, 4, 8

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovi_core.sampling import SOLVERS, make_solver
 from ovi_core.sampling.schedules import dpm_schedule, euler_schedule, unipc_schedule
+from ovi_core.sampling.solvers import SOLVERS, make_solver
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 

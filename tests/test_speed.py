@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ovi_core.model import TINY
+from ovi_core.model.config import TINY
 from ovi_core.model.loader import random_fusion
-from ovi_core.pipeline import Conditioning, sample_av
-from ovi_core.sampling import make_cfg_denoiser, sample_joint
+from ovi_core.sampling.av import sample_av
 from ovi_core.sampling.cfg_cache import CFGCache, CFGReuse, ReuseWindow
 from ovi_core.sampling.fast import ForwardCounter, SpeedOptions, apply_preset
+from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
 from ovi_core.sampling.step_cache import StepCache, StepCacheConfig
+from ovi_core.text.conditioning import Conditioning
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on the shared cores
 

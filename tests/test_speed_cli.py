@@ -10,7 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core import cli, speed_cli
+from ovi_core.cli import main as cli
+from ovi_core.cli import speed as speed_cli
 from ovi_core.tiny import write_tiny_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ovi_core.pipeline import Conditioning, sample_av
+from ovi_core.sampling.av import sample_av
+from ovi_core.text.conditioning import Conditioning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -20,7 +21,7 @@ def dirs(tmp_path, monkeypatch):
 
 def _handle(path: str):
     from nodes._types import OviModel
-    from ovi_core.model import load_fusion
+    from ovi_core.model.loader import load_fusion
 
     module = load_fusion(path, device="cpu", dtype=torch.float32)
     return OviModel(module=module, device=torch.device("cpu"), dtype=torch.float32, memory_mode="gpu", path=path,

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ovi_core import checkpoints as ck
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import identify
 from ovi_core.text import umt5
 from ovi_core.text.tokenizer import UMT5Tokenizer, clean_text
 
@@ -82,7 +83,7 @@ def test_full_size_shapes_equal_manifest():
 
 
 def test_cli_keys_umt5(capsys):
-    from ovi_core.cli import main
+    from ovi_core.cli.main import main
 
     assert main(["keys", "umt5"]) == 0
     with open(os.path.join(DATA, "manifests", "umt5_xxl_encoder.json")) as f:
@@ -210,7 +211,7 @@ def test_fp8_files_dequantize(golden, tmp_path, scaled):
         out = model(input_ids=ids, attention_mask=mask).last_hidden_state
     real = mask.bool()
     assert rel_err(out[real], io["outputs.hidden"][real]) < 0.15  # fp8 rounding only
-    assert ck.identify(ck.peek(path), path=path).component == "umt5-xxl"
+    assert identify(ck.peek(path), path=path).component == "umt5-xxl"
 
 
 # ---------------------------------------------------------------------------------------------- tiny set
@@ -277,7 +278,7 @@ def test_embedded_spiece_model_matches_tokenizer_folder(tiny_dir, tmp_path):
     assert torch.equal(ia, ib) and torch.equal(ma, mb)
     # bf16 -> fp16 of the same weights: equal up to fp16 rounding of bf16 values (exact for these)
     assert torch.allclose(a.encode(text)[0], b.encode(text)[0], atol=1e-5, rtol=1e-5)
-    from ovi_core.cli import inspect_file
+    from ovi_core.cli.main import inspect_file
 
     assert inspect_file(comfy)["loads_strictly"] is True
     assert inspect_file(pth)["loads_strictly"] is True

@@ -9,8 +9,11 @@ import pytest
 import torch
 from train_utils import write_fit_model, write_latent_dataset, write_tiny_model
 
-from ovi_core.training import TrainConfig, Trainer, flow_matching_loss, loss_curve_image, sample_sigmas
-from ovi_core.training.trainer import latest_checkpoint, list_checkpoints, lr_lambda, shift_sigma
+from ovi_core.training.checkpoint import latest_checkpoint, list_checkpoints
+from ovi_core.training.config import TrainConfig
+from ovi_core.training.objective import flow_matching_loss, lr_lambda, sample_sigmas, shift_sigma
+from ovi_core.training.plot import loss_curve_image
+from ovi_core.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

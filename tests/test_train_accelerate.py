@@ -39,7 +39,7 @@ def test_two_process_accelerate_run_keeps_ranks_identical(tmp_path):
     # the file rank 0 wrote is the weights both ranks hold
     from safetensors.torch import load_file
 
-    from ovi_core.lora import network_from_state_dict
+    from ovi_core.lora.files import network_from_state_dict
     from ovi_core.training.trainer import lora_digest
 
     saved = network_from_state_dict(load_file(str(out / "ovi_lora.safetensors")))

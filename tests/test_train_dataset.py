@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ovi_core.cli import main
-from ovi_core.media import write_mp4
+from ovi_core.cli.main import main
+from ovi_core.io.media import write_mp4
 from ovi_core.tiny import write_tiny_weights
 from ovi_core.training.dataset import LatentDataset, read_clip
 
@@ -64,13 +64,14 @@ def test_prepare_dataset_cli_encodes_good_clips_and_lists_bad_ones(setup):
     assert len(ds) == 2 and ds.skipped[0]["file"] == "broken.mkv"
 
     # the prepared clips train with the tiny fusion model of the same weight set (fusion file of Ovi 1.0)
-    from ovi_core.training import TrainConfig, train
+    from ovi_core.training.config import TrainConfig
+    from ovi_core.training.trainer import train
 
     cfg = TrainConfig(dataset=str(out), model=str(root / "weights" / "Ovi" / "model.safetensors"),
                       output_dir=str(root / "run"), steps=2, rank=2, mixed_precision="no", save_every=0)
     res = train(cfg)
     assert len(res.losses) == 2 and all(math.isfinite(x) for x in res.losses)
-    from ovi_core.lora import lora_info
+    from ovi_core.lora.model import lora_info
 
     assert lora_info(res.lora_path).base_version == "1.0"
 

@@ -12,10 +12,11 @@ import torch
 from safetensors.torch import load_file
 from train_utils import write_latent_dataset, write_tiny_model
 
-from ovi_core.training import TrainConfig, Trainer
 from ovi_core.training import state as st
 from ovi_core.training.checkpoint import latest_checkpoint
+from ovi_core.training.config import TrainConfig
 from ovi_core.training.objective import lr_lambda
+from ovi_core.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

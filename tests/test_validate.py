@@ -6,58 +6,69 @@ import pytest
 import torch
 
 from ovi_core import sizes, validate
+from ovi_core.sampling.checks import (
+    MAX_SEED,
+    MAX_STEPS,
+    check_guidance,
+    check_seed,
+    check_shift,
+    check_slg_layer,
+    check_solver,
+    check_steps,
+)
+from ovi_core.text.prompt import check_prompt_text
 
 
 def test_seed_range_is_what_torch_accepts():
-    for seed in (0, 1, 2**63, validate.MAX_SEED):
-        assert validate.check_seed(seed) == seed
+    for seed in (0, 1, 2**63, MAX_SEED):
+        assert check_seed(seed) == seed
         torch.Generator("cpu").manual_seed(seed)  # the oracle: torch takes every accepted seed
     for bad in (2**64, 2**70):
         with pytest.raises(ValueError, match=r"0 \.\. 2\*\*64 - 1"):
-            validate.check_seed(bad)
+            check_seed(bad)
         with pytest.raises((RuntimeError, ValueError), match="Overflow"):  # what the user saw before
             torch.Generator("cpu").manual_seed(bad)
     with pytest.raises(ValueError, match="seed"):
-        validate.check_seed(-1)  # torch would wrap it to 2**64 - 1: refused, one seed = one meaning
+        check_seed(-1)  # torch would wrap it to 2**64 - 1: refused, one seed = one meaning
     with pytest.raises(ValueError, match="integer"):
-        validate.check_seed("103")
+        check_seed("103")
     with pytest.raises(ValueError, match="integer"):
-        validate.check_seed(True)
+        check_seed(True)
 
 
 def test_steps_shift_guidance():
-    assert validate.check_steps(50) == 50
-    for bad in (0, -3, validate.MAX_STEPS + 1):
+    assert check_steps(50) == 50
+    for bad in (0, -3, MAX_STEPS + 1):
         with pytest.raises(ValueError, match="steps"):
-            validate.check_steps(bad)
+            check_steps(bad)
     with pytest.raises(ValueError, match="integer"):
-        validate.check_steps(2.5)
-    assert validate.check_shift(5) == 5.0
+        check_steps(2.5)
+    assert check_shift(5) == 5.0
     for bad in (0, -1.0, float("nan"), float("inf"), "x"):
         with pytest.raises(ValueError, match="shift"):
-            validate.check_shift(bad)
-    assert validate.check_guidance("video_guidance_scale", -2) == -2.0
+            check_shift(bad)
+    assert check_guidance("video_guidance_scale", -2) == -2.0
     with pytest.raises(ValueError, match="audio_guidance_scale"):
-        validate.check_guidance("audio_guidance_scale", float("nan"))
+        check_guidance("audio_guidance_scale", float("nan"))
 
 
 def test_slg_layer_range_early_and_against_the_model():
-    assert validate.check_slg_layer(-1) == -1
-    assert validate.check_slg_layer(29) == 29  # unknown block count: only the lower bound
+    assert check_slg_layer(-1) == -1
+    assert check_slg_layer(29) == 29  # unknown block count: only the lower bound
     with pytest.raises(ValueError, match="-1"):
-        validate.check_slg_layer(-2)
-    assert validate.check_slg_layer(11, num_layers=12) == 11
+        check_slg_layer(-2)
+    assert check_slg_layer(11, num_layers=12) == 11
     with pytest.raises(ValueError, match="last block"):
-        validate.check_slg_layer(12, num_layers=12)
+        check_slg_layer(12, num_layers=12)
 
 
 def test_prompt_and_solver():
     with pytest.raises(ValueError, match="prompt is empty"):
-        validate.check_prompt_text("  \n")
+        check_prompt_text("  \n")
     with pytest.raises(ValueError, match="prompt is empty"):
-        validate.check_prompt_text(None)
+        check_prompt_text(None)
     with pytest.raises(ValueError, match="solver"):
-        validate.check_solver("heun")
+        check_solver("heun")
     validate.check_generation(prompt="a", steps=1, shift=1.0, seed=0, slg_layer=-1)
 
 

@@ -168,7 +168,7 @@ def run_api(api: dict, *, workflow: dict | None = None) -> dict:
             img = _load_image(os.path.join(DATA, kwargs["image"]))
             out = (img, torch.zeros(img.shape[:3]))
         elif node["class_type"] == "LoadAudio":  # core LoadAudio: {"waveform": [1, C, T], "sample_rate"}
-            from ovi_core.media import read_audio
+            from ovi_core.io.media import read_audio
 
             wav, rate = read_audio(os.path.join(DATA, kwargs["audio"]))
             out = ({"waveform": wav[None], "sample_rate": rate},)

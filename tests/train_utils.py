@@ -37,7 +37,7 @@ def write_latent_dataset(root: str, *, n: int = 2, seed: int = 0, frames: int = 
 
 def write_tiny_model(path: str, *, seed: int = 0) -> str:
     """The TINY preset (dim 64, 2 blocks) in the official file format."""
-    from ovi_core.model import write_tiny_fusion
+    from ovi_core.model.loader import write_tiny_fusion
 
     return write_tiny_fusion(path, seed=seed)
 
@@ -46,7 +46,7 @@ def write_fit_model(path: str, *, seed: int = 0, head_gain: float = 3.0) -> str:
     """A tiny model that can fit data: width 192 (so the video head, 192 outputs per token, is square)
     and a head with trained-like gain. TINY's 64-wide head can only reach a 64-dim slice of the
     192-dim video token outputs."""
-    from ovi_core.model import TINY, FusionConfig
+    from ovi_core.model.config import TINY, FusionConfig
     from ovi_core.model.loader import random_fusion, save_fusion
 
     kw = dict(dim=192, num_heads=12, ffn_dim=128, num_layers=2)

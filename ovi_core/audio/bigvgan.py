@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import identify
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import TensorInfo, identify
 
 logger = logging.getLogger(__name__)
 
@@ -439,12 +439,12 @@ def load_bigvgan(
     """Load ``best_netG.pt`` (``{'generator': ...}``; a bare generator state dict or safetensors copy also works),
     either weight-norm naming, strictly; weight norm is folded into plain weights.
 
-    Raises :class:`ovi_core.checkpoints.CheckpointError` naming the file, what it looks like and the first
+    Raises :class:`ovi_core.io.checkpoints.CheckpointError` naming the file, what it looks like and the first
     missing / unexpected tensors when it is not a matching BigVGAN generator.
     """
     path = os.fspath(path)
     raw = ck.load_state_dict(path)
-    ident = identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in raw.items()}, path=path)
+    ident = identify({k: TensorInfo(tuple(v.shape), v.dtype) for k, v in raw.items()}, path=path)
     if ident.component == "bigvgan":  # a BigVGAN for another mel layout (e.g. 100 bands)
         raise ck.CheckpointError(
             f"{path!r} is {ident.description}; Ovi needs the 80-band 16 kHz BigVGAN "

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import identify
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import TensorInfo, identify
 
 logger = logging.getLogger(__name__)
 
@@ -417,12 +417,12 @@ def load_mmaudio_vae(
 ) -> MMAudioVAE:
     """Load ``v1-16.pth`` (or a safetensors copy / tiny file) strictly and fold the weight normalisation.
 
-    Raises :class:`ovi_core.checkpoints.CheckpointError` naming the file, what it looks like and the first
+    Raises :class:`ovi_core.io.checkpoints.CheckpointError` naming the file, what it looks like and the first
     missing / unexpected tensors when it is not an MMAudio VAE of a matching shape.
     """
     path = os.fspath(path)
     sd = ck.load_state_dict(path)
-    ident = identify({k: ck.TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}, path=path)
+    ident = identify({k: TensorInfo(tuple(v.shape), v.dtype) for k, v in sd.items()}, path=path)
     if ident.component == "mmaudio-vae" and not ident.compatible:
         raise ck.CheckpointError(
             f"{path!r} is {ident.description}, not the 16 kHz VAE Ovi uses. {' '.join(ident.notes)} "

@@ -8,19 +8,3 @@
 Each input has ``stream``, ``encode(component, *, device) -> Guide`` (the Wan2.2 VAE for video, the audio codec
 for audio) and, where the user gave media, ``splice(decoded) -> decoded`` that puts the original back.
 """
-
-from .audio_in import AudioInput, prepare_audio, to_mono_16k
-from .redo import LatentInput, read_latents_file, redo_inputs
-from .video_in import VideoInput, prepare_video, to_24fps
-
-__all__ = [
-    "AudioInput",
-    "LatentInput",
-    "VideoInput",
-    "prepare_audio",
-    "prepare_video",
-    "read_latents_file",
-    "redo_inputs",
-    "to_24fps",
-    "to_mono_16k",
-]

@@ -170,7 +170,7 @@ def prepare_audio(
 
 def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """Decode any file PyAV reads: ``(waveform float32 [C, T], sample_rate)``."""
-    from ovi_core.media import read_audio
+    from ovi_core.io.media import read_audio
 
     return read_audio(path)
 

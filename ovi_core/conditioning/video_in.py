@@ -179,7 +179,7 @@ def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
     """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``."""
     import av
 
-    from ovi_core.media import read_video_frames
+    from ovi_core.io.media import read_video_frames
 
     frames = read_video_frames(path)
     with av.open(os.fspath(path)) as c:

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 
 import torch
 
-from .plan import WindowPlan
-from .seams import audio_crossfade, linear_crossfade
+from ovi_core.longclip.plan import WindowPlan
+from ovi_core.longclip.seams import audio_crossfade, linear_crossfade
 
 
 class SeamAssembler:

@@ -16,14 +16,19 @@ from dataclasses import dataclass, field
 import torch
 
 from ovi_core import sizes
-from ovi_core.memory import dit_on_device, on_device, release_memory
-
-from .assemble import SeamAssembler
-from .plan import DEFAULT_CROSSFADE_SECONDS, DEFAULT_OVERLAP_SECONDS, SAMPLE_RATE, WindowPlan, plan_windows
-from .prompts import encode_window_prompts, prompts_for_windows
-from .runner import WindowProgress, sample_windows
-from .store import WindowStore, job_key, stored
-from .stream import ClipStreamWriter
+from ovi_core.longclip.assemble import SeamAssembler
+from ovi_core.longclip.plan import (
+    DEFAULT_CROSSFADE_SECONDS,
+    DEFAULT_OVERLAP_SECONDS,
+    SAMPLE_RATE,
+    WindowPlan,
+    plan_windows,
+)
+from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows
+from ovi_core.longclip.runner import WindowProgress, sample_windows
+from ovi_core.longclip.store import WindowStore, job_key, stored
+from ovi_core.longclip.stream import ClipStreamWriter
+from ovi_core.runtime.memory import dit_on_device, on_device, release_memory
 
 logger = logging.getLogger(__name__)
 

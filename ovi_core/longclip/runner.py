@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-from ovi_core.sampling.av import AVLatents, sample_av
+from ovi_core.io.latents import AVLatents
+from ovi_core.longclip.plan import WindowPlan
+from ovi_core.sampling.av import sample_av
 from ovi_core.text.conditioning import Conditioning
-
-from .plan import WindowPlan
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def window_guides(
     ``video_shape``: the window's video latent ``[1, 48, F, h, w]``; ``given_audio``: ``[1, L_clip, 20]`` in clip
     coordinates or None. Returns a list of ``Guide`` (empty for window 0 without given audio).
     """
-    from ovi_core.sampling import Guide
+    from ovi_core.sampling.guides import Guide
 
     win = plan.windows[index]
     la = plan.window_audio_latents
@@ -159,7 +159,7 @@ def sample_long_clip(model, conds: Sequence[Conditioning], plan: WindowPlan, **k
     """All windows of ``plan`` joined into one latent pair of the clip (:func:`~.assemble.stitch_latents`):
     video ``[1, 48, plan.latent_frames, h, w]``, audio ``[1, plan.audio_latents, 20]``, for the ordinary decoders.
     ``kwargs`` are those of :func:`sample_windows`."""
-    from .assemble import stitch_latents
+    from ovi_core.longclip.assemble import stitch_latents
 
     video, audio = stitch_latents(((w.video, w.audio) for w in sample_windows(model, conds, plan, **kwargs)), plan)
     return AVLatents(video=video, audio=audio, version=plan.version)

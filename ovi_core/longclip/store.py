@@ -13,8 +13,8 @@ import json
 import logging
 import os
 
-from ovi_core.fileio import atomic_path
-from ovi_core.sampling.av import AVLatents
+from ovi_core.io.files import atomic_path
+from ovi_core.io.latents import AVLatents
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """A streaming MP4 (+ optional WAV) writer: frames and samples are encoded as they come, so a long clip is never
 held in memory whole.
 
-Atomic like every writer of the project (:func:`ovi_core.fileio.atomic_path`): the files appear complete
+Atomic like every writer of the project (:func:`ovi_core.io.files.atomic_path`): the files appear complete
 under their names when the ``with`` block ends normally, and an error or an interrupt (``KeyboardInterrupt``,
 ComfyUI's cancel) inside the block leaves neither a partial file nor a temporary one.
 """
@@ -17,8 +17,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from ovi_core import media
-from ovi_core.fileio import atomic_path
+from ovi_core.io import media
+from ovi_core.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ClipStreamWriter:
 
     ``frames``: ``[n, H, W, 3]`` float in [0, 1] (or uint8), any ``n >= 0`` per call; ``samples``: ``[C, m]`` float
     in [-1, 1] at ``sample_rate`` (C = 1 or 2, the same in every call). Audio is muxed interleaved with the video
-    and, as :func:`ovi_core.media.write_mp4` does, trimmed or padded with silence to the video's duration when the
+    and, as :func:`ovi_core.io.media.write_mp4` does, trimmed or padded with silence to the video's duration when the
     file is closed. ``wav_path``: also write the samples as 16-bit PCM WAV (all of them, as given).
     """
 

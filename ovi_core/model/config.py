@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ovi_core.checkpoints import count_indexed
+from ovi_core.io.checkpoints import count_indexed
 
 VIDEO_MODEL_TYPES = ("ti2v", "t2v")
 AUDIO_MODEL_TYPES = ("t2a",)

@@ -36,7 +36,7 @@ class OviFusionModel(nn.Module):
             that skip-layer guidance drops for every row.
         gradient_checkpointing: when True and training, each fused layer runs under
             ``torch.utils.checkpoint`` (``use_reentrant=False``).
-        attention_backend: passed to :func:`ovi_core.attention.attention` (``"auto"`` = process default).
+        attention_backend: passed to :func:`ovi_core.runtime.attention.attention` (``"auto"`` = process default).
         compute_dtype: the dtype every layer computes in (see :attr:`compute_dtype`).
     """
 

@@ -23,21 +23,15 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from ovi_core import checkpoints as ck
-from ovi_core.attention import BACKENDS, available_backends
-from ovi_core.checkpoint_id import identify
-from ovi_core.model.config import (
-    OVI_11B,
-    TINY,
-    FusionConfig,
-    infer_config,
-    infer_tower_config,
-)
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import TensorInfo, identify
+from ovi_core.model.config import OVI_11B, TINY, FusionConfig, infer_config, infer_tower_config
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.model.tower import OviTower
 from ovi_core.quant.fp8_compute import enable_fp8_compute
 from ovi_core.quant.sources import NotOviError, Source, is_gguf, iter_load, open_source
 from ovi_core.quant.tensor import is_quantized
+from ovi_core.runtime.attention import BACKENDS, available_backends
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +72,7 @@ def shapes_for(shapes: Mapping[str, tuple[int, ...]]) -> dict[str, list[int]]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _not_ovi(path: str, infos: Mapping[str, ck.TensorInfo]) -> ck.CheckpointError:
+def _not_ovi(path: str, infos: Mapping[str, TensorInfo]) -> ck.CheckpointError:
     """An error naming the file, what it looks like and the first missing / unexpected keys."""
     ident = identify(infos, path=path)
     try:
@@ -164,7 +158,7 @@ def load_fusion(
             by tensor); float8 and quantized tensors stay packed and are upcast per layer at call time.
             bfloat16 matches the official code.
         attention_backend: stored on the model; ``"auto"`` (the process default, see
-            :func:`ovi_core.attention.set_default_backend`), ``"sdpa"``, ``"flash_attn_3"``, ``"flash_attn_2"``,
+            :func:`ovi_core.runtime.attention.set_default_backend`), ``"sdpa"``, ``"flash_attn_3"``, ``"flash_attn_2"``,
             ``"xformers"`` or ``"sage"`` (falls back to SDPA when unusable).
         config: the model config; by default inferred from the shapes (:func:`infer_config`), which cannot
             see ``num_heads``/``text_len`` (head_dim 128 and text_len 512 for full-size widths).

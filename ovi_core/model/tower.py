@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ovi_core.attention import attention
 from ovi_core.model.config import TowerConfig
 from ovi_core.model.rope import RopeTable, apply_rope, audio_rope_table, video_rope_table
+from ovi_core.runtime.attention import attention
 
 Rope = RopeTable
 

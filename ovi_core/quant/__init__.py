@@ -13,17 +13,3 @@ One concept per module:
 * :mod:`~ovi_core.quant.convert`: the ``quantize`` command;
 * :mod:`~ovi_core.quant.fp8_compute`: opt-in ``torch._scaled_mm`` on CUDA sm_89+.
 """
-
-from ovi_core.quant.fp8_compute import enable_fp8_compute, fp8_compute_supported
-from ovi_core.quant.policy import FORMATS
-from ovi_core.quant.tensor import QuantizedWeight, is_quantized
-
-__all__ = ["FORMATS", "QuantizedWeight", "is_quantized", "enable_fp8_compute", "fp8_compute_supported",
-           "quantize_file"]
-
-
-def quantize_file(*args, **kwargs):  # lazy: the gguf package is only needed when used
-    """See :func:`ovi_core.quant.convert.quantize_file`."""
-    from ovi_core.quant.convert import quantize_file as q
-
-    return q(*args, **kwargs)

@@ -21,8 +21,8 @@ from collections.abc import Iterator
 
 import torch
 
-from ovi_core import checkpoints as ck
-from ovi_core.fileio import atomic_path
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.files import atomic_path
 from ovi_core.quant import fp8 as f8
 from ovi_core.quant import ggml, stream
 from ovi_core.quant.gguf_file import write_gguf

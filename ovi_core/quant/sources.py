@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import _dominant_dtype, identify
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import TensorInfo, _dominant_dtype, identify
 from ovi_core.quant import fp8 as f8
 from ovi_core.quant import ggml, stream
 from ovi_core.quant.gguf_file import GGUFTensor, read_gguf_index, read_raw
@@ -52,10 +52,10 @@ class Source:
     path: str
     kind: str  # "safetensors" | "pickle" | "gguf"
     layout: Layout
-    infos: dict[str, ck.TensorInfo]
+    infos: dict[str, TensorInfo]
     qtypes: dict[str, str] = field(default_factory=dict)
     gguf: dict[str, GGUFTensor] | None = None
-    raw_infos: dict[str, ck.TensorInfo] | None = None
+    raw_infos: dict[str, TensorInfo] | None = None
 
     @property
     def format(self) -> str:
@@ -94,7 +94,7 @@ def open_source(path: str | os.PathLike) -> Source:
         for name, key in lay.names.items():
             t = index[key]
             dt = ggml.FLOAT_TYPES.get(t.qtype, torch.uint8)
-            infos[name] = ck.TensorInfo(t.shape, dt)
+            infos[name] = TensorInfo(t.shape, dt)
             if t.qtype in ggml.QUANTIZED:
                 qtypes[name] = ggml.TYPE_NAMES[t.qtype]
         return Source(path, "gguf", lay, infos, qtypes, gguf=index)

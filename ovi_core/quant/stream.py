@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ovi_core import checkpoints as ck
+from ovi_core.io import checkpoints as ck
 
 _TO_ST = {v: k for k, v in ck._ST_DTYPES.items()}
 
@@ -34,7 +34,7 @@ class Entry:
 
 def read_index(path: str | os.PathLike) -> tuple[dict[str, Entry], dict[str, str]]:
     """``({name: Entry}, metadata)`` of a safetensors file (header only; validated by
-    :func:`ovi_core.checkpoints.read_safetensors_header` first)."""
+    :func:`ovi_core.io.checkpoints.read_safetensors_header` first)."""
     path = os.fspath(path)
     ck.read_safetensors_header(path)
     with open(path, "rb") as f:

@@ -1,23 +1,22 @@
 """Stage 2 of the pipeline, sampling one clip: seeded noise, the first-frame latent, and :func:`sample_av`, which
 runs the joint video+audio loop on the fusion model with per-modality CFG, guides and the speed options.
-
-Also the paired-latent layout (:class:`AVLatents`, the latent channel counts) that the decode stage reads.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import torch
 
-from ovi_core import sizes, validate
-
-from .fast import ForwardCounter, SpeedOptions, SpeedState
-from .guides import check_guides, clean_masks
-from .joint import make_cfg_denoiser, sample_joint
+from ovi_core import sizes
+from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
+from ovi_core.sampling.checks import check_seed, check_slg_layer
+from ovi_core.sampling.fast import ForwardCounter, SpeedOptions, SpeedState
+from ovi_core.sampling.guides import check_guides, clean_masks
+from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
 
 if TYPE_CHECKING:
     from ovi_core.text.conditioning import Conditioning
@@ -27,28 +26,7 @@ logger = logging.getLogger(__name__)
 ProgressFn = Callable[[int, int], None]
 InterruptFn = Callable[[], None]
 
-VIDEO_LATENT_CHANNELS = 48
-AUDIO_LATENT_CHANNELS = 20
 FPS = 24
-
-
-@dataclass
-class AVLatents:
-    """Paired latents of one or more clips. video ``[B, 48, F, H/16, W/16]``, audio ``[B, L, 20]``."""
-
-    video: torch.Tensor
-    audio: torch.Tensor
-    version: str = "1.0"
-    fps: int = FPS
-    stats: dict = field(default_factory=dict)  # sampling counts: forwards, CFG reuse, step cache
-
-    @property
-    def height(self) -> int:
-        return self.video.shape[-2] * 16
-
-    @property
-    def width(self) -> int:
-        return self.video.shape[-1] * 16
 
 
 def make_noise(shape: tuple[int, ...], *, seed: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -108,8 +86,8 @@ def sample_av(
     if sized_by is not None:
         height, width = sized_by.shape[-2] * 16, sized_by.shape[-1] * 16
     sizes.validate_size(height, width)
-    validate.check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
-    validate.check_seed(seed)
+    check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
+    check_seed(seed)
     vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
     ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
     video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)

@@ -12,8 +12,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .cfg_cache import CFGCache, CFGReuse
-from .step_cache import StepCache, StepCacheConfig
+from ovi_core.sampling.cfg_cache import CFGCache, CFGReuse
+from ovi_core.sampling.step_cache import StepCache, StepCacheConfig
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def speed_options(*, cfg_reuse_refresh: int = 0, cfg_reuse_start: float = 0.3, c
     """:class:`SpeedOptions` from flat values (UI inputs): ``cfg_reuse_refresh`` 0 = no CFG reuse;
     ``cfg_reuse_towers`` ``both``/``video``/``audio`` (the other tower keeps a fresh negative every step);
     ``step_cache_threshold`` 0 = no step cache."""
-    from .cfg_cache import ReuseWindow
+    from ovi_core.sampling.cfg_cache import ReuseWindow
 
     if cfg_reuse_towers not in ("both", "video", "audio"):
         raise ValueError(f"cfg_reuse_towers must be both, video or audio, got {cfg_reuse_towers!r}.")

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Union
 
 import torch
 
-from .guides import Guide, GuideSchedule
-from .solvers import make_solver
+from ovi_core.sampling.guides import Guide, GuideSchedule
+from ovi_core.sampling.solvers import make_solver
 
 if TYPE_CHECKING:
-    from .cfg_cache import CFGCache
+    from ovi_core.sampling.cfg_cache import CFGCache
 
 logger = logging.getLogger(__name__)
 

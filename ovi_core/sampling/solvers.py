@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from .schedules import SCHEDULES
+from ovi_core.sampling.schedules import SCHEDULES
 
 SOLVERS = ("unipc", "euler", "dpm++")
 

@@ -45,8 +45,7 @@ def encode_prompts(
     The prompt's audio-caption format is converted to the model version's (``<AUDCAP>`` for 1.0,
     ``Audio:`` for 1.1); malformed speech/caption tags produce warnings (logged and returned).
     """
-    from ovi_core.text.prompt import check_prompt, convert_prompt, mixed_caption_warning
-    from ovi_core.validate import check_prompt_text
+    from ovi_core.text.prompt import check_prompt, check_prompt_text, convert_prompt, mixed_caption_warning
 
     check_prompt_text(prompt)
     mixed = mixed_caption_warning(prompt)  # seen before the conversion makes both formats one

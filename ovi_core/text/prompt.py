@@ -238,3 +238,11 @@ def _read_prompt_rows(f, path: str, *, delimiter: str = ",") -> list[tuple[str, 
         image = (row.get("image_path") or "").strip() or None
         out.append((text, image))
     return out
+
+
+def check_prompt_text(prompt: object) -> str:
+    """A non-empty prompt string."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("The prompt is empty. Describe the scene, put speech in <S>...<E> and the sound in "
+                         "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0).")
+    return prompt

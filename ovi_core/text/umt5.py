@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import identify
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import identify
 from ovi_core.text.tokenizer import TEXT_LEN, UMT5Tokenizer, load_tokenizer, write_tiny_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -348,7 +348,7 @@ def load_umt5_model(
     """Load a UMT5 encoder file strictly. Returns ``(model, config, spiece_model bytes tensor or None)``.
 
     Accepts the official Wan-format ``.pth`` and ComfyUI/transformers-named safetensors (fp16, bf16, fp8,
-    scaled fp8). Any other file raises :class:`ovi_core.checkpoints.CheckpointError` saying what it is.
+    scaled fp8). Any other file raises :class:`ovi_core.io.checkpoints.CheckpointError` saying what it is.
     """
     path = os.fspath(path)
     infos = ck.peek(path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from ovi_core.cli import ArgumentParser
-from ovi_core.training.cli import register
+from ovi_core.cli.main import ArgumentParser
+from ovi_core.cli.train import register
 
 
 def main(argv: list[str] | None = None) -> int:

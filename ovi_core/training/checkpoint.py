@@ -24,7 +24,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ovi_core import checkpoints as ck
+from ovi_core.io import checkpoints as ck
 from ovi_core.training import state as st
 from ovi_core.training.config import TrainConfig
 
@@ -185,7 +185,7 @@ def trim_metrics(path: str, step: int) -> None:
                 continue
             if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
                 keep.append(line if line.endswith("\n") else line + "\n")
-    from ovi_core.fileio import atomic_path
+    from ovi_core.io.files import atomic_path
 
     with atomic_path(path, suffix=".jsonl") as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.writelines(keep)

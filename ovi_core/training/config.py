@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovi_core.lora_targets import DEFAULT_TARGETS, TOWERS, LoRAConfig
+from ovi_core.lora.targets import DEFAULT_TARGETS, TOWERS, LoRAConfig
 
 TIMESTEP_SAMPLING = ("uniform", "logit_normal")
 MIXED_PRECISION = ("no", "bf16")

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch.nn import functional as F
 
-from ovi_core.fileio import atomic_path
+from ovi_core.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -355,11 +355,11 @@ def prepare_dataset(
 def prepare_from_weights(src_dir: str, out_dir: str, *, weights: str, config: PrepareConfig = PrepareConfig(),
                          device: str = "auto", progress: Callable[[int, int], None] | None = None) -> PrepareReport:
     """Load the text encoder and the two codecs from an official weights folder, then :func:`prepare_dataset`."""
-    from ovi_core.audio import load_audio_codec
-    from ovi_core.devices import pick_device, pick_dtype
-    from ovi_core.text import load_text_encoder
-    from ovi_core.vae import load_wan_vae
-    from ovi_core.weights import resolve_weights
+    from ovi_core.audio.codec import load_audio_codec
+    from ovi_core.io.weights import resolve_weights
+    from ovi_core.runtime.devices import pick_device, pick_dtype
+    from ovi_core.text.umt5 import load_text_encoder
+    from ovi_core.vae.wan_vae import load_wan_vae
 
     clips = find_clips(src_dir)  # checked before any weights load
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
@@ -386,7 +386,7 @@ class LatentDataset:
     """The prepared clips: ``ds[i] -> {'video': [48, F, h, w], 'audio': [L, 20], 'text': [Lt, D], 'name'}``."""
 
     def __init__(self, root: str, *, preload: bool = True) -> None:
-        from ovi_core import checkpoints as ck
+        from ovi_core.io import checkpoints as ck
 
         index = os.path.join(root, INDEX_FILE)
         if not os.path.isfile(index):
@@ -409,7 +409,7 @@ class LatentDataset:
         return len(self.items)
 
     def _read(self, i: int) -> dict:
-        from ovi_core import checkpoints as ck
+        from ovi_core.io import checkpoints as ck
 
         it = self.items[i]
         path = os.path.join(self.root, it["file"])
@@ -435,7 +435,7 @@ LATENT_KEYS = ("video_latent", "audio_latent", "text_embedding")
 
 def _checked_items(items, index: str) -> list[dict]:
     """The ``items`` of an index, each ``{"name": str, "file": plain file name in the dataset folder}``."""
-    from ovi_core import checkpoints as ck
+    from ovi_core.io import checkpoints as ck
 
     if not isinstance(items, list):
         raise ck.CheckpointError(f"Dataset index {index!r}: 'items' is not a list; prepare the dataset again.")

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from ovi_core import checkpoints as ck
-from ovi_core.fileio import atomic_path
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.files import atomic_path
 
 FORMAT = 2  # 1: the pickled state.pt / rng-rank{R}.pt of the first releases
 _T, _TUPLE, _DICT, _FLOAT = "$tensor", "$tuple", "$dict", "$float"

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import fusion_version_from_name
-from ovi_core.lora_network import LoRANetwork
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import fusion_version_from_name
+from ovi_core.lora.network import LoRANetwork
 from ovi_core.training import checkpoint as ckpt
 from ovi_core.training.checkpoint import CHECKPOINT_DIR, ResumePlan, latest_checkpoint, list_checkpoints
 from ovi_core.training.config import TrainConfig
@@ -188,7 +188,7 @@ class Trainer:
         return (int(self.cfg.seed) * 1_000_003 + 7919 * self.rank) % (2**63 - 1)
 
     def _load_model(self) -> nn.Module:
-        from ovi_core.model import load_fusion
+        from ovi_core.model.loader import load_fusion
 
         load_device = "cpu" if self.fsdp else self.device
         return load_fusion(self.cfg.model, device=load_device, dtype=self.dtype)
@@ -309,7 +309,8 @@ class Trainer:
     def _sample(self) -> str:
         from safetensors.torch import save_file
 
-        from ovi_core.pipeline import Conditioning, sample_av
+        from ovi_core.sampling.av import sample_av
+        from ovi_core.text.conditioning import Conditioning
 
         s = self.dataset[0]
         emb = s["text"]

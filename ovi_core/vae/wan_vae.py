@@ -45,19 +45,10 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import identify
-from ovi_core.vae.wan_config import PATCH as PATCH  # re-exported
-from ovi_core.vae.wan_config import WanVAEConfig
-from ovi_core.vae.wan_layers import AttentionBlock as AttentionBlock  # re-exported
-from ovi_core.vae.wan_layers import AvgDown3D as AvgDown3D  # re-exported
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import TensorInfo, identify
+from ovi_core.vae.wan_config import PATCH, WanVAEConfig
 from ovi_core.vae.wan_layers import Cache, CausalConv3d, Decoder3d, Encoder3d, patchify, unpatchify
-from ovi_core.vae.wan_layers import Down_ResidualBlock as Down_ResidualBlock  # re-exported
-from ovi_core.vae.wan_layers import DupUp3D as DupUp3D  # re-exported
-from ovi_core.vae.wan_layers import Resample as Resample  # re-exported
-from ovi_core.vae.wan_layers import ResidualBlock as ResidualBlock  # re-exported
-from ovi_core.vae.wan_layers import RMS_norm as RMS_norm  # re-exported
-from ovi_core.vae.wan_layers import Up_ResidualBlock as Up_ResidualBlock  # re-exported
 from ovi_core.vae.wan_tiling import (
     AUTO_TILE_AREA,
     AUTO_TILE_OVERLAP,
@@ -65,7 +56,6 @@ from ovi_core.vae.wan_tiling import (
     _tile_starts,
     estimate_decode_memory,
 )
-from ovi_core.vae.wan_tiling import _auto_tile as _auto_tile  # re-exported
 
 logger = logging.getLogger(__name__)
 
@@ -282,13 +272,13 @@ def full_size_shapes() -> dict[str, list[int]]:
 def config_from_shapes(shapes: Mapping[str, Sequence[int]], *, path: str = "<state dict>") -> WanVAEConfig:
     """Infer the :class:`WanVAEConfig` of a Wan VAE state dict from its tensor shapes.
 
-    Raises :class:`~ovi_core.checkpoints.CheckpointError` (a ValueError) for a Wan2.1 VAE or any file
+    Raises :class:`~ovi_core.io.checkpoints.CheckpointError` (a ValueError) for a Wan2.1 VAE or any file
     that is not a Wan VAE.
     """
     shapes = {k: tuple(v) for k, v in shapes.items()}
     needed = ("encoder.conv1.weight", "decoder.head.2.weight", "conv1.weight", "conv2.weight")
     if not all(k in shapes for k in needed):
-        infos = {k: ck.TensorInfo(tuple(v), torch.float32) for k, v in shapes.items()}
+        infos = {k: TensorInfo(tuple(v), torch.float32) for k, v in shapes.items()}
         ident = identify(infos, path=path)
         missing = [k for k in needed if k not in shapes]
         raise ck.CheckpointError(

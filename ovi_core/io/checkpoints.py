@@ -4,8 +4,7 @@ Every component loader goes through this module so that all of them:
 
 * read ``.safetensors`` lazily (header first, tensors one by one) and ``.pt``/``.pth`` only with
   ``torch.load(weights_only=True, mmap=True)``;
-* recognise a wrong file early and say what it appears to be (:func:`identify`, in
-  :mod:`ovi_core.checkpoint_id` and re-exported here);
+* recognise a wrong file early and say what it appears to be (:func:`ovi_core.io.checkpoint_id.identify`);
 * load with ``strict=True`` into a module built on the meta device (``assign=True``), so the weights
   exist once in memory, never twice;
 * report missing / unexpected / mis-shaped keys with the file name and the first offenders.
@@ -27,17 +26,12 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-# Identification lives in ovi_core.checkpoint_id; re-exported so ``ck.identify`` etc. keep working.
-from ovi_core.checkpoint_id import Identification as Identification
-from ovi_core.checkpoint_id import _dominant_dtype as _dominant_dtype
-from ovi_core.checkpoint_id import fusion_version_from_name as fusion_version_from_name
-from ovi_core.checkpoint_id import identify as identify
+from ovi_core.io.checkpoint_id import Identification, TensorInfo, identify
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +56,6 @@ _ST_DTYPES = {
 
 class CheckpointError(ValueError):
     """A file is not the checkpoint that was asked for, or is damaged. The message says what to do."""
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    dtype: torch.dtype
 
 
 # ----------------------------------------------------------------------------------------------

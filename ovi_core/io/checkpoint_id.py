@@ -2,8 +2,7 @@
 
 Every component loader calls :func:`identify` so that a wrong file is recognised early and the error says what
 it appears to be (a LoRA, the Ovi fusion DiT or one tower, a plain Wan DiT, the Wan2.1/2.2 VAE, UMT5/T5, the
-MMAudio VAE, BigVGAN, or unknown). Reading files lives in :mod:`ovi_core.checkpoints`, which re-exports the
-names here.
+MMAudio VAE, BigVGAN, or unknown). Reading files lives in :mod:`ovi_core.io.checkpoints`.
 """
 
 from __future__ import annotations
@@ -12,10 +11,16 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # type-only: ovi_core.checkpoints imports this module at run time
-    from ovi_core.checkpoints import TensorInfo
+import torch
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Shape and dtype of one tensor, as a file header states them."""
+
+    shape: tuple[int, ...]
+    dtype: torch.dtype
 
 
 @dataclass

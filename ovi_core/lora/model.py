@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ovi_core import lora_keys
-from ovi_core.lora_files import load_lora, read_lora
-from ovi_core.lora_network import LoRANetwork
-from ovi_core.lora_targets import unwrap_model
+from ovi_core.lora import keys as lora_keys
+from ovi_core.lora.files import load_lora, read_lora
+from ovi_core.lora.network import LoRANetwork
+from ovi_core.lora.targets import ModelView, unwrap_model
 
 
 @dataclass
@@ -27,7 +27,7 @@ class _Entry:
     strength: float
 
 
-class LoRAModel:
+class LoRAModel(ModelView):
     """A view of a DiT with some LoRAs switched on for the duration of each call.
 
     The base model is shared (not copied, not changed): other users of the same base see no LoRA.

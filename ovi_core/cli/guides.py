@@ -58,8 +58,8 @@ def model_version_and_area(args: argparse.Namespace) -> tuple[str, int]:
     """The model version and pixel area that ``generate`` will use, from the weight files' names and headers
     (cheap; nothing is loaded)."""
     from ovi_core import sizes
+    from ovi_core.io.weights import resolve_weights
     from ovi_core.pipeline import fusion_file_info
-    from ovi_core.weights import resolve_weights
 
     paths = resolve_weights(args.weights, version=args.model_version, seconds=args.seconds, fp8=args.fp8,
                             download=False if args.offline else None)

@@ -1,5 +1,5 @@
 """Reading LoRA files onto a model: :func:`read_lora` (tensors and metadata, refusing other model files),
-:func:`network_from_state_dict` (any convention of :mod:`ovi_core.lora_keys`), :func:`check_lora_file` (from the
+:func:`network_from_state_dict` (any convention of :mod:`ovi_core.lora.keys`), :func:`check_lora_file` (from the
 header alone), :func:`read_lora_for` / :func:`load_lora` (checked against the model, then attached), and
 :func:`apply_lora` (fresh trainable adapters).
 
@@ -15,17 +15,17 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from ovi_core import lora_keys
-from ovi_core.lora_network import LoRANetwork
-from ovi_core.lora_targets import LoRAConfig, unwrap_model
+from ovi_core.lora import keys as lora_keys
+from ovi_core.lora.network import LoRANetwork
+from ovi_core.lora.targets import LoRAConfig, unwrap_model
 
 logger = logging.getLogger(__name__)
 
 
 def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a LoRA file (safetensors, or a ``.pt`` read with ``weights_only``)."""
-    from ovi_core import checkpoints as ck
-    from ovi_core.checkpoint_id import identify
+    from ovi_core.io import checkpoints as ck
+    from ovi_core.io.checkpoint_id import identify
 
     path = os.fspath(path)
     if os.path.isfile(path):  # refuse other models from the header, before reading any tensor
@@ -44,7 +44,7 @@ def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping
                             dtype: torch.dtype = torch.float32, towers: str | Iterable[str] | None = None,
                             keymap: lora_keys.LoRAKeyMap | None = None) -> LoRANetwork:
     """A :class:`LoRANetwork` (not attached) from a LoRA state dict in any convention of
-    :mod:`ovi_core.lora_keys`. ``towers``: where tower-less (Wan) names go (None: the video tower), and a
+    :mod:`ovi_core.lora.keys`. ``towers``: where tower-less (Wan) names go (None: the video tower), and a
     filter for names that carry a tower. ``keymap``: a mapping already made (and checked) by the caller."""
     km = keymap if keymap is not None else lora_keys.map_lora_keys(sd, towers=towers)
     pairs = {n: s for n, s in km.linears.items() if s.down is not None}
@@ -75,7 +75,7 @@ def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping
 def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | None = None) -> lora_keys.LoRAKeyMap:
     """Map a LoRA file's keys from its header alone (no tensors read, no model needed), so that a wrong file
     fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
-    from ovi_core import checkpoints as ck
+    from ovi_core.io import checkpoints as ck
 
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"LoRA file not found: {os.fspath(path)!r}.")
@@ -107,7 +107,7 @@ def load_lora(model: nn.Module, path: str | os.PathLike, *, strength: float = 1.
     """Read a LoRA file and attach it to ``model`` with ``strength`` (adapters stay separate: call
     :meth:`LoRANetwork.merge` to bake them in). Several LoRAs stack by loading each.
 
-    Any convention of :mod:`ovi_core.lora_keys` is accepted. ``towers`` (``"video"``, ``"audio"``, ``"both"``;
+    Any convention of :mod:`ovi_core.lora.keys` is accepted. ``towers`` (``"video"``, ``"audio"``, ``"both"``;
     None = auto: the file's towers, and the video tower for Wan names). The network's ``report`` lists the
     matched and unmatched keys; unmatched ones are logged as a warning, a file that matches nothing is refused."""
     sd, meta, km = read_lora_for(model, path, towers=towers)

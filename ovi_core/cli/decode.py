@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _decoder_paths(root: str, *, download: bool) -> dict[str, str]:
-    from ovi_core.weights import COMPONENT_FILES, _present, download_file, offline
+    from ovi_core.io.weights import COMPONENT_FILES, _present, download_file, offline
 
     if not os.path.isdir(root):
         raise FileNotFoundError(f"Weights folder {root!r} does not exist. Create it or pass the right --weights.")
@@ -57,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ovi_core import validate
-    from ovi_core.audio import load_audio_codec
-    from ovi_core.devices import pick_device, pick_dtype
-    from ovi_core.latents_file import load_latents
-    from ovi_core.media import write_mp4, write_wav
+    from ovi_core.audio.codec import load_audio_codec
+    from ovi_core.io.latents import load_latents
+    from ovi_core.io.media import write_mp4, write_wav
     from ovi_core.pipeline import SAMPLE_RATE, decode_audio, decode_video
-    from ovi_core.vae import load_wan_vae
+    from ovi_core.runtime.devices import pick_device, pick_dtype
+    from ovi_core.vae.wan_vae import load_wan_vae
 
     validate.check_output_file(args.out)
     if args.wav:

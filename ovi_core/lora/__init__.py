@@ -20,7 +20,7 @@ File format: safetensors with ComfyUI-style keys under the official module paths
     video_model.blocks.0.self_attn.q.alpha              []  (float32)
 
 and metadata ``ovi.lora.*`` (rank, alpha, targets, towers, base model version). Loading also accepts the
-Wan2.2-TI2V-5B LoRA conventions (ComfyUI, diffusers/PEFT, kohya; see :mod:`ovi_core.lora_keys`), the FFN and
+Wan2.2-TI2V-5B LoRA conventions (ComfyUI, diffusers/PEFT, kohya; see :mod:`ovi_core.lora.keys`), the FFN and
 embedding layers, and full deltas (``.diff`` / ``.diff_b``) of Linear layers, norms and modulation tables.
 Tower-less (Wan) names go to the video tower unless ``towers`` says otherwise.
 
@@ -29,53 +29,3 @@ Usage::
     net = load_lora(model, "style.safetensors", strength=0.8)   # active at once; several stack
     net.strength = 0.5; net.merge(); net.unmerge(); net.detach()
 """
-
-
-# The code lives in lora_targets (targets, towers, LoRAConfig), lora_network (LoRAAdapter, LoRANetwork),
-# lora_files (reading files onto a model) and lora_model (LoRAModel, lora_info); these names are re-exported.
-from ovi_core.lora_files import (
-    apply_lora,
-    check_lora_file,
-    load_lora,
-    network_from_state_dict,
-    read_lora,
-    read_lora_for,
-)
-from ovi_core.lora_model import LoRAInfo, LoRAModel, describe, lora_info, lora_model
-from ovi_core.lora_network import FORMAT_VERSION, LoRAAdapter, LoRANetwork, parse_lora_state_dict
-from ovi_core.lora_targets import (
-    ALL_TARGETS,
-    DEFAULT_TARGETS,
-    TARGET_GROUPS,
-    TOWERS,
-    LoRAConfig,
-    expand_targets,
-    find_target_modules,
-    unwrap_model,
-)
-
-__all__ = [
-    "ALL_TARGETS",
-    "DEFAULT_TARGETS",
-    "FORMAT_VERSION",
-    "TARGET_GROUPS",
-    "TOWERS",
-    "LoRAAdapter",
-    "LoRAConfig",
-    "LoRAInfo",
-    "LoRAModel",
-    "LoRANetwork",
-    "apply_lora",
-    "check_lora_file",
-    "describe",
-    "expand_targets",
-    "find_target_modules",
-    "load_lora",
-    "lora_info",
-    "lora_model",
-    "network_from_state_dict",
-    "parse_lora_state_dict",
-    "read_lora",
-    "read_lora_for",
-    "unwrap_model",
-]

@@ -10,12 +10,37 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from dataclasses import dataclass, field
 
-from ovi_core.fileio import atomic_path
+import torch
+
+from ovi_core import sizes
+from ovi_core.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
 LATENT_SUFFIX = ".ovi_latents.safetensors"
+VIDEO_LATENT_CHANNELS = 48
+AUDIO_LATENT_CHANNELS = 20
+
+
+@dataclass
+class AVLatents:
+    """Paired latents of one or more clips. video ``[B, 48, F, H/16, W/16]``, audio ``[B, L, 20]``."""
+
+    video: torch.Tensor
+    audio: torch.Tensor
+    version: str = "1.0"
+    fps: int = sizes.FPS
+    stats: dict = field(default_factory=dict)  # sampling counts: forwards, CFG reuse, step cache
+
+    @property
+    def height(self) -> int:
+        return self.video.shape[-2] * 16
+
+    @property
+    def width(self) -> int:
+        return self.video.shape[-1] * 16
 
 
 class OutputWriteError(OSError):
@@ -28,7 +53,7 @@ class OutputWriteError(OSError):
 
 
 def save_latents(path: str | os.PathLike, latents) -> str:
-    """Write :class:`ovi_core.sampling.av.AVLatents` to ``path`` atomically; returns the path."""
+    """Write :class:`AVLatents` to ``path`` atomically; returns the path."""
     from safetensors.torch import save_file
 
     path = os.fspath(path)
@@ -41,11 +66,9 @@ def save_latents(path: str | os.PathLike, latents) -> str:
 
 
 def load_latents(path: str | os.PathLike):
-    """Read a latents file (ours, or OviSaveLatents') into :class:`ovi_core.sampling.av.AVLatents`; every problem
+    """Read a latents file (ours, or OviSaveLatents') into :class:`AVLatents`; every problem
     (missing, damaged, foreign file, wrong shapes, bad metadata) is an error that names the file and what is wrong."""
-    from ovi_core import checkpoints as ck
-    from ovi_core import sizes
-    from ovi_core.sampling.av import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
+    from ovi_core.io import checkpoints as ck
 
     path = os.fspath(path)
     tensors, meta = ck.read_tensor_file(path, what="Ovi latents file", required=("video", "audio"))

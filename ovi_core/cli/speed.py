@@ -88,7 +88,7 @@ class SpeedPlan:
 
 def prepare(args: argparse.Namespace) -> SpeedPlan:
     """Check the LoRA files (names only) and the speed values before any weights load."""
-    from ovi_core.lora_files import check_lora_file
+    from ovi_core.lora.files import check_lora_file
     from ovi_core.sampling.cfg_cache import CFGReuse
     from ovi_core.sampling.fast import SpeedOptions
     from ovi_core.sampling.step_cache import StepCacheConfig
@@ -112,7 +112,7 @@ def prepare(args: argparse.Namespace) -> SpeedPlan:
 def apply(args: argparse.Namespace, pipe, plan: SpeedPlan) -> None:
     """After loading: stack the LoRAs on the pipeline's DiT and apply the preset to ``args``."""
     from ovi_core import sizes
-    from ovi_core.lora_model import lora_model
+    from ovi_core.lora.model import lora_model
     from ovi_core.sampling.fast import apply_preset
 
     for spec in plan.loras:

@@ -17,10 +17,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ovi_core import lora_keys
-from ovi_core.fileio import atomic_path
-from ovi_core.lora_deltas import LinearDelta, ParamPatch, param_key
-from ovi_core.lora_targets import TOWERS, LoRAConfig, find_target_modules, unwrap_model
+from ovi_core.io.files import atomic_path
+from ovi_core.lora import keys as lora_keys
+from ovi_core.lora.deltas import LinearDelta, ParamPatch, param_key
+from ovi_core.lora.targets import TOWERS, LoRAConfig, find_target_modules, unwrap_model
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from .plan import DEFAULT_CROSSFADE_SECONDS, DEFAULT_OVERLAP_SECONDS, MIN_SECONDS
+from ovi_core.longclip.plan import DEFAULT_CROSSFADE_SECONDS, DEFAULT_OVERLAP_SECONDS, MIN_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
 
 
 def _prompts(values: list[str]) -> list[str]:
-    from .prompts import read_prompt_file
+    from ovi_core.longclip.prompts import read_prompt_file
 
     out: list[str] = []
     for v in values:
@@ -98,8 +98,8 @@ def _progress():
 
 
 def _model_version(args: argparse.Namespace) -> str:
+    from ovi_core.io.weights import resolve_weights
     from ovi_core.pipeline import fusion_file_info
-    from ovi_core.weights import resolve_weights
 
     paths = resolve_weights(args.weights, version=args.model_version, seconds=None, fp8=args.fp8,
                             download=False if args.offline else None)
@@ -108,11 +108,10 @@ def _model_version(args: argparse.Namespace) -> str:
 
 
 def run_long_clip(args: argparse.Namespace) -> int:
+    from ovi_core.longclip.job import generate_long_clip
+    from ovi_core.longclip.plan import plan_windows
+    from ovi_core.longclip.prompts import prompts_for_windows
     from ovi_core.pipeline import OviPipeline
-
-    from .job import generate_long_clip
-    from .plan import plan_windows
-    from .prompts import prompts_for_windows
 
     prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
     seconds = float(args.seconds) if args.seconds is not None else None
@@ -125,23 +124,24 @@ def run_long_clip(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
     # the same weight-free checks as a single clip, before anything loads
-    from ovi_core import speed_cli, validate
-    from ovi_core.pipeline_cli import _check_fusion, _check_outputs, _load_image, _target_area
+    from ovi_core import validate
+    from ovi_core.cli import speed as speed_cli
+    from ovi_core.cli.common import check_fusion, check_outputs, load_image, target_area
 
     for text in prompts:
         validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
                                   slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
                                   audio_guidance_scale=args.audio_cfg)
-    area = _target_area(args)
+    area = target_area(args)
     if args.size is not None:
         validate.check_size(*args.size, area=area)
-    _check_outputs(args, [args.out])
-    image = _load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
+    check_outputs(args, [args.out])
+    image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
     speed = speed_cli.prepare(args)  # LoRA files and speed values
-    fusion = _check_fusion(getattr(args, "fusion", None))
+    fusion = check_fusion(getattr(args, "fusion", None))
     audio = None
     if getattr(args, "audio", None):
-        from ovi_core.media import read_audio
+        from ovi_core.io.media import read_audio
 
         audio = read_audio(args.audio)
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet

@@ -67,14 +67,18 @@ def _check_towers(towers: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in TOWERS if t in out)
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The DiT inside DDP/FSDP/compile wrappers or a :class:`LoRAModel` proxy."""
-    from ovi_core.lora_model import LoRAModel  # here, not at the top: lora_model imports this module
+class ModelView:
+    """A proxy of a DiT that keeps the real module in ``base`` (:class:`ovi_core.lora.model.LoRAModel` is one)."""
 
+    base: nn.Module
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The DiT inside DDP/FSDP/compile wrappers or a :class:`ModelView` proxy (a LoRAModel)."""
     seen = 0
     while seen < 8:
         seen += 1
-        if isinstance(model, LoRAModel):
+        if isinstance(model, ModelView):
             model = model.base
         elif hasattr(model, "_orig_mod"):
             model = model._orig_mod

@@ -16,7 +16,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from ovi_core.fileio import atomic_path
+from ovi_core.io.files import atomic_path
 
 logger = logging.getLogger(__name__)
 

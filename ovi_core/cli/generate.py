@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 
-from ovi_core import speed_cli
+from ovi_core.cli import speed as speed_cli
+from ovi_core.cli.common import check_fusion, check_outputs, load_image, target_area
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +23,8 @@ def _size(text: str) -> tuple[int, int]:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from ovi_core import sizes
-    from ovi_core.longclip import cli as longclip_cli
-    from ovi_core.sampling import SOLVERS
+    from ovi_core.cli import longclip as longclip_cli
+    from ovi_core.sampling.solvers import SOLVERS
 
     d = sizes.DEFAULTS
     g = sub.add_parser("generate", help="text (+ first frame) -> MP4 with synchronized audio")
@@ -61,39 +62,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--wav", action="store_true", help="also write the 16 kHz WAV beside the MP4")
     g.add_argument("--out", required=True, help="output .mp4 (for a CSV: a folder, or a name to number)")
     speed_cli.add_arguments(g)  # --lora, --preset, --cfg-reuse*, --step-cache
-    from ovi_core.conditioning.cli import add_arguments as add_guide_arguments
+    from ovi_core.cli.guides import add_arguments as add_guide_arguments
 
     add_guide_arguments(g)  # --audio, --audio-offset, --video, --source, --redo, ...
     longclip_cli.add_arguments(g)  # --overlap, --crossfade, --windows-dir
     g.set_defaults(func=run)
 
 
-def _load_image(path: str, *, area: int):
-    """First frame as uint8 ``[H, W, 3]``, shrunk while still 8-bit to at most 4x the model's area (twice the
-    output side), so a huge picture never becomes a float tensor; smaller images are untouched."""
-    from ovi_core.media import read_image
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image not found: {path!r}.")
-    return read_image(path, max_pixels=4 * area)
 
 
-def _target_area(args: argparse.Namespace) -> int:
-    """The pixel area the fusion file will generate at, without loading it (its header or the version's spec)."""
-    from ovi_core import sizes
-    from ovi_core.pipeline import fusion_file_info
-    from ovi_core.weights import FUSION_FILES, pick_version
-
-    v = pick_version(args.weights, version=args.model_version, seconds=args.seconds, fp8=args.fp8)
-    path = os.path.join(args.weights, FUSION_FILES[v].local)
-    if os.path.isfile(path):
-        try:
-            area = fusion_file_info(path).get("target_area")
-        except ValueError:
-            area = None
-        if isinstance(area, int) and area > 0:
-            return area
-    return sizes.MODEL_SPECS["1.0" if v.startswith("1.0") else v].area
 
 
 def _out_paths(out: str, n: int) -> list[str]:
@@ -104,15 +81,6 @@ def _out_paths(out: str, n: int) -> list[str]:
     return [os.path.join(out, f"ovi_{k:03d}.mp4") for k in range(n)]
 
 
-def _check_outputs(args: argparse.Namespace, outs: list[str]) -> None:
-    from ovi_core import validate
-
-    if len(outs) > 1 and not args.out.lower().endswith(".mp4"):
-        validate.check_output_folder(args.out)
-    for out in outs:
-        validate.check_output_file(out)
-        if args.wav:
-            validate.check_output_file(os.path.splitext(out)[0] + ".wav", suffixes=(".wav",))
 
 
 def _progress(total_label: str):
@@ -137,25 +105,12 @@ def _progress(total_label: str):
     return cb
 
 
-def _check_fusion(files: list[str] | None) -> str | list[str] | None:
-    """``--fusion`` files: present, at most two, and readable as an Ovi fusion model (headers only)."""
-    if not files:
-        return None
-    if len(files) > 2:
-        raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
-    for f in files:
-        if not os.path.isfile(f):
-            raise FileNotFoundError(f"--fusion file not found: {f!r}.")
-    from ovi_core.model.loader import describe_files
-
-    logger.info("fusion model: %s", describe_files(files))
-    return files[0] if len(files) == 1 else files
 
 
 def run(args: argparse.Namespace) -> int:
     from ovi_core import validate
-    from ovi_core.latents_file import OutputWriteError
-    from ovi_core.longclip import cli as longclip_cli
+    from ovi_core.cli import longclip as longclip_cli
+    from ovi_core.io.latents import OutputWriteError
     from ovi_core.pipeline import OviPipeline
 
     if longclip_cli.is_long_clip(args):
@@ -180,17 +135,17 @@ def run(args: argparse.Namespace) -> int:
                                   audio_guidance_scale=args.audio_cfg)
     if args.model_version != "auto":
         validate.clip_version(args.model_version, args.seconds)
-    area = _target_area(args)
+    area = target_area(args)
     if args.size is not None:
         validate.check_size(*args.size, area=area)
     outs = _out_paths(args.out, len(jobs))
-    _check_outputs(args, outs)
-    from ovi_core.conditioning.cli import inputs_from_args
+    check_outputs(args, outs)
+    from ovi_core.cli.guides import inputs_from_args
 
     guides = inputs_from_args(args)  # read and checked (flag conflicts first) before the weights load
-    images = {img: _load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
+    images = {img: load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
     plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
-    fusion = _check_fusion(getattr(args, "fusion", None))
+    fusion = check_fusion(getattr(args, "fusion", None))
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,

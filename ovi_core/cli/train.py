@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare-dataset", help="encode a folder of clips + .txt captions into training latents")
     p.add_argument("clips", help="folder of .mp4/.mov/.mkv clips with audio and same-name .txt captions")
     p.add_argument("out", help="output folder (index.json + one .safetensors per clip)")
-    p.add_argument("--weights", required=True, help="weights folder (official layout, see ovi_core.weights)")
+    p.add_argument("--weights", required=True, help="weights folder (official layout, see ovi_core.io.weights)")
     p.add_argument("--model-version", default="1.0", choices=("1.0", "1.1", "1.1-10s"))
     p.add_argument("--frames", type=int, default=None, help="frames per clip (default 121; 241 for 1.1-10s)")
     p.add_argument("--fps", type=float, default=24.0)

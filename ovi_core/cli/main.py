@@ -37,10 +37,10 @@ _IDENT_TO_COMPONENT = {
 
 # modules adding further sub-commands (generate, tiny-weights, train, ...)
 _COMMAND_MODULES = (
-    "ovi_core.pipeline_cli",
-    "ovi_core.decode_cli",
+    "ovi_core.cli.generate",
+    "ovi_core.cli.decode",
     "ovi_core.tiny",
-    "ovi_core.training.cli",
+    "ovi_core.cli.train",
     "ovi_core.quant.convert",
 )
 
@@ -74,9 +74,9 @@ def _cmd_keys(args: argparse.Namespace) -> int:
 
 def inspect_file(path: str) -> dict:
     """Describe a checkpoint file and check whether it loads strictly into our module."""
-    from ovi_core import checkpoints as ck
-    from ovi_core.checkpoint_id import identify
-    from ovi_core.quant.report import format_of, fusion_report, needs_own_report
+    from ovi_core.cli.inspect import format_of, fusion_report, needs_own_report
+    from ovi_core.io import checkpoints as ck
+    from ovi_core.io.checkpoint_id import identify
 
     if needs_own_report(path):  # GGUF, kijai layout, fp8_scaled
         return fusion_report(path)
@@ -94,8 +94,8 @@ def inspect_file(path: str) -> dict:
         "loads_strictly": False,
     }
     if ident.component == "lora":  # a LoRA is checked as the LoRA loader reads it
-        from ovi_core.lora_files import network_from_state_dict, read_lora
-        from ovi_core.lora_model import lora_info
+        from ovi_core.lora.files import network_from_state_dict, read_lora
+        from ovi_core.lora.model import lora_info
 
         try:
             info = lora_info(path)

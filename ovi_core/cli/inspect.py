@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import os
 
-from ovi_core import checkpoints as ck
-from ovi_core.checkpoint_id import identify
+from ovi_core.io import checkpoints as ck
+from ovi_core.io.checkpoint_id import identify
 from ovi_core.quant.sources import Source, is_gguf, open_source
 
 
