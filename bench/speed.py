@@ -83,6 +83,7 @@ def run(*, device: str, full: bool, threads: int | None, save=None) -> dict:
     from ovi_core.model.config import OVI_11B, TINY
     from ovi_core.pipeline import decode_video
     from ovi_core.sampling.av import sample_av
+    from ovi_core.sampling.settings import SamplingSettings
     from ovi_core.text.conditioning import Conditioning
     from ovi_core.tiny import write_tiny_weights
     from ovi_core.vae.wan_vae import load_wan_vae
@@ -106,11 +107,11 @@ def run(*, device: str, full: bool, threads: int | None, save=None) -> dict:
                         audio_negative=torch.randn(12, td, generator=g), prompt="bench")
     tmp = tempfile.mkdtemp()
     vae = load_wan_vae(write_tiny_weights(tmp)["wan-vae"], device=dev, dtype=torch.float32)
-    base = dict(height=hw, width=hw, version="1.0", steps=50, slg_layer=slg, seed=103, device=dev, dtype=dtype)
+    base = dict(height=hw, width=hw, version="1.0", device=dev, dtype=dtype)
 
     rows, ref = [], None
     for label, over in options():
-        kw = {**base, **over}
+        kw = {**base, "settings": SamplingSettings(**{"steps": 50, "slg_layer": slg, "seed": 103, **over})}
         if device == "cuda":
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
@@ -121,7 +122,7 @@ def run(*, device: str, full: bool, threads: int | None, save=None) -> dict:
         frames = decode_video(vae, lat.video, device=dev)
         if ref is None:
             ref = (lat, frames, sec, cpu)
-        row = {"option": label, "steps": kw["steps"], "forwards": lat.stats.get("forwards"),
+        row = {"option": label, "steps": kw["settings"].steps, "forwards": lat.stats.get("forwards"),
                "sec": round(sec, 3), "time_ratio": round(sec / ref[2], 3),
                "cpu_sec": round(cpu, 3), "cpu_time_ratio": round(cpu / ref[3], 3),
                "rel_l2_video": round(_rel(lat.video, ref[0].video), 5),

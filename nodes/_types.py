@@ -55,5 +55,5 @@ class GuideItem:
     """One entry of OVI_GUIDES (a list of these): the sampler's guide and, where the user gave media, its source
     (``ovi_core.conditioning`` input with ``splice``) so the decoders can put the original back."""
 
-    guide: Any  # ovi_core.sampling.Guide
+    guide: Any  # ovi_core.sampling.guides.Guide
     source: Any = None

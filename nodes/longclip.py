@@ -92,6 +92,7 @@ class OviLongClipSampler:
         from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows, split_prompts
         from ovi_core.longclip.runner import sample_long_clip
         from ovi_core.sampling.av import encode_image
+        from ovi_core.sampling.settings import SamplingSettings
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
@@ -128,9 +129,11 @@ class OviLongClipSampler:
 
         with _runtime.placed_model(model) as dit:
             latents = sample_long_clip(
-                dit, conds, plan, height=height_px, width=width_px, steps=int(steps), solver=solver,
-                shift=float(shift), video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
-                slg_layer=int(slg_layer), seed=int(seed), image_latent=image_latent, given_audio=given_latents,
+                dit, conds, plan, height=height_px, width=width_px,
+                settings=SamplingSettings(steps=int(steps), solver=solver, shift=float(shift),
+                                          video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
+                                          slg_layer=int(slg_layer), seed=int(seed)),
+                image_latent=image_latent, given_audio=given_latents,
                 guide_mode=guide_mode, device=model.device, dtype=model.dtype, progress=progress,
                 check_interrupt=_comfy.check_interrupt,
             )

@@ -219,6 +219,7 @@ class OviJointSampler:
         from ovi_core import sizes
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
+        from ovi_core.sampling.settings import SamplingSettings
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
@@ -257,16 +258,17 @@ class OviJointSampler:
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),
                          level=logging.WARNING if notes else logging.DEBUG)
+        settings = SamplingSettings(
+            steps=int(steps), solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
+            audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
+            audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
+        )
         progress = _comfy.progress_bar(int(steps), node_id=unique_id)
         with _runtime.placed_model(model) as dit:
             latents = sample_av(
-                dit, conditioning.cond, height=height_px, width=width_px, version=version, steps=int(steps),
-                solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
-                audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
-                image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
-                device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
-                speed=speed,
-                guides=guide_list,
+                dit, conditioning.cond, height=height_px, width=width_px, version=version, settings=settings,
+                image_latent=image_latent, device=model.device, dtype=model.dtype, callback=progress,
+                check_interrupt=_comfy.check_interrupt, guides=guide_list,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape

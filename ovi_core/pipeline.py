@@ -25,6 +25,7 @@ from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AV
 from ovi_core.runtime.devices import pick_device, pick_dtype
 from ovi_core.runtime.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 from ovi_core.sampling.av import FPS, InterruptFn, ProgressFn, encode_image, make_noise, sample_av
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import Conditioning, encode_prompts
 
 if TYPE_CHECKING:
@@ -269,7 +270,7 @@ class OviPipeline:
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
 
-        ``guides``: :class:`ovi_core.sampling.Guide` s or inputs from :mod:`ovi_core.conditioning` (a given sound,
+        ``guides``: :class:`ovi_core.sampling.guides.Guide` s or inputs from :mod:`ovi_core.conditioning` (a given sound,
         given frames, a redo); inputs are encoded here. With ``original_media`` the result carries the given
         frames/sound where they were enforced, not their VAE round trip. ``seconds`` (5 or 10, None: what the
         model was trained for) picks the clip length; the result's ``warnings`` hold the prompt warnings, a 10 s
@@ -281,6 +282,11 @@ class OviPipeline:
             prompt=prompt, steps=steps, shift=shift, seed=seed, slg_layer=slg_layer, solver=solver,
             video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
             num_layers=len(self.model.video_model.blocks),
+        )
+        settings = SamplingSettings(
+            steps=steps, solver=solver, shift=shift, video_guidance_scale=video_guidance_scale,
+            audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
+            audio_rope_scale=audio_rope_scale, speed=speed,
         )
         version, notes = validate.clip_version(self.version, seconds)
         for note in notes:
@@ -311,11 +317,9 @@ class OviPipeline:
                                             device=dev)
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
                 lat = sample_av(
-                    self.model, cond, height=h, width=w, version=version, steps=steps, solver=solver,
-                    shift=shift, video_guidance_scale=video_guidance_scale,
-                    audio_guidance_scale=audio_guidance_scale, slg_layer=slg_layer, seed=seed,
-                    image_latent=image_latent, audio_rope_scale=audio_rope_scale, device=dev, dtype=self.dtype,
-                    callback=callback, check_interrupt=check_interrupt, speed=speed, guides=encoded,
+                    self.model, cond, height=h, width=w, version=version, settings=settings,
+                    image_latent=image_latent, device=dev, dtype=self.dtype,
+                    callback=callback, check_interrupt=check_interrupt, guides=encoded,
                 )
             with on_device(self.video_vae, dev, offload=off):
                 frames, plan = decode_video(self.video_vae, lat.video, device=dev,

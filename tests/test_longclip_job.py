@@ -14,6 +14,7 @@ import torch
 from ovi_core.longclip.job import generate_long_clip
 from ovi_core.longclip.plan import plan_windows
 from ovi_core.pipeline import OviPipeline
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.tiny import write_tiny_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,7 +49,7 @@ def _wav(path):
 @pytest.fixture(scope="module")
 def two_windows(pipe, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("clip") / "long.mp4")
-    res = generate_long_clip(pipe, [PROMPT], seconds=8, out=out, steps=1, seed=5, wav=True)
+    res = generate_long_clip(pipe, [PROMPT], seconds=8, out=out, settings=SamplingSettings(steps=1, seed=5), wav=True)
     return res, out
 
 
@@ -89,13 +90,15 @@ def test_interrupt_mid_window_leaves_no_file_and_resume_gives_the_same_clip(pipe
                 raise Stop()
 
     with pytest.raises(Stop):
-        generate_long_clip(pipe, [PROMPT], seconds=8, out=out, steps=1, seed=5, wav=True, windows_dir=store,
+        generate_long_clip(pipe, [PROMPT], seconds=8, out=out, settings=SamplingSettings(steps=1, seed=5), wav=True,
+                           windows_dir=store,
                            progress=progress2, check_interrupt=interrupt)
     assert sorted(os.listdir(tmp_path)) == ["windows"]  # no MP4, no WAV, no temporary file
     assert os.listdir(store) == ["window_000.safetensors"]
     # resume: window 1 is loaded, window 2 sampled; the same clip as the uninterrupted run
     calls.clear()
-    generate_long_clip(pipe, [PROMPT], seconds=8, out=out, steps=1, seed=5, wav=True, windows_dir=store,
+    generate_long_clip(pipe, [PROMPT], seconds=8, out=out, settings=SamplingSettings(steps=1, seed=5), wav=True,
+                           windows_dir=store,
                        progress=progress)
     assert calls == [(2, 1)]
     assert _wav(out[:-4] + ".wav") == _wav(ref[:-4] + ".wav")
@@ -120,7 +123,8 @@ def test_given_audio_is_what_the_mp4_carries(pipe, tmp_path):
     g = torch.Generator().manual_seed(0)
     track = (torch.rand(1, 16000 * 6, generator=g) - 0.5) * 0.2  # 6 s of a 7 s clip
     out = str(tmp_path / "sync.mp4")
-    res = generate_long_clip(pipe, [PROMPT], seconds=7, out=out, steps=1, seed=1, audio=(track, 16000), wav=True)
+    res = generate_long_clip(pipe, [PROMPT], seconds=7, out=out, settings=SamplingSettings(steps=1, seed=1),
+                             audio=(track, 16000), wav=True)
     assert res.audio_source == "given"
     pcm = torch.frombuffer(bytearray(_wav(out[:-4] + ".wav")), dtype=torch.int16)
     assert pcm.shape[0] == res.plan.samples
@@ -134,6 +138,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, {root!r})
 from ovi_core.pipeline import OviPipeline
 from ovi_core.longclip.job import generate_long_clip
+from ovi_core.sampling.settings import SamplingSettings
 
 def kib(key):
     for line in open('/proc/self/status'):
@@ -145,7 +150,8 @@ prompt = {prompt!r}
 peaks = {{}}
 for seconds in (20, 8):  # 6 windows first, so one-time costs would count against the long run
     open('/proc/self/clear_refs', 'w').write('5')  # reset the peak (VmHWM) to the current RSS
-    res = generate_long_clip(pipe, [prompt], seconds=seconds, out={out!r}, steps=1, seed=0)
+    res = generate_long_clip(pipe, [prompt], seconds=seconds, out={out!r},
+                             settings=SamplingSettings(steps=1, seed=0))
     peaks[res.plan.num_windows] = kib('VmHWM:')
 print(json.dumps(peaks))
 """

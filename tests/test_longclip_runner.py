@@ -9,12 +9,17 @@ from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows
 from ovi_core.longclip.runner import sample_windows, window_guides
 from ovi_core.pipeline import OviPipeline
 from ovi_core.sampling.av import sample_av
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import write_tiny_weights
 
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
 pytestmark = pytest.mark.usefixtures("one_thread")  # small ops: one thread is faster on the shared CPU
-KW = dict(height=64, width=64, steps=2, device="cpu", dtype=torch.float32)
+KW = dict(height=64, width=64, device="cpu", dtype=torch.float32)
+
+
+def S(seed: int) -> SamplingSettings:
+    return SamplingSettings(steps=2, seed=seed)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +38,7 @@ def cond(pipe):
 def test_overlap_of_the_next_window_is_the_tail_of_the_previous(pipe, cond, mode):
     plan = plan_windows(12, version="1.0")  # 4 windows; the first 3 are enough
     wins = []
-    for lat in sample_windows(pipe.model, [cond] * plan.num_windows, plan, seed=7, guide_mode=mode, **KW):
+    for lat in sample_windows(pipe.model, [cond] * plan.num_windows, plan, settings=S(7), guide_mode=mode, **KW):
         wins.append(lat)
         if len(wins) == 3:
             break
@@ -51,8 +56,8 @@ def test_overlap_of_the_next_window_is_the_tail_of_the_previous(pipe, cond, mode
 def test_without_guides_the_windows_would_not_match(pipe, cond):
     """The oracle of the test above can fail: window 1 sampled on its own (same seed) has another start."""
     plan = plan_windows(8, version="1.0")
-    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, seed=7, **KW))
-    free = sample_av(pipe.model, cond, seed=8, **KW)
+    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, settings=S(7), **KW))
+    free = sample_av(pipe.model, cond, settings=S(8), **KW)
     o = plan.overlap_latents
     assert torch.equal(w1.video[:, :, :o], w0.video[:, :, -o:])
     assert not torch.allclose(free.video[:, :, :o], w0.video[:, :, -o:], atol=1e-3)
@@ -60,8 +65,8 @@ def test_without_guides_the_windows_would_not_match(pipe, cond):
 
 def test_one_window_is_the_plain_clip(pipe, cond):
     plan = plan_windows(5, version="1.0")
-    (only,) = list(sample_windows(pipe.model, [cond], plan, seed=11, **KW))
-    ref = sample_av(pipe.model, cond, seed=11, **KW)
+    (only,) = list(sample_windows(pipe.model, [cond], plan, settings=S(11), **KW))
+    ref = sample_av(pipe.model, cond, settings=S(11), **KW)
     assert torch.equal(only.video, ref.video) and torch.equal(only.audio, ref.audio)
 
 
@@ -69,7 +74,7 @@ def test_given_audio_guides_every_window_it_covers(pipe, cond):
     plan = plan_windows(8, version="1.0")
     g = torch.Generator().manual_seed(3)
     given = torch.randn(1, 200, 20, generator=g)  # covers window 0 and part of window 1 (starts at latent 94)
-    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, seed=2, given_audio=given, **KW))
+    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, settings=S(2), given_audio=given, **KW))
     a1 = plan.windows[1].audio_start
     assert torch.equal(w0.audio[0], given[0, : plan.window_audio_latents])
     assert torch.equal(w1.audio[0, : 200 - a1], given[0, a1:200])
@@ -87,13 +92,13 @@ def test_window_guides_shapes_and_masks(pipe):
 def test_progress_names_window_and_step(pipe, cond):
     plan = plan_windows(8, version="1.0")
     seen = []
-    list(sample_windows(pipe.model, [cond] * 2, plan, seed=1, progress=lambda *a: seen.append(a), **KW))
+    list(sample_windows(pipe.model, [cond] * 2, plan, settings=S(1), progress=lambda *a: seen.append(a), **KW))
     assert seen == [(1, 2, 1, 2), (1, 2, 2, 2), (2, 2, 1, 2), (2, 2, 2, 2)]
 
 
 def test_stitched_latents_of_real_windows_continue_seamlessly(pipe, cond):
     plan = plan_windows(8, version="1.0")
-    w = list(sample_windows(pipe.model, [cond] * 2, plan, seed=4, **KW))
+    w = list(sample_windows(pipe.model, [cond] * 2, plan, settings=S(4), **KW))
     video, audio = stitch_latents(((x.video, x.audio) for x in w), plan)
     g1 = plan.windows[1].frame_start // 4
     assert torch.equal(video[:, :, : plan.window_latents], w[0].video)  # replace mode: the overlap is unchanged
@@ -127,7 +132,7 @@ def test_first_frame_guides_window_one_only(pipe, cond):
     g = torch.Generator().manual_seed(1)
     img = encode_image(pipe.video_vae, torch.rand(64, 64, 3, generator=g), area=pipe.target_area, device="cpu")
     plan = plan_windows(8, version="1.0")
-    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, seed=3, image_latent=img, **KW))
+    w0, w1 = list(sample_windows(pipe.model, [cond] * 2, plan, settings=S(3), image_latent=img, **KW))
     assert torch.equal(w0.video[:, :, :1], img)
     o = plan.overlap_latents
     assert torch.equal(w1.video[:, :, :o], w0.video[:, :, -o:])  # window 2 starts from window 1, not the image

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from dataclasses import replace
 
 import av
 import pytest
@@ -14,6 +15,7 @@ from ovi_core.pipeline import OviPipeline
 from ovi_core.runtime.devices import pick_dtype
 from ovi_core.runtime.memory import BlockSwapper
 from ovi_core.sampling.av import encode_image, sample_av
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import TINY_AREA, write_tiny_weights
 
@@ -79,10 +81,10 @@ def test_text_to_av_mp4(pipe, tmp_path):
 
 def test_seed_reproduces_and_differs(pipe):
     cond = encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
-    kw = dict(height=64, width=64, steps=2, device="cpu", dtype=torch.float32)
-    a = sample_av(pipe.model, cond, seed=5, **kw)
-    b = sample_av(pipe.model, cond, seed=5, **kw)
-    c = sample_av(pipe.model, cond, seed=6, **kw)
+    kw = dict(height=64, width=64, device="cpu", dtype=torch.float32)
+    a = sample_av(pipe.model, cond, settings=SamplingSettings(steps=2, seed=5), **kw)
+    b = sample_av(pipe.model, cond, settings=SamplingSettings(steps=2, seed=5), **kw)
+    c = sample_av(pipe.model, cond, settings=SamplingSettings(steps=2, seed=6), **kw)
     assert torch.equal(a.video, b.video) and torch.equal(a.audio, b.audio)
     assert not torch.equal(a.video, c.video)
 
@@ -92,8 +94,8 @@ def test_image_to_av_holds_first_latent_frame(pipe, tmp_path):
     image = torch.rand(48, 80, 3, generator=g)  # a landscape first frame
     lat_img = encode_image(pipe.video_vae, image, area=pipe.target_area, device="cpu")
     cond = encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
-    lat = sample_av(pipe.model, cond, height=0, width=0, steps=3, image_latent=lat_img, device="cpu",
-                    dtype=torch.float32, seed=3)
+    lat = sample_av(pipe.model, cond, height=0, width=0, settings=SamplingSettings(steps=3, seed=3),
+                    image_latent=lat_img, device="cpu", dtype=torch.float32)
     # the output takes the image's snapped size, and latent frame 0 is exactly the encoded image
     assert lat.video.shape[-2:] == lat_img.shape[-2:]
     assert torch.equal(lat.video[:, :, :1], lat_img)
@@ -105,7 +107,7 @@ def test_image_to_av_holds_first_latent_frame(pipe, tmp_path):
 
 def test_block_swap_hook_gives_same_result(pipe):
     cond = encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
-    kw = dict(height=64, width=64, steps=2, device="cpu", dtype=torch.float32, seed=2)
+    kw = dict(height=64, width=64, settings=SamplingSettings(steps=2, seed=2), device="cpu", dtype=torch.float32)
     ref = sample_av(pipe.model, cond, **kw)
     calls = []
     swapper = BlockSwapper(pipe.model, device="cpu", resident=1)
@@ -121,10 +123,11 @@ def test_block_swap_hook_gives_same_result(pipe):
 
 def test_audio_rope_scale_changes_only_when_overridden(pipe):
     cond = encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
-    kw = dict(height=64, width=64, steps=1, device="cpu", dtype=torch.float32, seed=2)
-    ref = sample_av(pipe.model, cond, **kw)
-    same = sample_av(pipe.model, cond, audio_rope_scale=0.19676, **kw)
-    other = sample_av(pipe.model, cond, audio_rope_scale=1.0, **kw)
+    kw = dict(height=64, width=64, device="cpu", dtype=torch.float32)
+    s = SamplingSettings(steps=1, seed=2)
+    ref = sample_av(pipe.model, cond, settings=s, **kw)
+    same = sample_av(pipe.model, cond, settings=replace(s, audio_rope_scale=0.19676), **kw)
+    other = sample_av(pipe.model, cond, settings=replace(s, audio_rope_scale=1.0), **kw)
     assert torch.equal(ref.audio, same.audio)
     assert not torch.equal(ref.audio, other.audio)
     assert pipe.model.audio_model.config.temporal_rope_scaling_factor == pytest.approx(0.19676)
@@ -191,8 +194,8 @@ def test_interrupt_is_honoured_inside_a_step(pipe):
             raise Cancelled
 
     with pytest.raises(Cancelled):
-        sample_av(pipe.model, cond, height=64, width=64, steps=3, device="cpu", dtype=torch.float32,
-                  check_interrupt=check)
+        sample_av(pipe.model, cond, height=64, width=64, settings=SamplingSettings(steps=3), device="cpu",
+                  dtype=torch.float32, check_interrupt=check)
     assert calls["n"] == 4 and pipe.model.block_hook is None
 
 

@@ -17,6 +17,7 @@ from ovi_core.io.media import read_audio, write_mp4, write_wav
 from ovi_core.pipeline import OviPipeline
 from ovi_core.sampling.av import encode_image, sample_av
 from ovi_core.sampling.guides import Guide
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
 from ovi_core.tiny import TINY_AREA, write_tiny_weights
 
@@ -40,7 +41,7 @@ def cond(pipe):
     return encode_prompts(pipe.text_encoder, PROMPT, version="1.0")
 
 
-KW = dict(height=64, width=64, steps=2, device="cpu", dtype=torch.float32, seed=7)
+KW = dict(height=64, width=64, settings=SamplingSettings(steps=2, seed=7), device="cpu", dtype=torch.float32)
 
 
 def _latents(seed):
@@ -116,14 +117,14 @@ def test_redo_from_saved_latents_keeps_the_rest_exactly(pipe, cond, tmp_path):
     path = str(tmp_path / "clip.ovi_latents.safetensors")
     save_file({"video": xv, "audio": xa}, path, metadata={"ovi.version": "1.0", "ovi.fps": "24"})
     ins = redo_inputs(path, "audio:2.0-3.5", version="1.0", area=TINY_AREA)
-    lat = sample_av(pipe.model, cond, guides=[i.encode() for i in ins], **dict(KW, steps=1))
+    lat = sample_av(pipe.model, cond, guides=[i.encode() for i in ins], **dict(KW, settings=SamplingSettings(steps=1, seed=7)))
     keep = torch.ones(157, dtype=torch.bool)
     keep[62:110] = False
     assert torch.equal(lat.video, xv)
     assert torch.equal(lat.audio[:, keep], xa[:, keep])
     assert not torch.allclose(lat.audio[:, ~keep], xa[:, ~keep], atol=1e-2)
     ins = redo_inputs(path, "video:1.0-2.0", version="1.0", area=TINY_AREA)
-    lat = sample_av(pipe.model, cond, guides=[i.encode() for i in ins], **dict(KW, steps=1))
+    lat = sample_av(pipe.model, cond, guides=[i.encode() for i in ins], **dict(KW, settings=SamplingSettings(steps=1, seed=7)))
     assert torch.equal(lat.audio, xa) and torch.equal(lat.video[:, :, :6], xv[:, :, :6])
     assert torch.equal(lat.video[:, :, 13:], xv[:, :, 13:])
     assert not torch.allclose(lat.video[:, :, 6:13], xv[:, :, 6:13], atol=1e-2)

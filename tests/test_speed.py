@@ -11,6 +11,7 @@ from ovi_core.sampling.av import sample_av
 from ovi_core.sampling.cfg_cache import CFGCache, CFGReuse, ReuseWindow
 from ovi_core.sampling.fast import ForwardCounter, SpeedOptions, apply_preset
 from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.sampling.step_cache import StepCache, StepCacheConfig
 from ovi_core.text.conditioning import Conditioning
 
@@ -30,8 +31,8 @@ def cond():
 
 
 def _sample(model, cond, **kw):
-    base = dict(height=64, width=64, steps=8, slg_layer=1, seed=3, device="cpu", dtype=torch.float32)
-    return sample_av(model, cond, **{**base, **kw})
+    settings = SamplingSettings(**{"steps": 8, "slg_layer": 1, "seed": 3, **kw})
+    return sample_av(model, cond, height=64, width=64, settings=settings, device="cpu", dtype=torch.float32)
 
 
 def test_both_scales_one_is_one_forward_per_step(model, cond):

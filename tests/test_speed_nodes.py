@@ -7,6 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from ovi_core.sampling.av import sample_av
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import Conditioning
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -59,7 +60,8 @@ def test_sampler_speed_inputs(dirs):
         (reuse,) = node.sample(handle, _cond(), **SAMPLER, cfg_reuse_refresh=2, cfg_reuse_start=0.25,
                                cfg_reuse_end=1.0)
         (fast,) = node.sample(handle, _cond(), **SAMPLER, preset="fast")
-        ref = sample_av(handle.module, _cond().cond, height=64, width=64, steps=8, slg_layer=1, seed=7)
+        ref = sample_av(handle.module, _cond().cond, height=64, width=64,
+                        settings=SamplingSettings(steps=8, slg_layer=1, seed=7))
     assert torch.equal(dense.video, ref.video) and torch.equal(off.video, ref.video)
     assert dense.stats["forwards"] == 16
     assert reuse.stats["cfg_reused"] == 3 and reuse.stats["forwards"] == 13  # steps 3, 5, 7 reuse

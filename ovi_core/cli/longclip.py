@@ -112,6 +112,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.plan import plan_windows
     from ovi_core.longclip.prompts import prompts_for_windows
     from ovi_core.pipeline import OviPipeline
+    from ovi_core.sampling.settings import SamplingSettings
 
     prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
     seconds = float(args.seconds) if args.seconds is not None else None
@@ -160,11 +161,13 @@ def run_long_clip(args: argparse.Namespace) -> int:
     w, h = args.size if args.size else (None, None)
     res = generate_long_clip(
         pipe, prompts, seconds=seconds, out=args.out, overlap=args.overlap, crossfade=args.crossfade, image=image,
-        audio=audio, width=w, height=h, steps=args.steps, solver=args.solver, shift=args.shift,
-        video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg, slg_layer=args.slg_layer,
-        seed=args.seed, video_negative=args.negative_video, audio_negative=args.negative_audio,
+        audio=audio, width=w, height=h,
+        settings=SamplingSettings(steps=args.steps, solver=args.solver, shift=args.shift,
+                                  video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg,
+                                  slg_layer=args.slg_layer, seed=args.seed, speed=speed.speed),
+        video_negative=args.negative_video, audio_negative=args.negative_audio,
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
-        windows_dir=args.windows_dir, wav=args.wav, progress=_progress(), speed=speed.speed,
+        windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)

@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a LoRA for the fusion DiT from a JSON config (see ovi_core.training)")
-    t.add_argument("config", help="training config JSON (fields of ovi_core.training.TrainConfig)")
+    t.add_argument("config", help="training config JSON (fields of ovi_core.training.config.TrainConfig)")
     t.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                    help="override a config field, e.g. --set steps=10 --set learning_rate=5e-5")
     t.set_defaults(func=_train)

@@ -1,4 +1,4 @@
-"""Bring your own audio or video: inputs that become guides of the joint sampler (``ovi_core.sampling.Guide``).
+"""Bring your own audio or video: inputs that become guides of the joint sampler (``ovi_core.sampling.guides.Guide``).
 
 - :mod:`.ranges`: time <-> latent index arithmetic of both streams and the ``--redo`` syntax;
 - :mod:`.audio_in`: a sound (file or waveform, any rate, mono/stereo) placed at an offset -> audio guide;

@@ -2,7 +2,7 @@
 
 :func:`prepare_audio` does the cheap part (checks, mono mix, resampling with torchaudio, placement on the clip's
 16 kHz canvas) before any weights load; :meth:`AudioInput.encode` runs the MMAudio VAE on the whole canvas
-(silence around the given sound) and returns a :class:`~ovi_core.sampling.Guide` whose mask holds the latents
+(silence around the given sound) and returns a :class:`~ovi_core.sampling.guides.Guide` whose mask holds the latents
 lying entirely inside the given sound; :meth:`AudioInput.splice` puts the original samples back into a decoded
 waveform, so the output carries the given sound and not its VAE round trip.
 """
@@ -140,7 +140,7 @@ def prepare_audio(
         waveform: ``[T]``, ``[C, T]`` or ``[1, C, T]`` float in [-1, 1], mono or stereo, at ``sample_rate``.
         version: model version ("1.0", "1.1", "1.1-10s"), which fixes the clip's length.
         offset: where the sound starts in the clip, seconds.
-        mode, until: of the guide (see :class:`~ovi_core.sampling.Guide`).
+        mode, until: of the guide (see :class:`~ovi_core.sampling.guides.Guide`).
         trim: cut a sound longer than the clip instead of refusing it (used for redoing an existing clip).
     Raises:
         ValueError: the sound (from ``offset``) is longer than the clip's audio, stating the maximum.

@@ -3,7 +3,7 @@
 :func:`prepare_video` does the cheap part before any weights load: frame-rate conversion (nearest earlier
 frame), the size (as image->AV: the model's area, sides multiples of 32, aspect kept; see
 :func:`ovi_core.sizes.i2v_size_for_image`) and the checks; :meth:`VideoInput.encode` runs the Wan2.2 VAE on the
-whole latent frames the frames fill and returns a :class:`~ovi_core.sampling.Guide` with a per-frame mask;
+whole latent frames the frames fill and returns a :class:`~ovi_core.sampling.guides.Guide` with a per-frame mask;
 :meth:`VideoInput.splice` puts the given frames back into the decoded video.
 """
 

@@ -29,6 +29,7 @@ from ovi_core.longclip.runner import WindowProgress, sample_windows
 from ovi_core.longclip.store import WindowStore, job_key, stored
 from ovi_core.longclip.stream import ClipStreamWriter
 from ovi_core.runtime.memory import dit_on_device, on_device, release_memory
+from ovi_core.sampling.settings import SamplingSettings
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +73,7 @@ def generate_long_clip(
     audio: tuple[torch.Tensor, int] | None = None,
     width: int | None = None,
     height: int | None = None,
-    steps: int = 50,
-    solver: str = "unipc",
-    shift: float = 5.0,
-    video_guidance_scale: float = 4.0,
-    audio_guidance_scale: float = 3.0,
-    slg_layer: int = 11,
-    seed: int = 103,
+    settings: SamplingSettings | None = None,
     video_negative: str = sizes.DEFAULTS["video_negative_prompt"],
     audio_negative: str = sizes.DEFAULTS["audio_negative_prompt"],
     guide_mode: str = "replace",
@@ -87,23 +82,23 @@ def generate_long_clip(
     wav: bool = False,
     progress: WindowProgress | None = None,
     check_interrupt: Callable[[], None] | None = None,
-    speed=None,
 ) -> LongClipResult:
     """Write a clip of ``seconds`` (>= 5) to ``out`` (MP4; with ``wav`` also ``<out>.wav``).
 
     ``prompts``: one for all windows or one per window (see :mod:`.prompts`); ``image``: first frame
     ``[H, W, 3]`` in [0, 1] for window 1; ``audio``: ``(waveform [C, T], sample_rate)``, a track for the clip
-    (it guides every window it covers and is what the MP4 carries there). The other arguments are those of
-    :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds) and the guides'
+    (it guides every window it covers and is what the MP4 carries there); ``settings``: the sampling settings
+    (None: the official defaults). The other arguments are those of :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds) and the guides'
     ``guide_mode``/``guide_until``. Everything is validated before any weights run.
     """
     from ovi_core.sampling.av import encode_image
 
+    s = settings if settings is not None else SamplingSettings()
     plan = plan_windows(seconds, version=pipe.version, overlap_seconds=overlap, crossfade_seconds=crossfade)
     window_prompts = prompts_for_windows(prompts, plan.num_windows)
     if guide_mode not in ("replace", "clean"):
         raise ValueError(f"guide mode must be 'replace' or 'clean', got {guide_mode!r}")
-    if steps < 1:
+    if s.steps < 1:
         raise ValueError("steps must be at least 1.")
     given = prepare_audio(audio[0], audio[1], plan=plan) if audio is not None else None
     h, w = pipe.size_for(width, height) if image is None else (0, 0)
@@ -116,8 +111,9 @@ def generate_long_clip(
     dev, off = pipe.device, pipe._offload
     store = None
     if windows_dir:
-        key = job_key({"prompts": window_prompts, "seed": seed, "steps": steps, "solver": solver, "shift": shift,
-                       "cfg": (video_guidance_scale, audio_guidance_scale), "slg": slg_layer, "size": (h, w),
+        key = job_key({"prompts": window_prompts, "seed": s.seed, "steps": s.steps, "solver": s.solver,
+                       "shift": s.shift, "cfg": (s.video_guidance_scale, s.audio_guidance_scale), "slg": s.slg_layer,
+                       "size": (h, w),
                        "plan": (plan.version, plan.overlap_latents, plan.num_windows), "image": image is not None,
                        "audio": None if given is None else float(given.sum()), "negatives": (video_negative,
                        audio_negative), "guides": (guide_mode, guide_until), "dtype": str(pipe.dtype)})
@@ -141,14 +137,11 @@ def generate_long_clip(
                         given.shape[1] / SAMPLE_RATE)
 
         windows = sample_windows(
-            pipe.model, conds, plan, height=h, width=w, steps=steps, solver=solver, shift=shift,
-            video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
-            slg_layer=slg_layer, seed=seed, image_latent=image_latent, given_audio=given_latents,
+            pipe.model, conds, plan, height=h, width=w, settings=s, image_latent=image_latent, given_audio=given_latents,
             guide_mode=guide_mode, guide_until=guide_until, device=dev, dtype=pipe.dtype, progress=progress,
             check_interrupt=check_interrupt, load_window=store.load if store is not None else None,
             place=lambda: dit_on_device(pipe.model, dev, memory_mode=pipe.memory_mode,
                                         blocks_on_gpu=pipe.blocks_on_gpu),
-            speed=speed,
         )
         asm = SeamAssembler(plan)
         wav_path = os.path.splitext(out)[0] + ".wav" if wav else None

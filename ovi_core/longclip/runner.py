@@ -1,6 +1,6 @@
 """The window loop: sample window after window, each one guided at its start by the end of the previous one.
 
-Window ``k + 1`` gets two guides (:class:`ovi_core.sampling.Guide`, ``replace`` mode by default):
+Window ``k + 1`` gets two guides (:class:`ovi_core.sampling.guides.Guide`, ``replace`` mode by default):
 
 - video: its first ``o`` latent frames are window ``k``'s last ``o`` (``plan.overlap_latents``);
 - audio: its first ``audio_overlap`` latents are window ``k``'s latents of the same time span.
@@ -20,6 +20,7 @@ import torch
 from ovi_core.io.latents import AVLatents
 from ovi_core.longclip.plan import WindowPlan
 from ovi_core.sampling.av import sample_av
+from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import Conditioning
 
 logger = logging.getLogger(__name__)
@@ -82,36 +83,31 @@ def sample_windows(
     *,
     height: int,
     width: int,
-    steps: int = 50,
-    solver: str = "unipc",
-    shift: float = 5.0,
-    video_guidance_scale: float = 4.0,
-    audio_guidance_scale: float = 3.0,
-    slg_layer: int = 11,
-    seed: int = 103,
+    settings: SamplingSettings | None = None,
     image_latent: torch.Tensor | None = None,
     given_audio: torch.Tensor | None = None,
     guide_mode: str = "replace",
     guide_until: float = 1.0,
-    audio_rope_scale: float | None = None,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     progress: WindowProgress | None = None,
     check_interrupt: Callable[[], None] | None = None,
     load_window: Callable[[int], AVLatents | None] | None = None,
     place: Callable[[], object] | None = None,
-    speed=None,
 ) -> Iterator[AVLatents]:
     """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
 
     ``conds``: one :class:`Conditioning` per window; ``height``/``width``: pixels (with ``image_latent``
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
-    ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``speed``:
-    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window. The other arguments are those of :func:`ovi_core.sampling.av.sample_av`.
+    ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``settings``:
+    the sampling settings of every window (window ``k`` samples with ``settings.seed + k``). The other arguments
+    are those of :func:`ovi_core.sampling.av.sample_av`.
     """
     import contextlib
 
+    settings = settings if settings is not None else SamplingSettings()
+    seed = settings.seed
     if len(conds) != plan.num_windows:
         raise ValueError(f"{len(conds)} conditionings for {plan.num_windows} windows")
     if guide_mode not in GUIDE_MODES:
@@ -137,14 +133,11 @@ def sample_windows(
                 def cb(i: int, total: int, _k: int = k) -> None:
                     progress(_k + 1, n, i, total)
             kw = {"guides": guides} if guides else {}
-            if speed is not None:  # ovi_core.sampling.fast.SpeedOptions: CFG reuse / step cache, per window
-                kw["speed"] = speed
             with place() if place is not None else contextlib.nullcontext():
                 lat = sample_av(
-                    model, conds[k], height=height, width=width, version=plan.version, steps=steps, solver=solver,
-                    shift=shift, video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
-                    slg_layer=slg_layer, seed=seed + k, image_latent=image_latent if k == 0 else None,
-                    audio_rope_scale=audio_rope_scale, device=device, dtype=dtype, callback=cb,
+                    model, conds[k], height=height, width=width, version=plan.version,
+                    settings=settings.with_seed(seed + k), image_latent=image_latent if k == 0 else None,
+                    device=device, dtype=dtype, callback=cb,
                     check_interrupt=check_interrupt, **kw,
                 )
         if tuple(lat.video.shape[2:]) != tuple(vshape[2:]) or lat.audio.shape[1] != plan.window_audio_latents:

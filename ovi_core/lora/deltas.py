@@ -1,7 +1,7 @@
 """Full deltas of a LoRA file (``.diff`` / ``.diff_b``): on Linear layers as a side branch, on other
 parameters (norms, modulation tables, patch embedding) as patched copies swapped in for one call.
 
-Used by :class:`ovi_core.lora.LoRANetwork`; the base weights are never changed in place (unless merged).
+Used by :class:`ovi_core.lora.network.LoRANetwork`; the base weights are never changed in place (unless merged).
 """
 
 from __future__ import annotations

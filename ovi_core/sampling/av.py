@@ -14,9 +14,10 @@ import torch
 from ovi_core import sizes
 from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
 from ovi_core.sampling.checks import check_seed, check_slg_layer
-from ovi_core.sampling.fast import ForwardCounter, SpeedOptions, SpeedState
+from ovi_core.sampling.fast import ForwardCounter, SpeedState
 from ovi_core.sampling.guides import check_guides, clean_masks
 from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
+from ovi_core.sampling.settings import SamplingSettings
 
 if TYPE_CHECKING:
     from ovi_core.text.conditioning import Conditioning
@@ -55,38 +56,33 @@ def sample_av(
     height: int,
     width: int,
     version: str = "1.0",
-    steps: int = 50,
-    solver: str = "unipc",
-    shift: float = 5.0,
-    video_guidance_scale: float = 4.0,
-    audio_guidance_scale: float = 3.0,
-    slg_layer: int = 11,
-    seed: int = 103,
+    settings: SamplingSettings | None = None,
     image_latent: torch.Tensor | None = None,
-    audio_rope_scale: float | None = None,
     batch_cfg: bool = True,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
     callback: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
-    speed: SpeedOptions | None = None,
     guides: Sequence = (),
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
     ``height``/``width`` are pixels (multiples of 32); with ``image_latent`` ``[1, 48, 1, h, w]`` its size
-    wins and latent frame 0 is held at the image (image -> audio+video). ``speed``: optional
-    :class:`ovi_core.sampling.fast.SpeedOptions` (CFG reuse, step cache); counts land in ``stats``.
-    ``guides`` (:class:`ovi_core.sampling.Guide`) hold parts of either stream at given clean latents; a video
+    wins and latent frame 0 is held at the image (image -> audio+video). ``settings``: steps, solver, shift, CFG
+    scales, skip-layer block, seed, audio RoPE override and speed options (CFG reuse, step cache; counts land in
+    ``stats``); None means the official defaults.
+    ``guides`` (:class:`ovi_core.sampling.guides.Guide`) hold parts of either stream at given clean latents; a video
     guide's latent size wins too.
     """
+    s = settings if settings is not None else SamplingSettings()
+    steps, seed, audio_rope_scale = s.steps, s.seed, s.audio_rope_scale
     device = torch.device(device)
     spec = sizes.MODEL_SPECS[version]
     sized_by = size_source(guides, image_latent)
     if sized_by is not None:
         height, width = sized_by.shape[-2] * 16, sized_by.shape[-1] * 16
     sizes.validate_size(height, width)
-    check_slg_layer(slg_layer, num_layers=len(model.video_model.blocks))
+    check_slg_layer(s.slg_layer, num_layers=len(model.video_model.blocks))
     check_seed(seed)
     vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
     ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
@@ -108,7 +104,7 @@ def sample_av(
         vv, va = model(v.to(dtype), a.to(dtype), t, vctx, actx, **kw)
         return vv.float(), va.float()
 
-    fast = SpeedState.make(speed, steps=steps)
+    fast = SpeedState.make(s.speed, steps=steps)
     fast.counter = ForwardCounter(model_fn, batch=video.shape[0])
     denoise = make_cfg_denoiser(
         fast.counter,
@@ -116,9 +112,9 @@ def sample_av(
         pos_audio_ctx=[c.positive],
         neg_video_ctx=[c.video_negative],
         neg_audio_ctx=[c.audio_negative],
-        video_guidance_scale=video_guidance_scale,
-        audio_guidance_scale=audio_guidance_scale,
-        slg_layer=slg_layer,
+        video_guidance_scale=s.video_guidance_scale,
+        audio_guidance_scale=s.audio_guidance_scale,
+        slg_layer=s.slg_layer,
         first_frame_clean=first is not None and video_clean is None,
         batch_cfg=batch_cfg,
         cfg_cache=fast.cfg_cache,
@@ -139,7 +135,7 @@ def sample_av(
     try:
         with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
-                denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
+                denoise, video, audio, solver=s.solver, steps=steps, shift=s.shift, first_frame=first,
                 callback=callback, check_interrupt=check_interrupt, guides=guides,
             )
     finally:

@@ -10,7 +10,7 @@ boolean mask over that stream's latent positions and a mode:
   means one clip). After the last step the masked positions equal ``x0`` exactly.
 - ``clean``: the masked positions are held at ``x0`` before every step and in the result, and the model is
   told that their tokens are clean (timestep 0), the way image->AV treats latent frame 0. The per-token
-  timestep masks come from :func:`clean_masks` and go to :func:`~ovi_core.sampling.make_cfg_denoiser`.
+  timestep masks come from :func:`clean_masks` and go to :func:`~ovi_core.sampling.joint.make_cfg_denoiser`.
 
 ``until`` (replace mode) enforces the guide only during the first ``until`` fraction of the steps and lets
 the model move the positions freely afterwards (``1.0``: all steps and the result).
@@ -115,7 +115,7 @@ def check_guides(guides: Sequence[Guide], *, video_shape: Sequence[int], audio_s
     batch = video_shape[0]
     for n, g in enumerate(out):
         if not isinstance(g, Guide):
-            raise ValueError(f"guide {n} is a {type(g).__name__}, expected ovi_core.sampling.Guide")
+            raise ValueError(f"guide {n} is a {type(g).__name__}, expected ovi_core.sampling.guides.Guide")
         shape = video_shape if g.stream == "video" else audio_shape
         if tuple(g.latent.shape[1:]) != tuple(shape[1:]) or g.latent.shape[0] not in (1, batch):
             what = "[1, 48, F, h, w]" if g.stream == "video" else "[1, L, 20]"

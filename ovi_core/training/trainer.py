@@ -37,13 +37,10 @@ from ovi_core.training import checkpoint as ckpt
 from ovi_core.training.checkpoint import CHECKPOINT_DIR, ResumePlan, latest_checkpoint, list_checkpoints
 from ovi_core.training.config import TrainConfig
 from ovi_core.training.dataset import LatentDataset, collate
-from ovi_core.training.objective import flow_matching_loss, lr_lambda, sample_sigmas, shift_sigma
-from ovi_core.training.plot import loss_curve_image
+from ovi_core.training.objective import flow_matching_loss, lr_lambda, sample_sigmas
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CHECKPOINT_DIR", "TrainResult", "Trainer", "flow_matching_loss", "latest_checkpoint", "list_checkpoints",
-           "loss_curve_image", "lr_lambda", "sample_sigmas", "shift_sigma", "train"]
 ProgressFn = Callable[[int, int, float], None]  # (step, total, loss)
 
 
@@ -310,6 +307,7 @@ class Trainer:
         from safetensors.torch import save_file
 
         from ovi_core.sampling.av import sample_av
+        from ovi_core.sampling.settings import SamplingSettings
         from ovi_core.text.conditioning import Conditioning
 
         s = self.dataset[0]
@@ -317,8 +315,9 @@ class Trainer:
         cond = Conditioning(positive=emb, video_negative=emb, audio_negative=emb, prompt=s["name"])
         v = s["video"]
         # guidance 1: the plain conditional prediction (negatives unused)
-        lat = sample_av(self.dit, cond, height=v.shape[-2] * 16, width=v.shape[-1] * 16, steps=self.cfg.validation_steps,
-                        video_guidance_scale=1.0, audio_guidance_scale=1.0, slg_layer=-1, seed=self.cfg.seed,
+        settings = SamplingSettings(steps=self.cfg.validation_steps, video_guidance_scale=1.0,
+                                    audio_guidance_scale=1.0, slg_layer=-1, seed=self.cfg.seed)
+        lat = sample_av(self.dit, cond, height=v.shape[-2] * 16, width=v.shape[-1] * 16, settings=settings,
                         version=self._spec_version(), device=self.device, dtype=self.dtype)
         path = os.path.join(self.out_dir, "samples", f"step-{self.step:06d}.safetensors")
         os.makedirs(os.path.dirname(path), exist_ok=True)
