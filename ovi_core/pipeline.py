@@ -22,7 +22,8 @@ import torch
 
 from ovi_core import sizes, validate
 from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
-from ovi_core.runtime.devices import pick_device, pick_dtype
+from ovi_core.runtime.attention import probe_backend
+from ovi_core.runtime.devices import check_gpu, pick_device, pick_dtype
 from ovi_core.runtime.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 from ovi_core.sampling.av import FPS, InterruptFn, ProgressFn, encode_image, make_noise, sample_av
 from ovi_core.text.conditioning import Conditioning, encode_prompts
@@ -210,11 +211,12 @@ class OviPipeline:
         from ovi_core.text.umt5 import load_text_encoder
         from ovi_core.vae.wan_vae import load_wan_vae
 
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        check_gpu(dev, dt)  # pre-Ampere GPUs are refused before any download or load
         paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download,
                                 need_fusion=fusion is None)
         fusion_arg = paths.fusion if fusion is None else (fusion if isinstance(fusion, str) else list(fusion))
-        dev = pick_device(device)
-        dt = pick_dtype(dtype, dev)
         keep_on_cpu = memory_mode != "gpu" and dev.type == "cuda"
         load_dev = torch.device("cpu") if keep_on_cpu else dev
         info = fusion_file_info(fusion_arg if isinstance(fusion_arg, str) else fusion_arg[0])
@@ -222,6 +224,9 @@ class OviPipeline:
         logger.info("loading Ovi %s from %s", ver, root)
         model = load_fusion(fusion_arg, device=load_dev, dtype=dt, attention_backend=attention_backend,
                             fp8_compute=fp8_compute)
+        vc = model.config.video
+        runs = probe_backend(attention_backend, dev, dt, heads=vc.num_heads, head_dim=vc.dim // vc.num_heads)
+        logger.info("attention kernel: %s", runs)
         if compile:
             model.compile(dynamic=False)
         text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)
