@@ -54,6 +54,7 @@ class OviFusionModel(nn.Module):
         self._cache_stats = {"hits": 0, "misses": 0, "kv_hits": 0, "kv_misses": 0}
         self.cache_text_kv: bool = True
         self._layer_fn = self._fused_layer
+        self._blocks_fn = _fused_blocks
 
     @contextlib.contextmanager
     def cache_text_embeddings(self) -> Iterator[None]:
@@ -83,8 +84,12 @@ class OviFusionModel(nn.Module):
         return {**self._cache_stats, "entries": len(self._text_cache or {})}
 
     def compile(self, **kwargs) -> None:  # noqa: A003 (nn.Module.compile compiles forward; we compile the layer)
-        """``torch.compile`` the fused layer (the hot path), leaving hooks and the Python loop eager."""
-        self._layer_fn = torch.compile(self._fused_layer, **kwargs)
+        """``torch.compile`` the fused layer (the hot path), leaving hooks and the Python loop eager.
+
+        The compiled function takes the layer's two blocks as arguments (their weights become graph inputs),
+        so all layers share the same few graphs; compiling a function of the layer index made one graph per
+        layer and hit ``torch._dynamo.config.recompile_limit`` (8), leaving later layers eager."""
+        self._blocks_fn = torch.compile(_fused_blocks, **kwargs)
 
     def _embed_text(
         self, tower: OviTower, ctx: Context, dtype: torch.dtype, device: torch.device
@@ -156,16 +161,9 @@ class OviFusionModel(nn.Module):
         vid_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         aud_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        vb, ab = self.video_model.blocks[i], self.audio_model.blocks[i]
-        be = self.attention_backend
-        ae = ab.modulation(aud_e0, aud_clean)  # 6 x [B, La|1, dim], selected per token on use
-        aud = ab.self_attn_step(aud, ae, aud_rope, backend=be)
-        ve = vb.modulation(vid_e0, vid_clean)  # 6 x [B, Lv|1, dim]
-        vid = vb.self_attn_step(vid, ve, vid_rope, backend=be)
-        og_aud = aud
-        aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be, text_kv=aud_kv)
-        vid = vb.cross_ffn_step(vid, ve, vid_ctx, og_aud, vid_rope, aud_rope, backend=be, text_kv=vid_kv)
-        return vid, aud
+        return self._blocks_fn(self.video_model.blocks[i], self.audio_model.blocks[i], self.attention_backend, vid,
+                               aud, vid_e0, aud_e0, vid_ctx, aud_ctx, vid_rope, aud_rope, vid_clean, aud_clean,
+                               vid_kv, aud_kv)
 
     def forward(
         self,
@@ -268,6 +266,35 @@ class OviFusionModel(nn.Module):
             vid, aud = nvid, naud
 
         return self.video_model.output(vid, ve, vgrid, vclean), self.audio_model.output(aud, ae, agrid, aclean)
+
+
+def _fused_blocks(
+    vb: nn.Module,
+    ab: nn.Module,
+    be: str,
+    vid: torch.Tensor,
+    aud: torch.Tensor,
+    vid_e0: torch.Tensor,
+    aud_e0: torch.Tensor,
+    vid_ctx: torch.Tensor,
+    aud_ctx: torch.Tensor,
+    vid_rope: Rope,
+    aud_rope: Rope,
+    vid_clean: torch.Tensor | None,
+    aud_clean: torch.Tensor | None,
+    vid_kv: tuple[torch.Tensor, torch.Tensor] | None,
+    aud_kv: tuple[torch.Tensor, torch.Tensor] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One fused layer (video block ``vb``, audio block ``ab``, attention backend ``be``), in the official order
+    (module docstring); a function of the blocks, not of the layer index, so one compiled graph fits all."""
+    ae = ab.modulation(aud_e0, aud_clean)  # 6 x [B, La|1, dim], selected per token on use
+    aud = ab.self_attn_step(aud, ae, aud_rope, backend=be)
+    ve = vb.modulation(vid_e0, vid_clean)  # 6 x [B, Lv|1, dim]
+    vid = vb.self_attn_step(vid, ve, vid_rope, backend=be)
+    og_aud = aud
+    aud = ab.cross_ffn_step(aud, ae, aud_ctx, vid, aud_rope, vid_rope, backend=be, text_kv=aud_kv)
+    vid = vb.cross_ffn_step(vid, ve, vid_ctx, og_aud, vid_rope, aud_rope, backend=be, text_kv=vid_kv)
+    return vid, aud
 
 
 def _version(t: torch.Tensor | None) -> int:
