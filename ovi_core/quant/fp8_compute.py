@@ -45,10 +45,12 @@ _rowwise_broken = False  # set when the installed kernel refused row-wise scales
 def use_scaled_mm(*, device_type: str, capability: tuple[int, int] | None, weight_dtype: torch.dtype | None,
                   rows: int, in_features: int, out_features: int, has_scaled_mm: bool = True) -> bool:
     """Whether one Linear call may use ``torch._scaled_mm``: CUDA with compute capability >= 8.9, a float8
-    e4m3fn weight, and every matrix dimension a multiple of 16."""
+    e4m3fn weight, ``in_features`` and ``out_features`` multiples of 16. The row count is free (the kernel
+    checks ``mat1.size(1)``, ``mat2.size(0)`` and ``mat2.size(1)`` only): 2 x 15,004 video tokens at 704x704
+    and the 2 x 157 audio tokens are not multiples of 16."""
     return (has_scaled_mm and device_type == "cuda" and capability is not None
             and tuple(capability) >= MIN_CAPABILITY and weight_dtype == torch.float8_e4m3fn
-            and rows % 16 == 0 and in_features % 16 == 0 and out_features % 16 == 0)
+            and rows > 0 and in_features % 16 == 0 and out_features % 16 == 0)
 
 
 def _capability(device: torch.device) -> tuple[int, int] | None:
@@ -143,7 +145,8 @@ def quantize_rows(x2: torch.Tensor, *, rowwise: bool) -> tuple[torch.Tensor, tor
     """
     lo, hi = torch.aminmax(x2, dim=1, keepdim=True) if rowwise else torch.aminmax(x2)
     amax = torch.maximum(hi, lo.neg()).float().clamp_(min=1e-12)  # [M, 1] or []
-    inv = E4M3_MAX / amax
+    inv = (E4M3_MAX / amax).reshape(-1, 1)  # [M|1, 1]: a dimensioned float32 operand, so the product is
+    # computed in float32 (a 0-d one would be rounded to x2's dtype first) and only stored in x2's dtype
     scaled = torch.mul(x2, inv, out=torch.empty_like(x2))  # float32 arithmetic, stored in x2's dtype
     x8 = scaled.clamp_(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
     return x8, amax / E4M3_MAX
