@@ -12,7 +12,8 @@ after ``--budget`` seconds is skipped):
   in each memory mode of ``ovi_core.runtime.memory`` (``gpu``, ``offload``, ``block_swap`` with 10 and 0
   resident blocks): seconds per step, ``max_memory_allocated``/``reserved``, host syncs per forward
   (``torch.cuda.set_sync_debug_mode("warn")`` warnings counted) and host-to-device copies the code asked for
-  (``ovi_core.runtime.transfers``; on CPU counted on a meta-device copy, which stands in for the GPU);
+  (``ovi_core.runtime.transfers``; on CPU counted on a meta-device copy, which stands in for the GPU; block
+  swap's non-blocking uploads from pinned memory are counted apart);
 * ``attn_<backend>``: the same step with each installed attention kernel, after its load-time probe;
 * ``fp8_linear``: the ``ffn.2`` matmul in fp8 (``torch._scaled_mm``, per-tensor and row-wise) against bf16
   ``F.linear``, and fp32 with a bias (the case the kernel refuses to fuse);
@@ -29,8 +30,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import dataclasses
 import functools
+import gc
 import json
 import logging
 import os
@@ -44,50 +45,22 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from gpu_check_parts import FULL, GIB, SMALL, pack, table  # noqa: E402  (bench/ is this script's folder)
 from torch import nn  # noqa: E402
 
-from ovi_core.model.config import OVI_11B, TINY, FusionConfig  # noqa: E402
-from ovi_core.model.fusion import OviFusionModel  # noqa: E402
+from ovi_core.model.fusion import OviFusionModel, _fused_blocks  # noqa: E402
 from ovi_core.quant import fp8_compute as fc  # noqa: E402
 from ovi_core.quant import ggml  # noqa: E402
 from ovi_core.quant.fp8 import to_scaled_fp8  # noqa: E402
-from ovi_core.quant.policy import quantizable  # noqa: E402
 from ovi_core.quant.tensor import QuantizedWeight  # noqa: E402
 from ovi_core.runtime import attention as at  # noqa: E402
 from ovi_core.runtime.devices import gpu_refusal  # noqa: E402
 from ovi_core.runtime.memory import BlockSwapper, dit_on_device  # noqa: E402
 from ovi_core.runtime.transfers import TransferCounter  # noqa: E402
-from ovi_core.vae.wan_config import WanVAEConfig  # noqa: E402
 from ovi_core.vae.wan_vae import WanVAE  # noqa: E402
 
-GIB = 2**30
 SECTIONS = ("env", "dit_gpu", "attn", "dit_block_swap_10", "dit_block_swap_0", "dit_offload", "fp8_linear",
             "dit_fp8", "dit_q8_0", "q6_k_linear", "compile", "vae_decode")
-
-
-@dataclasses.dataclass
-class Size:
-    cfg: FusionConfig
-    latent: tuple[int, int, int]  # video latent F, H, W
-    audio_len: int
-    text_rows: int
-    vae: WanVAEConfig
-    ffn: tuple[int, int, int]  # the ffn.2 matmul: rows, in, out
-    vae_tile: int  # forced tile side (latent pixels) and overlap of the tiled decode
-    vae_overlap: int
-    vae_latent: tuple[int, int, int]  # F, H, W of the decoded latent
-
-
-def _small_cfg() -> FusionConfig:
-    tw = dataclasses.replace(TINY.video, dim=128, ffn_dim=256, num_heads=2, num_layers=2)
-    return dataclasses.replace(TINY, video=tw, audio=dataclasses.replace(TINY.audio, dim=128, ffn_dim=256,
-                                                                         num_heads=2, num_layers=2))
-
-
-FULL = Size(OVI_11B, (31, 44, 44), 157, 120, WanVAEConfig.full(), (2 * 15004, 14336, 3072), 24, 8,
-            (31, 44, 44))
-SMALL = Size(_small_cfg(), (4, 8, 8), 16, 6, WanVAEConfig.tiny(), (2 * 157, 256, 128), 2, 1,
-             (2, 2, 4))
 
 
 class Check:
@@ -168,23 +141,25 @@ class Check:
                 return model(video, audio, t, ctx, ctx, slg_layer=slg, slg_mask=mask)
         return step
 
-    def copies(self, model: nn.Module) -> int:
-        """Host-to-device copies one forward asks for, after a first forward (which builds the RoPE tables).
-        On CPU the forward runs on a meta-device copy of the model (the stand-in for a GPU)."""
+    def copies(self, model: nn.Module) -> tuple[int, int]:
+        """Blocking and non-blocking-from-pinned host-to-device copies one forward asks for, after a first
+        forward (which builds the RoPE tables). On CPU the forward runs on a meta-device copy of the model (the
+        stand-in for a GPU)."""
         if not self.cuda:
             model = copy.deepcopy(model).to("meta")
         step = self.step_fn(model, None if self.cuda else torch.device("meta"))
         step()
         with TransferCounter() as c:
             step()
-        return c.count
+        return c.count, c.async_count
 
     def measure_step(self, model: nn.Module, *, compare: bool = True) -> dict:
         step = self.step_fn(model)
         self.reset_peak()
         sec, out = self.timed(step, repeat=self.args.repeat)
+        copies, uploads = self.copies(model)
         res = {"sec_per_step": round(sec, 4), **self.peak(), "syncs_per_forward": self.syncs(step),
-               "copies_per_forward": self.copies(model)}
+               "copies_per_forward": copies, "pinned_async_copies_per_forward": uploads}
         v = out[0].float()
         res["finite"] = bool(torch.isfinite(v).all())
         if compare and self.ref_out is not None:
@@ -195,9 +170,7 @@ class Check:
 
     def build(self) -> OviFusionModel:
         t0 = time.perf_counter()
-        with torch.device("meta"):
-            model = OviFusionModel(self.size.cfg)
-        model = model.to_empty(device=self.dev).to(self.dtype)
+        model = OviFusionModel(self.size.cfg, device="meta", dtype=self.dtype).to_empty(device=self.dev)
         g = torch.Generator(device=self.dev).manual_seed(0)
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -223,31 +196,6 @@ def placed(chk: Check, model: nn.Module, mode: str, resident: int):
         yield model
     finally:
         swapper.detach()
-
-
-def pack(model: nn.Module, fmt: str):
-    """Replace the fused-block Linear weights by packed ``fmt`` (``fp8`` scaled e4m3fn or ``q8_0``) weights,
-    on their device; returns a function that puts the original weights back."""
-    saved = []
-    with torch.no_grad():
-        for name, mod in model.named_modules():
-            if not isinstance(mod, nn.Linear) or not quantizable(name + ".weight", tuple(mod.weight.shape)):
-                continue
-            w = mod.weight
-            if fmt == "fp8":
-                w8, s = to_scaled_fp8(w)
-                q = QuantizedWeight.from_fp8(w8, s)
-            else:
-                q = QuantizedWeight.from_ggml(ggml.quantize(w, ggml.Q8_0), ggml.Q8_0, w.shape)
-            saved.append((mod, w))
-            mod._parameters["weight"] = nn.Parameter(q, requires_grad=False)
-    model.compute_dtype = next(p for p in model.parameters() if not isinstance(p, QuantizedWeight)).dtype
-
-    def restore():
-        for mod, w in saved:
-            mod._parameters["weight"] = w
-        model.compute_dtype = None
-    return restore
 
 
 # ----------------------------------------------------------------------------------------------
@@ -404,7 +352,7 @@ def sec_compile(chk: Check) -> dict:
                 "recompile_limit_hit": any("limit" in m for m in msgs),
                 "layers": chk.size.cfg.video.num_layers}
     finally:
-        chk.model._layer_fn = chk.model._fused_layer
+        chk.model._blocks_fn = _fused_blocks  # back to eager
         logging.getLogger("torch._dynamo").removeHandler(handler)
         dynamo.reset()
 
@@ -413,9 +361,8 @@ def sec_vae(chk: Check) -> dict:
     chk.model.to("cpu")
     if chk.cuda:
         torch.cuda.empty_cache()
-    with torch.device("meta"):
-        vae = WanVAE(chk.size.vae, compute_dtype=chk.dtype)
-    vae = vae.to_empty(device=chk.dev).to(chk.dtype).eval().requires_grad_(False)
+    vae = WanVAE(chk.size.vae, device="meta", dtype=chk.dtype, compute_dtype=chk.dtype)
+    vae = vae.to_empty(device=chk.dev).eval().requires_grad_(False)
     with torch.no_grad():
         for p in vae.parameters():
             if p.ndim > 1:
@@ -476,27 +423,11 @@ def run(args: argparse.Namespace) -> dict:
         except Exception as e:  # noqa: BLE001 (one failure must not stop the others)
             chk.results[name] = {**chk.results.get(name, {}), "status": "error", "error": _err(e),
                                  "trace": traceback.format_exc(limit=6)[-1500:]}
-            if chk.cuda:
-                torch.cuda.empty_cache()
+        if chk.cuda and chk.results[name]["status"] == "error":  # the exception's frames are gone: free their memory
+            gc.collect()
+            torch.cuda.empty_cache()
         chk.results[name]["section_sec"] = round(time.perf_counter() - t0, 2)
     return {"small": args.small, "total_sec": round(time.perf_counter() - t_start, 1), "sections": chk.results}
-
-
-def table(doc: dict) -> str:
-    cols = ("section", "status", "sec/step", "alloc GiB", "reserved GiB", "syncs", "copies", "note")
-    rows = []
-    for name, r in doc["sections"].items():
-        subs = [(name, r)] + [(f"{name}.{k}", v) for k, v in r.items() if isinstance(v, dict)]
-        for label, s in subs:
-            sec = s.get("sec_per_step", s.get("sec"))
-            note = s.get("error") or s.get("skipped") or s.get("mode") or s.get("probe") or ""
-            if label == name or sec is not None or note:
-                rows.append((label, s.get("status", ""), sec, s.get("max_allocated_gib"), s.get("max_reserved_gib"),
-                             s.get("syncs_per_forward", s.get("syncs")), s.get("copies_per_forward"),
-                             str(note)[:60]))
-    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
-    lines += [" | ".join("" if v is None else str(v) for v in row) for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:

@@ -11,6 +11,8 @@ GPU) on a machine without one and fail when a forward starts asking for a copy p
 
 Fill kernels (``torch.full``, ``torch.zeros``, ``torch.arange`` on the device) are not copies and are not
 counted; neither are device-to-host reads (``.item()``, ``bool(t)``), which this module does not track.
+``non_blocking`` copies from pinned memory (block-swap uploads) do not sync: they are counted apart, in
+``async_count``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,13 @@ class TransferCounter(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.count = 0
+        self.async_count = 0
         self.calls: list[str] = []
 
-    def _hit(self, func, x) -> None:
+    def _hit(self, func, x, non_blocking: bool = False) -> None:
+        if non_blocking and isinstance(x, torch.Tensor) and x.is_pinned():
+            self.async_count += 1
+            return
         self.count += 1
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         self.calls.append(f"{getattr(func, '__name__', func)}({shape})")
@@ -51,14 +57,14 @@ class TransferCounter(TorchFunctionMode):
                 self._hit(func, args[0])
         elif func in _MOVES and args and isinstance(args[0], torch.Tensor) and args[0].device.type == "cpu":
             if func is torch.Tensor.cuda:
-                self._hit(func, args[0])
+                self._hit(func, args[0], kwargs.get("non_blocking", False))
             else:
-                device = torch._C._nn._parse_to(*args[1:], **kwargs)[0]
+                device, _, non_blocking, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
                 if _off_host(device):
-                    self._hit(func, args[0])
+                    self._hit(func, args[0], non_blocking)
         elif func is torch.Tensor.copy_ and len(args) > 1 and isinstance(args[1], torch.Tensor):
             if args[1].device.type == "cpu" and _off_host(args[0].device):
-                self._hit(func, args[1])
+                self._hit(func, args[1], bool(args[2]) if len(args) > 2 else kwargs.get("non_blocking", False))
         if torch._C._is_torch_function_enabled():
             sub = _custom_subclass(types)
             if sub is not None:
