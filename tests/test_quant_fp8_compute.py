@@ -149,3 +149,19 @@ def test_fp8_forward_requests_no_host_copies(fp8_pair):
             counts.append(c.count)
     assert any(m.__dict__.get("_fp8_scale_b") for m in model.modules())
     assert counts[1] == 0, c.calls
+
+
+@pytest.mark.parametrize("rows", [2 * 15004, 2 * 157])
+def test_real_scaled_mm_accepts_the_calls_at_full_size(rows):
+    """``torch._scaled_mm``'s own meta registration (its shape, layout and scale checks) on meta tensors of the
+    ``ffn.2`` matmul at 704x704 (video rows) and of the audio rows: per tensor, row-wise, float32 with a bias."""
+    x = torch.empty(rows, 14336, dtype=torch.bfloat16, device="meta")
+    w8 = torch.empty(3072, 14336, dtype=E4, device="meta")
+    bias = torch.empty(3072, dtype=torch.bfloat16, device="meta")
+    for rowwise in (False, True):
+        y = fc._scaled_mm_linear(x, w8, fc.weight_scale(0.01, 3072, x.device, rowwise=rowwise), bias,
+                                 rowwise=rowwise)
+        assert y.shape == (rows, 3072) and y.dtype == torch.bfloat16
+    y = fc._scaled_mm_linear(x.float(), w8, fc.weight_scale(0.01, 3072, x.device, rowwise=False), bias.float(),
+                             rowwise=False)
+    assert y.shape == (rows, 3072) and y.dtype == torch.float32
