@@ -47,3 +47,24 @@ def test_compile_graphs_are_bounded_over_four_steps(caplog):
                    for r in caplog.records)
     for (wv, wa), (gv, ga) in zip(want, got, strict=True):
         assert torch.equal(wv, gv) and torch.equal(wa, ga)
+
+
+def test_compile_with_packed_weights_stays_eager(tmp_path, caplog):
+    """GGUF / scaled-fp8 weights would break the graph at every dequantize and recompile every step: refused
+    with a warning, the model runs eager."""
+    from quant_utils import CFG, forward, write_source
+
+    from ovi_core.model.fusion import _fused_blocks
+    from ovi_core.model.loader import load_fusion
+    from ovi_core.quant.convert import quantize_file
+
+    src, gguf = str(tmp_path / "m.safetensors"), str(tmp_path / "m.gguf")
+    write_source(src)
+    quantize_file(src, gguf, format="q8_0")
+    model = load_fusion(gguf, dtype=torch.float32, config=CFG)
+    want = forward(model)
+    with caplog.at_level(logging.WARNING, logger="ovi_core.model.fusion"):
+        model.compile(backend="eager", dynamic=False)
+    assert model._blocks_fn is _fused_blocks
+    assert any("packed weights (QuantizedWeight)" in r.getMessage() for r in caplog.records)
+    assert torch.equal(forward(model)[0], want[0])
