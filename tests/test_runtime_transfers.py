@@ -50,3 +50,24 @@ def test_q6_k_model_forward_asks_for_no_copy_after_the_first(tmp_path):
             counts.append(c.count)
     assert out[0].shape == video.shape and out[0].is_meta
     assert counts[1] == 0, c.calls
+
+
+def test_full_size_forward_asks_for_one_copy():
+    """The full 11.66 B DiT at 704x704x121 (batched CFG with skip-layer guidance) on the meta device: after the
+    first forward (RoPE tables), one copy per forward: the skip-layer row index built from the CPU mask."""
+    from ovi_core.model.config import OVI_11B
+    from ovi_core.model.fusion import OviFusionModel
+
+    model = OviFusionModel(OVI_11B, device="meta", dtype=torch.bfloat16).eval()
+    video = torch.empty(2, 48, 31, 44, 44, device="meta", dtype=torch.bfloat16)
+    audio = torch.empty(2, 157, 20, device="meta", dtype=torch.bfloat16)
+    ctx = [torch.empty(120, OVI_11B.video.text_dim, device="meta", dtype=torch.bfloat16)] * 2
+    t = torch.full((2,), 500.0, device="meta")
+    counts = []
+    with torch.no_grad(), model.cache_text_embeddings():
+        for _ in range(2):
+            with TransferCounter() as c:
+                out = model(video, audio, t, ctx, ctx, slg_layer=11, slg_mask=torch.tensor([False, True]))
+            counts.append(c.count)
+    assert out[0].shape == video.shape
+    assert counts[1] == 1, c.calls
