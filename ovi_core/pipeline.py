@@ -22,7 +22,8 @@ import torch
 
 from ovi_core import sizes, validate
 from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
-from ovi_core.runtime.devices import pick_device, pick_dtype
+from ovi_core.runtime.attention import probe_backend
+from ovi_core.runtime.devices import check_gpu, pick_device, pick_dtype
 from ovi_core.runtime.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 from ovi_core.sampling.av import FPS, InterruptFn, ProgressFn, encode_image, make_noise, sample_av
 from ovi_core.sampling.settings import SamplingSettings
@@ -85,8 +86,9 @@ def decode_video(vae, latent: torch.Tensor, *, device: torch.device | str = "cpu
         logger.warning("%s", plan.message())
     with torch.no_grad():
         video = vae.decode(z, progress=progress, plan=plan)
-    frames = (video[0].float().clamp(-1, 1) + 1) / 2  # [3, F, H, W]
-    frames = frames.permute(1, 2, 3, 0).contiguous().cpu()  # [F, H, W, 3]
+    # converted on the CPU: the GPU holds no float32 copies of the clip (0.3-1.2 GiB the decode plan did not count)
+    frames = (video[0].cpu().float().clamp(-1, 1) + 1) / 2  # [3, F, H, W]
+    frames = frames.permute(1, 2, 3, 0).contiguous()  # [F, H, W, 3]
     return (frames, plan) if return_plan else frames
 
 
@@ -211,11 +213,12 @@ class OviPipeline:
         from ovi_core.text.umt5 import load_text_encoder
         from ovi_core.vae.wan_vae import load_wan_vae
 
+        dev = pick_device(device)
+        dt = pick_dtype(dtype, dev)
+        check_gpu(dev, dt)  # pre-Ampere GPUs are refused before any download or load
         paths = resolve_weights(root, version=version, seconds=seconds, fp8=fp8, download=download,
                                 need_fusion=fusion is None)
         fusion_arg = paths.fusion if fusion is None else (fusion if isinstance(fusion, str) else list(fusion))
-        dev = pick_device(device)
-        dt = pick_dtype(dtype, dev)
         keep_on_cpu = memory_mode != "gpu" and dev.type == "cuda"
         load_dev = torch.device("cpu") if keep_on_cpu else dev
         info = fusion_file_info(fusion_arg if isinstance(fusion_arg, str) else fusion_arg[0])
@@ -223,6 +226,9 @@ class OviPipeline:
         logger.info("loading Ovi %s from %s", ver, root)
         model = load_fusion(fusion_arg, device=load_dev, dtype=dt, attention_backend=attention_backend,
                             fp8_compute=fp8_compute)
+        vc = model.config.video
+        runs = probe_backend(attention_backend, dev, dt, heads=vc.num_heads, head_dim=vc.dim // vc.num_heads)
+        logger.info("attention kernel: %s", runs)
         if compile:
             model.compile(dynamic=False)
         text = load_text_encoder(paths.umt5, tokenizer_path=paths.tokenizer, device=load_dev, dtype=dt)

@@ -88,7 +88,9 @@ def test_scaled_mm_dispatch_rules():
     assert not fc.use_scaled_mm(**{**ok, "capability": (8, 6)})  # Ampere: upcast instead
     assert not fc.use_scaled_mm(**{**ok, "device_type": "cpu", "capability": None})
     assert not fc.use_scaled_mm(**{**ok, "weight_dtype": torch.float8_e5m2})
-    assert not fc.use_scaled_mm(**{**ok, "rows": 31})
+    assert fc.use_scaled_mm(**{**ok, "rows": 31})  # the kernel does not constrain M (2 x 15,004 tokens at 704²)
+    assert not fc.use_scaled_mm(**{**ok, "rows": 0})
+    assert not fc.use_scaled_mm(**{**ok, "in_features": 200})
     assert not fc.use_scaled_mm(**{**ok, "has_scaled_mm": False})
     assert not fc.fp8_compute_supported("cpu")
 

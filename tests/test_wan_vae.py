@@ -290,3 +290,31 @@ def test_batch_items_are_independent(golden_vae):
     video = both[:, :, :5]
     lat = golden_vae.encode(video)
     torch.testing.assert_close(lat[1:], golden_vae.encode(video[1:]), rtol=0, atol=1e-5)
+
+
+def test_tiled_bf16_decode_blends_in_float32(golden_vae):
+    """With a bf16 compute dtype (GPU), the tile blends accumulate in float32 and the result is rounded to bf16
+    once; float32 decodes (the CPU default) keep their dtype."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Blends(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.add_.Tensor and args[0].ndim == 5 and args[0].shape[1] == 3:
+                self.dtypes.append(args[0].dtype)  # a tile added into the output video
+            return func(*args, **(kwargs or {}))
+
+    vae16 = load_wan_vae(WEIGHTS, compute_dtype=torch.bfloat16)
+    torch.manual_seed(1)
+    z = torch.randn(1, 48, 2, 1, 20)
+    with Blends() as mode:
+        out = vae16.decode(z, tile_latent=12, tile_overlap=4)
+    assert out.dtype == torch.bfloat16 and out.shape == (1, 3, 5, 16, 320)
+    assert mode.dtypes and set(mode.dtypes) == {torch.float32}
+    assert rel(out, golden_vae.decode(z, tile_latent=12, tile_overlap=4)) < 0.05
+    with Blends() as mode:
+        assert golden_vae.decode(z, tile_latent=12, tile_overlap=4).dtype == torch.float32
+    assert set(mode.dtypes) == {torch.float32}

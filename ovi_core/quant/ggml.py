@@ -337,8 +337,8 @@ def _dq6_k(b: torch.Tensor) -> torch.Tensor:
     sc = b[:, 192:208].contiguous().view(torch.int8).float()  # [n, 16]
     d = _f16_of(b[:, 208:210])  # [n, 1]
     lo = torch.cat([ql & 0xF, ql >> 4], dim=2).reshape(n, 2, 4, 32)  # nibble-major: r = nib * 2 + byte // 32
-    shifts = torch.tensor([0, 2, 4, 6], dtype=torch.uint8, device=b.device).reshape(1, 1, 4, 1)
-    hi = (qh >> shifts) & 3  # [n, half, r, 32]
+    # shifts by Python ints: no constant tensor to copy to the device (a host sync per call on CUDA)
+    hi = torch.cat([qh, qh >> 2, qh >> 4, qh >> 6], dim=2) & 3  # [n, half, r, 32]
     q = (lo | (hi << 4)).float() - 32.0
     return (d * sc).reshape(n, 16, 1).mul(q.reshape(n, 16, 16)).reshape(n, 256)
 

@@ -119,6 +119,8 @@ def plan_decode(
 
     def need(th: int, tw: int, tiled: bool) -> int:
         blend = (h * s) * (w * s) * 8 if tiled else 0  # float64 weight sum
+        if tiled and isz < 4:  # the float32 blend accumulator, next to the output it is cast to at the end
+            blend += b * 3 * frames * (h * s) * (w * s) * 4
         return fixed + blend + estimate_decode_memory(min(th, h), min(tw, w), config=config, bytes_per_value=isz,
                                                       batch=b)
 

@@ -218,8 +218,10 @@ class WanVAE(nn.Module):
 
         s, tf = cfg.spatial_factor, cfg.temporal_factor
         frames = 1 + tf * (t - 1)
-        out = torch.zeros(b, 3, frames, h * s, w * s, device=trunk.device, dtype=trunk.dtype)
         tiled = len(ys) * len(xs) > 1
+        # tile blends accumulate in float32 (bf16 sums would round again at every seam); untiled: no sums
+        acc = torch.float32 if tiled and trunk.dtype in (torch.bfloat16, torch.float16) else trunk.dtype
+        out = torch.zeros(b, 3, frames, h * s, w * s, device=trunk.device, dtype=acc)
         wsum = torch.zeros(h * s, w * s, device=out.device, dtype=torch.float64) if tiled else None
         total, done = len(ys) * len(xs) * t, 0
         for iy, y0 in enumerate(ys):
@@ -251,7 +253,7 @@ class WanVAE(nn.Module):
                 del cache
         if wsum is not None:  # ramps of two neighbours sum to 1; where three tiles overlap, renormalise
             out /= wsum.to(out.dtype)
-        return out.clamp_(-1.0, 1.0)
+        return out.clamp_(-1.0, 1.0).to(trunk.dtype)
 
     def forward(self, video: Tensor) -> tuple[Tensor, Tensor]:
         """``video [B, 3, F, H, W]`` -> ``(reconstruction [B, 3, F', H, W], latent [B, 48, T, H/16, W/16])``."""

@@ -1,0 +1,84 @@
+"""Sizes, in-memory weight packing and the result table of ``bench/gpu_check.py``."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ovi_core.model.config import OVI_11B, TINY, FusionConfig
+from ovi_core.quant import ggml
+from ovi_core.quant.fp8 import to_scaled_fp8
+from ovi_core.quant.policy import quantizable
+from ovi_core.quant.tensor import QuantizedWeight
+from ovi_core.vae.wan_config import WanVAEConfig
+
+GIB = 2**30
+
+
+@dataclasses.dataclass
+class Size:
+    cfg: FusionConfig
+    latent: tuple[int, int, int]  # video latent F, H, W
+    audio_len: int
+    text_rows: int
+    vae: WanVAEConfig
+    ffn: tuple[int, int, int]  # the ffn.2 matmul: rows, in, out
+    vae_tile: int  # forced tile side (latent pixels) and overlap of the tiled decode
+    vae_overlap: int
+    vae_latent: tuple[int, int, int]  # F, H, W of the decoded latent
+
+
+def _small_cfg() -> FusionConfig:
+    tw = dataclasses.replace(TINY.video, dim=128, ffn_dim=256, num_heads=2, num_layers=2)
+    return dataclasses.replace(TINY, video=tw, audio=dataclasses.replace(TINY.audio, dim=128, ffn_dim=256,
+                                                                         num_heads=2, num_layers=2))
+
+
+FULL = Size(OVI_11B, (31, 44, 44), 157, 120, WanVAEConfig.full(), (2 * 15004, 14336, 3072), 24, 8,
+            (31, 44, 44))
+SMALL = Size(_small_cfg(), (4, 8, 8), 16, 6, WanVAEConfig.tiny(), (2 * 157, 256, 128), 2, 1,
+             (2, 2, 4))
+
+
+def pack(model: nn.Module, fmt: str):
+    """Replace the fused-block Linear weights by packed ``fmt`` (``fp8`` scaled e4m3fn or ``q8_0``) weights,
+    on their device; returns a function that puts the original weights back."""
+    saved = []
+    with torch.no_grad():
+        for name, mod in model.named_modules():
+            if not isinstance(mod, nn.Linear) or not quantizable(name + ".weight", tuple(mod.weight.shape)):
+                continue
+            w = mod.weight
+            if fmt == "fp8":
+                w8, s = to_scaled_fp8(w)
+                q = QuantizedWeight.from_fp8(w8, s)
+            else:
+                q = QuantizedWeight.from_ggml(ggml.quantize(w, ggml.Q8_0), ggml.Q8_0, w.shape)
+            saved.append((mod, w))
+            mod._parameters["weight"] = nn.Parameter(q, requires_grad=False)
+    model.compute_dtype = next(p for p in model.parameters() if not isinstance(p, QuantizedWeight)).dtype
+
+    def restore():
+        for mod, w in saved:
+            mod._parameters["weight"] = w
+        model.compute_dtype = None
+    return restore
+
+
+def table(doc: dict) -> str:
+    cols = ("section", "status", "sec/step", "alloc GiB", "reserved GiB", "syncs", "copies", "note")
+    rows = []
+    for name, r in doc["sections"].items():
+        subs = [(name, r)] + [(f"{name}.{k}", v) for k, v in r.items() if isinstance(v, dict)]
+        for label, s in subs:
+            sec = s.get("sec_per_step", s.get("sec"))
+            note = s.get("error") or s.get("skipped") or s.get("mode") or s.get("probe") or ""
+            if label == name or sec is not None or note:
+                rows.append((label, s.get("status", ""), sec, s.get("max_allocated_gib"), s.get("max_reserved_gib"),
+                             s.get("syncs_per_forward", s.get("syncs")), s.get("copies_per_forward"),
+                             str(note)[:60]))
+    lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
+    lines += [" | ".join("" if v is None else str(v) for v in row) for row in rows]
+    return "\n".join(lines)
