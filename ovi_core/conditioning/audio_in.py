@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torchaudio.functional as AF
 
 from ovi_core import sizes
+from ovi_core.audio.resample import resample
 from ovi_core.conditioning import ranges
 from ovi_core.sampling.guides import Guide, check_mode
 
@@ -28,8 +28,9 @@ SAMPLE_RATE = ranges.SAMPLE_RATE
 def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Waveform ``[T]``, ``[C, T]`` or ``[1, C, T]`` (ComfyUI AUDIO) at ``sample_rate`` -> float32 mono ``[T16]``.
 
-    Channels are averaged, then resampled with ``torchaudio.functional.resample`` (its defaults: windowed sinc,
-    Hann, width 6, rolloff 0.99), as :meth:`ovi_core.audio.codec.AudioCodec.encode` does.
+    Channels are averaged (before resampling), then resampled with :func:`ovi_core.audio.resample.resample`
+    (torchaudio's windowed sinc, its defaults; odd rates through a bounded ratio), as
+    :meth:`ovi_core.audio.codec.AudioCodec.encode` does.
     """
     w = waveform.detach()
     if w.ndim == 3:
@@ -44,7 +45,7 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if rate <= 0:
         raise ValueError(f"audio sample rate must be positive, got {sample_rate}")
     mono = w.to(device="cpu", dtype=torch.float32).mean(dim=0)  # [T]
-    return AF.resample(mono, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else mono
+    return resample(mono, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else mono
 
 
 @dataclass
