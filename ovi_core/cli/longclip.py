@@ -49,7 +49,7 @@ def _prompts(values: list[str]) -> list[str]:
         if v.lower().endswith((".csv", ".tsv")) and os.path.isfile(v):
             raise ValueError(f"{v!r} is a CSV batch (one clip per row); a long clip takes its window prompts from "
                              "several --prompt values or a .txt file (one prompt per line)")
-        if v.lower().endswith(".txt") and os.path.isfile(v):
+        if v.strip().lower().endswith(".txt"):  # a prompt file, never prompt text (a typo must not become one)
             out += read_prompt_file(v)
         else:
             out.append(v)
@@ -117,6 +117,8 @@ def run_long_clip(args: argparse.Namespace) -> int:
     seconds = float(args.seconds) if args.seconds is not None else None
     if seconds is None:
         raise ValueError("several prompts (or a .txt prompt file) make a long clip: give its length, --seconds N")
+    if getattr(args, "guide_until", 1.0) != 1.0 and not getattr(args, "audio", None):
+        raise ValueError("--guide-until applies to a guide: add --audio FILE (or drop it)")
     for flag in ("video", "source", "redo", "audio_offset"):
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "

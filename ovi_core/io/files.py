@@ -104,7 +104,7 @@ def regular_file(path: str | os.PathLike, what: str = "file") -> str:
     try:
         mode = os.stat(p).st_mode
     except FileNotFoundError:
-        raise FileNotFoundError(f"{what} {p!r} not found; check the path.") from None
+        raise FileNotFoundError(f"{what} not found: {p!r}; check the path.") from None
     except OSError as e:
         raise ValueError(f"{what} {p!r} cannot be read ({e.strerror or e}); check the path and its permissions.") from None
     if stat.S_ISDIR(mode):

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from ovi_core.io.files import regular_file
 from ovi_core.lora import keys as lora_keys
 from ovi_core.lora.network import LoRANetwork
 from ovi_core.lora.targets import LoRAConfig, unwrap_model
@@ -77,8 +78,7 @@ def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | No
     fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
     from ovi_core.io import checkpoints as ck
 
-    if not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(f"LoRA file not found: {os.fspath(path)!r}.")
+    regular_file(path, "LoRA file")
     infos = ck.peek(path)
     try:
         return lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
