@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from ovi_core.audio.resample import MAX_KERNEL, TOLERANCE, ratio, resample
 from ovi_core.conditioning.audio_in import to_mono_16k
 from ovi_core.io import media
 
@@ -149,6 +148,8 @@ def test_odd_rate_resample_is_bounded(tmp_path):
 
 
 def test_resample_ratio_exact_for_usual_rates_bounded_for_odd_ones():
+    from ovi_core.audio.resample import MAX_KERNEL, TOLERANCE, ratio, resample
+
     for rate in (8000, 11025, 22050, 24000, 32000, 44100, 48000, 88200, 96000, 192000):
         o, n = ratio(rate, 16000)
         assert Fraction(o, n) == Fraction(rate, 16000)
@@ -199,3 +200,128 @@ def test_video_size_change_midstream_is_normalised(tmp_path):
     frames, fps = media.read_video(path)
     assert frames.shape == (6, 24, 32, 3) and fps == 24.0
     assert abs(float(frames[5].float().mean()) - 200) < 8  # the scaled frames keep their content
+
+
+# --- 3. raw exceptions -> messages naming the file or flag, before the weights load --------------------------------
+
+PROMPT = "A man in a red coat says <S>Hello.<E> Audio: clear male voice."
+
+
+@pytest.fixture(scope="module")
+def broken_weights(tmp_path_factory):
+    """Tiny weights whose VAE is garbage: a run that gets as far as loading fails on it (and says so)."""
+    from ovi_core.tiny import write_tiny_weights
+
+    root = str(tmp_path_factory.mktemp("w2") / "w")
+    write_tiny_weights(root)
+    with open(os.path.join(root, "Wan2.2-TI2V-5B", "Wan2.2_VAE.pth"), "wb") as f:
+        f.write(b"not a checkpoint" * 64)
+    return root
+
+
+def _run(weights, tmp_path, capsys, *extra, prompt=PROMPT):
+    from ovi_core.cli import main as cli
+
+    args = ["generate", "--weights", weights, "--steps", "1", "--offline", "--out", str(tmp_path / "o.mp4")]
+    if prompt is not None:
+        args += ["--prompt", prompt]
+    try:
+        rc = cli.main([*args, *extra])
+    except SystemExit as e:  # argparse refusals
+        rc = e.code
+    err = capsys.readouterr().err
+    assert "Wan2.2_VAE" not in err, err  # refused before any weights load
+    return rc, err
+
+
+def _latents(path, video=None, audio=None):
+    from safetensors.torch import save_file
+
+    video = torch.zeros(1, 48, 31, 4, 4) if video is None else video
+    audio = torch.zeros(1, 157, 20) if audio is None else audio
+    save_file({"video": video, "audio": audio}, str(path), metadata={"ovi.version": "1.1", "ovi.fps": "24"})
+    return str(path)
+
+
+def test_damaged_source_latents_are_named(broken_weights, tmp_path, capsys):
+    """Random bytes, a pickle and a truncated file gave a raw SafetensorError; NaN latents reached the sampler."""
+    rnd = tmp_path / "rand.ovi_latents.safetensors"
+    rnd.write_bytes(np.random.default_rng(0).bytes(600))
+    pick = tmp_path / "pick.ovi_latents.safetensors"
+    torch.save({"video": torch.zeros(2)}, pick)
+    good = open(_latents(tmp_path / "good.safetensors"), "rb").read()
+    trunc = tmp_path / "trunc.ovi_latents.safetensors"
+    trunc.write_bytes(good[: len(good) // 2])
+    for p in (rnd, pick, trunc):
+        rc, err = _run(broken_weights, tmp_path, capsys, "--source", str(p), "--redo", "audio:1-2")
+        assert rc == 2 and p.name in err and "saved Ovi latents" in err and "damaged" in err, err
+    nan = _latents(tmp_path / "nan.safetensors", video=torch.full((1, 48, 31, 4, 4), float("nan")))
+    rc, err = _run(broken_weights, tmp_path, capsys, "--source", nan, "--redo", "audio:1-2")
+    assert rc == 2 and "NaN" in err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1e400"])
+def test_non_finite_overlap(broken_weights, tmp_path, capsys, value):
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", f"--overlap={value}")
+    assert rc == 2 and "overlap must be between" in err and ("nan" in err or "inf" in err)
+
+
+def test_prompt_txt_files(broken_weights, tmp_path, capsys):
+    lat = tmp_path / "latin1.txt"
+    lat.write_bytes("Un caf\u00e9 <S>hi<E>\n".encode("latin-1"))
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", prompt=str(lat))
+    assert rc == 2 and "latin1.txt" in err and "not UTF-8" in err and "0xe9" in err
+    # a missing .txt was the prompt text of every window
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", prompt=str(tmp_path / "typo.txt"))
+    assert rc == 2 and "prompt file not found" in err and "typo.txt" in err
+    (tmp_path / "d.txt").mkdir()
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", prompt=str(tmp_path / "d.txt"))
+    assert rc == 2 and "is a folder" in err
+
+
+@pytest.mark.parametrize("flag", ["--audio", "--video", "--image", "--lora", "--fusion", "--source"])
+def test_folder_or_fifo_given_as_a_file(broken_weights, tmp_path, capsys, flag):
+    """A folder said 'file not found'; a FIFO said 'not found' (or would hang when opened)."""
+    folder = tmp_path / "f.dat"
+    folder.mkdir()
+    fifo = tmp_path / "p.dat"
+    os.mkfifo(fifo)
+    extra = ["--redo", "audio:1-2"] if flag == "--source" else []
+    rc, err = _run(broken_weights, tmp_path, capsys, flag, str(folder), *extra)
+    assert rc == 2 and "is a folder" in err and "f.dat" in err, err
+    rc, err = _run(broken_weights, tmp_path, capsys, flag, str(fifo), *extra)
+    assert rc == 2 and "FIFO" in err and "p.dat" in err, err
+
+
+def test_lora_spec_words(broken_weights, tmp_path, capsys):
+    lora = _latents(tmp_path / "l.safetensors")  # any existing file: the spec is refused before it is read
+    rc, err = _run(broken_weights, tmp_path, capsys, "--lora", f"{lora}:0.5:vidoe")
+    assert rc == 2 and "unknown tower 'vidoe'" in err and "video, audio, both, auto" in err
+    for bad in ("nan", "inf"):
+        rc, err = _run(broken_weights, tmp_path, capsys, "--lora", f"{lora}:{bad}")
+        assert rc == 2 and "finite" in err
+
+
+def test_guide_until_needs_a_guide(broken_weights, tmp_path, capsys):
+    rc, err = _run(broken_weights, tmp_path, capsys, "--guide-until", "0.5")
+    assert rc == 2 and "--guide-until applies to a guide" in err
+    rc, err = _run(broken_weights, tmp_path, capsys, "--guide-until", "0.5", "--seconds", "12")
+    assert rc == 2 and "--guide-until applies to a guide" in err
+
+
+# --- 4. silently wrong ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("video", "audio", "message"), [
+    (torch.zeros(1, 48, 31, 4, 4, dtype=torch.int64), None, "int64, not floating point"),
+    (torch.zeros(1, 48, 31, 4, 4, dtype=torch.bool), None, "bool, not floating point"),
+    (torch.zeros(2, 48, 31, 4, 4), torch.zeros(2, 157, 20), "batch of 2"),
+    (None, torch.full((1, 157, 20), float("inf")), "NaN or infinite"),
+])
+def test_decode_refuses_latents_it_would_decode_wrongly(broken_weights, tmp_path, capsys, video, audio, message):
+    from ovi_core.cli import main as cli
+
+    path = _latents(tmp_path / "x.ovi_latents.safetensors", video=video, audio=audio)
+    rc = cli.main(["decode", path, "--weights", broken_weights, "--offline", "--out", str(tmp_path / "d.mp4")])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "x.ovi_latents" in err and "Wan2.2_VAE" not in err, err
