@@ -325,3 +325,57 @@ def test_decode_refuses_latents_it_would_decode_wrongly(broken_weights, tmp_path
     rc = cli.main(["decode", path, "--weights", broken_weights, "--offline", "--out", str(tmp_path / "d.mp4")])
     err = capsys.readouterr().err
     assert rc == 2 and message in err and "x.ovi_latents" in err and "Wan2.2_VAE" not in err, err
+
+
+def test_gguf_shape_that_lies_is_named(tmp_path):
+    """An orig_shape field whose element count differs from the stored tensor gave a raw reshape error at load."""
+    import gguf
+
+    from ovi_core.quant import ggml
+    from ovi_core.quant.gguf_file import ARCH, ORIG_SHAPE_KEY, _byte_shape, read_gguf_index, stored_shape
+
+    def write(path, claimed):
+        """A valid F32 [64, 32] tensor, with ``claimed`` written as its original shape."""
+        st = stored_shape((64, 32))
+        w = gguf.GGUFWriter(path=None, arch=ARCH)
+        w.add_array(ORIG_SHAPE_KEY + "blocks.0.ffn.0.weight", claimed)
+        w.add_tensor_info("blocks.0.ffn.0.weight", _byte_shape(st, ggml.F32), np.dtype(np.uint8),
+                          ggml.nbytes(st, ggml.F32), raw_dtype=ggml.F32)
+        w.write_header_to_file(path=str(path))
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        raw = ggml.quantize(torch.zeros(st), ggml.F32)
+        w.write_tensor_data(raw.numpy().reshape(_byte_shape(st, ggml.F32)))
+        w.close()
+
+    ok = tmp_path / "ok.gguf"
+    write(ok, [64, 32])
+    index, _ = read_gguf_index(ok)
+    assert index["blocks.0.ffn.0.weight"].shape == (64, 32)
+    bad = tmp_path / "lies.gguf"
+    write(bad, [64, 33])
+    with pytest.raises(ValueError, match=r"lies\.gguf.*blocks\.0\.ffn\.0\.weight.*claims shape \[64, 33\]"):
+        read_gguf_index(bad)
+
+
+def test_audio_louder_than_full_scale_is_clamped_where_written(tmp_path):
+    """A guide louder than full scale was written unclamped into the MP4 while the log said it was clamped."""
+    from ovi_core.conditioning.audio_in import prepare_audio
+
+    loud = 2.0 * torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)[None]
+    inp = prepare_audio(loud, 16000, version="1.1")
+    assert float(inp.samples.abs().max()) <= 1.0
+    assert float(inp.splice(torch.zeros(1, inp.canvas_samples)).abs().max()) <= 1.0
+    mp4 = tmp_path / "loud.mp4"
+    media.write_mp4(mp4, torch.zeros(24, 16, 16, 3), loud, fps=24)
+    back, _ = media.read_audio(mp4)
+    assert float(back.abs().max()) < 1.2  # AAC overshoots a clipped sine a little; unclamped it came back near 2
+
+
+def test_unusable_audio_guides_are_refused_before_loading():
+    from ovi_core.conditioning.audio_in import prepare_audio
+
+    with pytest.raises(ValueError, match="covers no whole audio latent"):
+        prepare_audio(torch.zeros(1, 1), 16000, version="1.1")  # one sample
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        prepare_audio(torch.full((1, 16000), float("nan")), 16000, version="1.1")

@@ -164,9 +164,17 @@ def prepare_audio(
             f"for up to {ranges.audio_seconds(sizes.MODEL_SPECS['1.1-10s'].audio_latent_length):.3f} s)"
         )
     samples = to_mono_16k(waveform, rate)
-    if samples.abs().max() > 1.0:
-        logger.warning("audio input exceeds [-1, 1] (peak %.2f); it is clamped by the encoder", samples.abs().max())
-    return AudioInput(samples=samples, start=start, length=spec.audio_latent_length, mode=mode, until=float(until))
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
+    peak = float(samples.abs().max())
+    if peak > 1.0:  # clamped here, so the encoder and the samples spliced into the output both see [-1, 1]
+        logger.warning("audio input exceeds full scale (peak %.2f); clamped to [-1, 1]", peak)
+        samples = samples.clamp(-1.0, 1.0)
+    inp = AudioInput(samples=samples, start=start, length=spec.audio_latent_length, mode=mode, until=float(until))
+    if not bool(inp.mask().any()):  # the same refusal as encode(), before any weights load
+        raise ValueError(f"the given audio ({seconds:.4f} s from offset {float(offset):g} s) covers no whole audio "
+                         "latent (1/31.25 s) of the clip; give a longer sound or a smaller offset")
+    return inp
 
 
 def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:

@@ -108,8 +108,8 @@ def write_mp4(
         path: destination ``.mp4`` (its folder must exist); replaced atomically when complete.
         frames: ``[F, H, W, 3]`` float in [0, 1] (clamped) or uint8, or an iterable of ``[H, W, 3]`` frames (written
             as they come, e.g. from a tiled decoder). Odd sides are padded by one replicated row/column.
-        waveform: ``[C, T]``, ``[1, C, T]`` (ComfyUI AUDIO) or ``[T]`` float in [-1, 1], C = 1 or 2, or None. It is
-            trimmed or zero-padded to the video's duration, ``F / fps`` seconds.
+        waveform: ``[C, T]``, ``[1, C, T]`` (ComfyUI AUDIO) or ``[T]`` float in [-1, 1] (clamped), C = 1 or 2, or
+            None. It is trimmed or zero-padded to the video's duration, ``F / fps`` seconds.
         fps: frame rate (Ovi: 24).
         sample_rate: audio sample rate (Ovi: 16000).
         crf: libx264 constant rate factor (lower = better; 18 is visually near-lossless).
@@ -127,7 +127,7 @@ def write_mp4(
         frame_iter: Iterable[torch.Tensor] = frames.unbind(0)
     else:
         frame_iter = frames
-    audio = _waveform_2d(waveform) if waveform is not None else None
+    audio = _waveform_2d(waveform).clamp(-1.0, 1.0) if waveform is not None else None  # AAC takes [-1, 1]
     path = os.fspath(path)
 
     with atomic_path(path, suffix=".mp4") as tmp:
