@@ -379,3 +379,22 @@ def test_unusable_audio_guides_are_refused_before_loading():
         prepare_audio(torch.zeros(1, 1), 16000, version="1.1")  # one sample
     with pytest.raises(ValueError, match="NaN or infinite"):
         prepare_audio(torch.full((1, 16000), float("nan")), 16000, version="1.1")
+
+
+def test_windows_dir_that_is_a_file(broken_weights, tmp_path, capsys):
+    f = tmp_path / "win"
+    f.write_text("x")
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", "--windows-dir", str(f))
+    assert rc == 2 and "--windows-dir" in err and "is a file" in err
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", "--windows-dir", str(f / "sub"))
+    assert rc == 2 and "cannot be created" in err
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, float("nan"), float("inf")])
+def test_fp8_scale_must_be_finite_and_positive(value):
+    """A scale of 0 zeroed a layer without a word; NaN/Inf poisoned the output."""
+    from ovi_core.quant.fp8 import scale_value
+
+    assert scale_value(torch.tensor([0.25]), name="blocks.0.ffn.0.scale_weight") == 0.25
+    with pytest.raises(ValueError, match=r"blocks\.0\.ffn\.0\.scale_weight.*finite number above 0"):
+        scale_value(torch.tensor([value]), name="blocks.0.ffn.0.scale_weight")

@@ -107,6 +107,20 @@ def _model_version(args: argparse.Namespace) -> str:
     return info.get("version", paths.version) if args.model_version == "auto" else paths.version
 
 
+def _check_windows_dir(path: str) -> None:
+    """``--windows-dir``: an existing writable folder, or one that can be created (checked before any weights)."""
+    p = os.path.abspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise ValueError(f"--windows-dir {path!r} is a file; give a folder (it is created when missing)")
+    base = p
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise ValueError(f"--windows-dir {path!r} cannot be created: {base!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"--windows-dir {path!r} is not writable ({base!r}); give a folder you can write to")
+
+
 def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.longclip.plan import plan_windows
@@ -138,6 +152,8 @@ def run_long_clip(args: argparse.Namespace) -> int:
     if args.size is not None:
         validate.check_size(*args.size, area=area)
     check_outputs(args, [args.out])
+    if getattr(args, "windows_dir", None):
+        _check_windows_dir(args.windows_dir)
     image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
     speed = speed_cli.prepare(args)  # LoRA files and speed values
     fusion = check_fusion(getattr(args, "fusion", None))
