@@ -176,20 +176,29 @@ def test_downmix_before_resample(tmp_path):
     assert to_mono_16k(w, 44101).abs().max() < 1e-6
 
 
-def _write_size_changing_mkv(path):
-    """MJPEG in Matroska: three 32x24 frames, then three 48x40 frames, in one stream."""
+def _write_size_changing_mkv(path, n=6, audio=False):
+    """MJPEG in Matroska: ``n // 2`` 32x24 frames, then 48x40 frames, in one stream (plus 16 kHz PCM audio)."""
     with av.open(str(path), "w", format="matroska") as c:
         s = c.add_stream("mjpeg", rate=24)
         s.width, s.height, s.pix_fmt = 32, 24, "yuvj420p"
         other = av.CodecContext.create("mjpeg", "w")
         other.width, other.height, other.pix_fmt, other.time_base = 48, 40, "yuvj420p", Fraction(1, 24)
-        for i in range(6):
-            h, w, enc = (24, 32, s.codec_context) if i < 3 else (40, 48, other)
-            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * i, np.uint8), format="rgb24")
+        a = c.add_stream("pcm_s16le", rate=16000) if audio else None
+        for i in range(n):
+            h, w, enc = (24, 32, s.codec_context) if i < n // 2 else (40, 48, other)
+            f = av.VideoFrame.from_ndarray(np.full((h, w, 3), 200 * i // n, np.uint8), format="rgb24")
             f = f.reformat(format="yuvj420p")
             f.pts = i
             for p in enc.encode(f):
                 p.stream, p.pts, p.dts, p.time_base = s, i, i, Fraction(1, 24)
+                c.mux(p)
+        if a is not None:
+            pcm = (np.sin(np.arange(16000 * n // 24) * 0.1) * 8000).astype(np.int16)[None]
+            af = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            af.sample_rate, af.pts = 16000, 0
+            for p in a.encode(af):
+                c.mux(p)
+            for p in a.encode(None):
                 c.mux(p)
 
 
@@ -199,7 +208,16 @@ def test_video_size_change_midstream_is_normalised(tmp_path):
     _write_size_changing_mkv(path)
     frames, fps = media.read_video(path)
     assert frames.shape == (6, 24, 32, 3) and fps == 24.0
-    assert abs(float(frames[5].float().mean()) - 200) < 8  # the scaled frames keep their content
+    assert abs(float(frames[5].float().mean()) - 166) < 8  # the scaled frames keep their content
+
+
+def test_training_clip_size_change_midstream(tmp_path):
+    from ovi_core.training.dataset import read_clip
+
+    path = tmp_path / "change.mkv"
+    _write_size_changing_mkv(path, n=24, audio=True)
+    video, audio, sr = read_clip(str(path), frames=17, fps=24, audio_seconds=0.5)
+    assert video.shape == (17, 24, 32, 3) and sr == 16000 and audio.shape[-1] >= 8000
 
 
 # --- 3. raw exceptions -> messages naming the file or flag, before the weights load --------------------------------

@@ -200,8 +200,13 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None
         vstream = container.streams.video[0]
         pics: list[tuple[float, torch.Tensor]] = []
         need_t = (frames - 1) / fps
+        first_hw = None
         for frame in container.decode(vstream):
             t = float(frame.time) if frame.time is not None else len(pics) / float(vstream.average_rate or fps)
+            hw = (int(frame.height), int(frame.width))
+            first_hw = first_hw or hw
+            if hw != first_hw:  # the size changes part-way: scale to the first frame's, so the frames stack
+                frame = frame.reformat(width=first_hw[1], height=first_hw[0])
             pics.append((t, _to_rgb(frame, size)))
             if t >= need_t + 1.0 / fps:
                 break
