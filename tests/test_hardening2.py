@@ -416,3 +416,30 @@ def test_fp8_scale_must_be_finite_and_positive(value):
     assert scale_value(torch.tensor([0.25]), name="blocks.0.ffn.0.scale_weight") == 0.25
     with pytest.raises(ValueError, match=r"blocks\.0\.ffn\.0\.scale_weight.*finite number above 0"):
         scale_value(torch.tensor([value]), name="blocks.0.ffn.0.scale_weight")
+
+
+def _write_timed_mkv(path, times_ms):
+    """MJPEG in Matroska, one frame per timestamp (ms), frame i filled with 20 * i."""
+    with av.open(str(path), "w", format="matroska") as c:
+        s = c.add_stream("mjpeg", rate=24)
+        s.width, s.height, s.pix_fmt = 32, 24, "yuvj420p"
+        for i, t in enumerate(times_ms):
+            f = av.VideoFrame.from_ndarray(np.full((24, 32, 3), 20 * i, np.uint8), format="rgb24")
+            f = f.reformat(format="yuvj420p")
+            f.pts, f.time_base = t, Fraction(1, 1000)
+            for p in s.encode(f):
+                p.pts, p.dts, p.time_base = t, t, Fraction(1, 1000)
+                c.mux(p)
+
+
+def test_variable_frame_rate_video_is_placed_by_timestamps(tmp_path):
+    """VFR video was read as constant rate: a frame shown at 0.5 s landed at 0.125 s."""
+    vfr = tmp_path / "vfr.mkv"
+    _write_timed_mkv(vfr, [0, 42, 83, 500, 542, 1000])
+    frames, fps = media.read_video(vfr)
+    assert fps == 24.0 and frames.shape[0] == 25
+    level = [round(float(f.float().mean()) / 20) for f in frames]  # which source frame each tick shows
+    assert level[:3] == [0, 1, 2] and level[11] == 2 and level[12] == 3 and level[13] == 4 and level[24] == 5
+    cfr = tmp_path / "cfr.mkv"  # a constant-rate file (ms timestamps, rounded) comes back frame for frame
+    _write_timed_mkv(cfr, [0, 42, 83, 125, 167])
+    assert media.read_video(cfr)[0].shape[0] == 5

@@ -6,6 +6,7 @@ destination only when complete, so an error or an interrupt never leaves a parti
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 import os
@@ -351,7 +352,8 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, *,
     """Decode the first video stream as RGB: ``(uint8 [F, H, W, 3], frames per second)``.
 
     Every frame comes out at the size of the first one (a stream whose resolution changes part-way is scaled to
-    it, with a log line). At most ``max_frames`` frames; a stream longer than ``max_seconds``, a frame of more than
+    it, with a log line). A variable-frame-rate stream is placed on a constant grid at its average rate by the
+    frames' timestamps (each tick shows the frame on screen then), so frames land at their times. At most ``max_frames`` frames; a stream longer than ``max_seconds``, a frame of more than
     :data:`MAX_FRAME_PIXELS` pixels or more than :data:`MAX_VIDEO_BYTES` of frames is refused with a ``ValueError``.
     """
     if max_frames is not None and max_frames < 1:
@@ -368,6 +370,7 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, *,
             raise ValueError(f"{p!r}: video frames of {cc.width}x{cc.height} pixels are too large (at most "
                              f"{MAX_FRAME_PIXELS} pixels); scale it down first")
         size, resized = None, 0
+        times: list[float | None] = []
         for frame in container.decode(stream):
             hw = (int(frame.height), int(frame.width))
             if size is None:
@@ -387,11 +390,32 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None, *,
                 raise ValueError(f"{p!r}: more than {MAX_VIDEO_BYTES >> 30} GiB of decoded frames "
                                  f"({len(frames)} frames of {size[1]}x{size[0]}); trim or scale it down first")
             frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+            times.append(None if frame.time is None else float(frame.time))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:
         raise ValueError(f"{p!r}: the video stream has no frames")
-    return torch.stack(frames), float(rate) if rate else 0.0
+    out = torch.stack(frames)
+    idx = _constant_rate_index(times, float(rate)) if rate else None
+    if idx is not None:
+        logger.warning("video %s has a variable frame rate: its %d frames are placed by their timestamps on a "
+                       "constant %g fps grid (%d frames)", p, len(frames), float(rate), len(idx))
+        out = out[idx]
+    return out, float(rate) if rate else 0.0
+
+
+def _constant_rate_index(times: list[float | None], rate: float) -> list[int] | None:
+    """For frames shown at ``times`` (seconds), the frame on screen at each tick ``k / rate`` of a constant-rate
+    grid (a quarter frame of slack for timestamp rounding); None when the frames already lie on that grid (within
+    half a frame) or a timestamp is missing."""
+    if len(times) < 2 or rate <= 0 or any(t is None for t in times):
+        return None
+    t0, dt = times[0], 1.0 / rate
+    rel = [t - t0 for t in times]
+    if all(abs(r - i * dt) <= 0.5 * dt for i, r in enumerate(rel)) or any(b < a for a, b in zip(rel, rel[1:], strict=False)):
+        return None
+    ticks = int(round(rel[-1] * rate)) + 1
+    return [max(0, bisect.bisect_right(rel, k * dt + 0.25 * dt) - 1) for k in range(ticks)]
 
 
 def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
