@@ -443,3 +443,26 @@ def test_variable_frame_rate_video_is_placed_by_timestamps(tmp_path):
     cfr = tmp_path / "cfr.mkv"  # a constant-rate file (ms timestamps, rounded) comes back frame for frame
     _write_timed_mkv(cfr, [0, 42, 83, 125, 167])
     assert media.read_video(cfr)[0].shape[0] == 5
+
+
+def _lora(path, down=None, alpha=4.0):
+    from safetensors.torch import save_file
+
+    k = "video_model.blocks.0.self_attn.q"
+    save_file({f"{k}.lora_down.weight": torch.zeros(4, 24) if down is None else down,
+               f"{k}.lora_up.weight": torch.zeros(24, 4), f"{k}.alpha": torch.tensor(alpha)}, str(path))
+    return str(path)
+
+
+def test_lora_values_are_checked_before_loading(broken_weights, tmp_path, capsys):
+    """NaN/Inf LoRA tensors and absurd alphas were refused only after the DiT had loaded (or not at all)."""
+    from ovi_core.lora.files import check_lora_file
+
+    assert check_lora_file(_lora(tmp_path / "ok.safetensors")).linears  # the control: a sound LoRA passes
+    for name, kw, message in (("nan", {"down": torch.full((4, 24), float("nan"))}, "NaN or infinite"),
+                              ("alpha0", {"alpha": 0.0}, "alpha is a number above 0"),
+                              ("huge", {"alpha": 1e9}, "alpha is a number above 0"),
+                              ("alphanan", {"alpha": float("nan")}, "NaN or infinite")):
+        bad = _lora(tmp_path / f"{name}.safetensors", **kw)
+        rc, err = _run(broken_weights, tmp_path, capsys, "--lora", bad)
+        assert rc == 2 and f"{name}.safetensors" in err and message in err, err
