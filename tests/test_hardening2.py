@@ -466,3 +466,10 @@ def test_lora_values_are_checked_before_loading(broken_weights, tmp_path, capsys
         bad = _lora(tmp_path / f"{name}.safetensors", **kw)
         rc, err = _run(broken_weights, tmp_path, capsys, "--lora", bad)
         assert rc == 2 and f"{name}.safetensors" in err and message in err, err
+
+
+def test_long_clip_audio_longer_than_the_clip(broken_weights, tmp_path, capsys):
+    """Refused only after the weights had loaded; now with the plan, before them."""
+    wav = _wav(tmp_path / "long.wav", seconds=14.0)
+    rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", "--audio", wav)
+    assert rc == 2 and "the audio is 14.00 s but the clip is" in err

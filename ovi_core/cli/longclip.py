@@ -165,6 +165,10 @@ def run_long_clip(args: argparse.Namespace) -> int:
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
     prompts_for_windows(prompts, plan.num_windows)
+    if audio is not None:  # too long / too short for the clip: said now, not after the weights load
+        from ovi_core.longclip.job import prepare_audio
+
+        prepare_audio(*audio, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
     pipe = OviPipeline.from_weights(
