@@ -473,3 +473,15 @@ def test_long_clip_audio_longer_than_the_clip(broken_weights, tmp_path, capsys):
     wav = _wav(tmp_path / "long.wav", seconds=14.0)
     rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", "--audio", wav)
     assert rc == 2 and "the audio is 14.00 s but the clip is" in err
+
+
+def test_long_clip_writer_clamps_its_track(tmp_path):
+    from ovi_core.longclip.stream import ClipStreamWriter
+
+    loud = 2.0 * torch.sin(2 * torch.pi * 440 * torch.arange(16000) / 16000)[None]
+    with ClipStreamWriter(tmp_path / "l.mp4", wav_path=tmp_path / "l.wav") as w:
+        w.write(torch.zeros(24, 16, 16, 3), loud)
+    back, _ = media.read_audio(tmp_path / "l.mp4")
+    assert float(back.abs().max()) < 1.2
+    wav, _ = media.read_audio(tmp_path / "l.wav")
+    assert float(wav.abs().max()) <= 1.0
