@@ -485,3 +485,29 @@ def test_long_clip_writer_clamps_its_track(tmp_path):
     assert float(back.abs().max()) < 1.2
     wav, _ = media.read_audio(tmp_path / "l.wav")
     assert float(wav.abs().max()) <= 1.0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_windows_dir_resumes_only_the_same_inputs(tmp_path):
+    """Saved windows were reused after the image's content (or the LoRAs, fusion file, speed options) changed."""
+    from ovi_core.longclip.job import generate_long_clip
+    from ovi_core.pipeline import OviPipeline
+    from ovi_core.tiny import write_tiny_weights
+
+    root = str(tmp_path / "w")
+    write_tiny_weights(root)
+    pipe = OviPipeline.from_weights(root, device="cpu", download=False)
+    store, out = str(tmp_path / "windows"), str(tmp_path / "o.mp4")
+    sampled = []
+
+    def run(image, **kw):
+        sampled.clear()
+        generate_long_clip(pipe, [PROMPT], seconds=8, out=out, steps=1, seed=5, windows_dir=store, image=image,
+                           progress=lambda win, wins, step, steps: sampled.append(win), **kw)
+        return sorted(set(sampled))
+
+    dark, light = torch.zeros(64, 64, 3), torch.ones(64, 64, 3)
+    assert run(dark) == [1, 2]
+    assert run(dark) == []  # the same inputs: both windows come from the store
+    assert run(light) == [1, 2]  # another picture: sampled again
+    assert run(light, resume_key={"loras": [["x.safetensors", 0.8, "video"]]}) == [1, 2]  # another model

@@ -107,6 +107,17 @@ def _model_version(args: argparse.Namespace) -> str:
     return info.get("version", paths.version) if args.model_version == "auto" else paths.version
 
 
+def _resume_key(args: argparse.Namespace, fusion, speed) -> dict:
+    """What identifies the model of a run for ``--windows-dir`` (windows of another model are never reused)."""
+    from ovi_core.longclip.store import file_identity
+
+    files = [fusion] if isinstance(fusion, str) else list(fusion or [])
+    return {"weights": os.path.abspath(args.weights), "version": args.model_version, "fp8": args.fp8,
+            "fp8_compute": bool(getattr(args, "fp8_compute", False)), "fusion": [file_identity(f) for f in files],
+            "loras": [(file_identity(s.path), s.strength, s.towers) for s in speed.loras],
+            "preset": getattr(args, "preset", None)}
+
+
 def _check_windows_dir(path: str) -> None:
     """``--windows-dir``: an existing writable folder, or one that can be created (checked before any weights)."""
     p = os.path.abspath(path)
@@ -187,6 +198,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         seed=args.seed, video_negative=args.negative_video, audio_negative=args.negative_audio,
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
         windows_dir=args.windows_dir, wav=args.wav, progress=_progress(), speed=speed.speed,
+        resume_key=_resume_key(args, fusion, speed) if args.windows_dir else None,
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)
