@@ -110,9 +110,10 @@ def check_prompt_argument(arg: str) -> bool:
 
 def check_image_file(path: str) -> None:
     """``path`` exists and holds an image PyAV can decode (the header and the first frame are read)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image not found: {path!r}.")
+    from ovi_core.io.files import regular_file
     from ovi_core.io.media import image_size
+
+    regular_file(path, "Image")
 
     image_size(path)
 

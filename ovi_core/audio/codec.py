@@ -19,12 +19,12 @@ import logging
 import os
 
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 from ovi_core.audio.bigvgan import BigVGAN, load_bigvgan
 from ovi_core.audio.mel import HOP_LENGTH, MelSpectrogram16k
 from ovi_core.audio.mmaudio_vae import MMAudioVAE, load_mmaudio_vae
+from ovi_core.audio.resample import resample
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class AudioCodec(nn.Module):
     def encode(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
         """Waveform ``[B, C, T]`` or ``[B, T]`` at ``sample_rate`` -> latent ``[B, L, 20]``, channel-last.
 
-        Channels are averaged to mono, the signal is resampled to 16 kHz (``torchaudio.functional.resample``),
+        Channels are averaged to mono, the signal is resampled to 16 kHz (:func:`ovi_core.audio.resample.resample`),
         turned into a log-mel (``T16 // 256`` frames) and encoded to the posterior mean
         (``L = T16 // 512``). Returned in the VAE's dtype.
         """
@@ -99,7 +99,7 @@ class AudioCodec(nn.Module):
         if int(sample_rate) <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         if int(sample_rate) != self.sample_rate:
-            x = AF.resample(x, int(sample_rate), self.sample_rate)  # [B, T16]
+            x = resample(x, int(sample_rate), self.sample_rate)  # [B, T16]
         min_len = HOP_LENGTH * 2 * self.vae.config.temporal_downsample
         if x.shape[-1] < min_len:
             raise ValueError(

@@ -13,11 +13,10 @@ logger = logging.getLogger(__name__)
 def load_image(path: str, *, area: int):
     """First frame as uint8 ``[H, W, 3]``, shrunk while still 8-bit to at most 4x the model's area (twice the
     output side), so a huge picture never becomes a float tensor; smaller images are untouched."""
+    from ovi_core.io.files import regular_file
     from ovi_core.io.media import read_image
 
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image not found: {path!r}.")
-    return read_image(path, max_pixels=4 * area)
+    return read_image(regular_file(path, "Image"), max_pixels=4 * area)
 
 
 def target_area(args: argparse.Namespace) -> int:
@@ -55,9 +54,10 @@ def check_fusion(files: list[str] | None) -> str | list[str] | None:
         return None
     if len(files) > 2:
         raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
+    from ovi_core.io.files import regular_file
+
     for f in files:
-        if not os.path.isfile(f):
-            raise FileNotFoundError(f"--fusion file not found: {f!r}.")
+        regular_file(f, "--fusion file")
     from ovi_core.model.loader import describe_files
 
     logger.info("fusion model: %s", describe_files(files))

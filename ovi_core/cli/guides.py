@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+
+from ovi_core.io.files import regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,10 @@ def _check_args(args: argparse.Namespace) -> bool:
         raise ValueError("--video gives every frame including the first; drop --image")
     for flag in ("audio", "video", "source"):
         path = getattr(args, flag, None)
-        if path and not os.path.isfile(path):
-            raise FileNotFoundError(f"--{flag} file not found: {path!r}")
+        if path:
+            regular_file(path, f"--{flag} file")
+    if not used and getattr(args, "guide_until", 1.0) != 1.0:
+        raise ValueError("--guide-until applies to a guide: add --audio FILE or --video FILE (or drop it)")
     if used and args.size is not None and (args.video or args.source):
         logger.warning("--size is ignored: the clip takes the size of the given video")
     return used

@@ -49,7 +49,7 @@ def _prompts(values: list[str]) -> list[str]:
         if v.lower().endswith((".csv", ".tsv")) and os.path.isfile(v):
             raise ValueError(f"{v!r} is a CSV batch (one clip per row); a long clip takes its window prompts from "
                              "several --prompt values or a .txt file (one prompt per line)")
-        if v.lower().endswith(".txt") and os.path.isfile(v):
+        if v.strip().lower().endswith(".txt"):  # a prompt file, never prompt text (a typo must not become one)
             out += read_prompt_file(v)
         else:
             out.append(v)
@@ -107,6 +107,31 @@ def _model_version(args: argparse.Namespace) -> str:
     return info.get("version", paths.version) if args.model_version == "auto" else paths.version
 
 
+def _resume_key(args: argparse.Namespace, fusion, speed) -> dict:
+    """What identifies the model of a run for ``--windows-dir`` (windows of another model are never reused)."""
+    from ovi_core.longclip.store import file_identity
+
+    files = [fusion] if isinstance(fusion, str) else list(fusion or [])
+    return {"weights": os.path.abspath(args.weights), "version": args.model_version, "fp8": args.fp8,
+            "fp8_compute": bool(getattr(args, "fp8_compute", False)), "fusion": [file_identity(f) for f in files],
+            "loras": [(file_identity(s.path), s.strength, s.towers) for s in speed.loras],
+            "preset": getattr(args, "preset", None)}
+
+
+def _check_windows_dir(path: str) -> None:
+    """``--windows-dir``: an existing writable folder, or one that can be created (checked before any weights)."""
+    p = os.path.abspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise ValueError(f"--windows-dir {path!r} is a file; give a folder (it is created when missing)")
+    base = p
+    while not os.path.exists(base):
+        base = os.path.dirname(base)
+    if not os.path.isdir(base):
+        raise ValueError(f"--windows-dir {path!r} cannot be created: {base!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ValueError(f"--windows-dir {path!r} is not writable ({base!r}); give a folder you can write to")
+
+
 def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.longclip.plan import plan_windows
@@ -118,6 +143,8 @@ def run_long_clip(args: argparse.Namespace) -> int:
     seconds = float(args.seconds) if args.seconds is not None else None
     if seconds is None:
         raise ValueError("several prompts (or a .txt prompt file) make a long clip: give its length, --seconds N")
+    if getattr(args, "guide_until", 1.0) != 1.0 and not getattr(args, "audio", None):
+        raise ValueError("--guide-until applies to a guide: add --audio FILE (or drop it)")
     for flag in ("video", "source", "redo", "audio_offset"):
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
@@ -137,6 +164,8 @@ def run_long_clip(args: argparse.Namespace) -> int:
     if args.size is not None:
         validate.check_size(*args.size, area=area)
     check_outputs(args, [args.out])
+    if getattr(args, "windows_dir", None):
+        _check_windows_dir(args.windows_dir)
     image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
     speed = speed_cli.prepare(args)  # LoRA files and speed values
     fusion = check_fusion(getattr(args, "fusion", None))
@@ -148,6 +177,10 @@ def run_long_clip(args: argparse.Namespace) -> int:
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
     prompts_for_windows(prompts, plan.num_windows)
+    if audio is not None:  # too long / too short for the clip: said now, not after the weights load
+        from ovi_core.longclip.job import prepare_audio
+
+        prepare_audio(*audio, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
     pipe = OviPipeline.from_weights(
@@ -168,6 +201,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         video_negative=args.negative_video, audio_negative=args.negative_audio,
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
         windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
+        resume_key=_resume_key(args, fusion, speed) if args.windows_dir else None,
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)

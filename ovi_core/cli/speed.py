@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
+import re
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,13 @@ def parse_lora(text: str) -> LoraSpec:
             pass
     if not rest:
         raise argparse.ArgumentTypeError(f"--lora needs a file: FILE[:STRENGTH][:TOWER], got {text!r}")
+    if not math.isfinite(strength):
+        raise argparse.ArgumentTypeError(f"--lora strength must be a finite number (e.g. 0.8), got {text!r}")
+    word = rest.rpartition(":")[2]
+    if ":" in rest and re.fullmatch(r"[A-Za-z]+", word) and not os.path.exists(rest):
+        raise argparse.ArgumentTypeError(
+            f"--lora {text!r}: unknown tower {word!r}; use FILE[:STRENGTH][:TOWER] with TOWER one of "
+            f"{', '.join(TOWER_WORDS)}")
     return LoraSpec(rest, strength, towers)
 
 

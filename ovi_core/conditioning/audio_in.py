@@ -14,9 +14,9 @@ import os
 from dataclasses import dataclass
 
 import torch
-import torchaudio.functional as AF
 
 from ovi_core import sizes
+from ovi_core.audio.resample import resample
 from ovi_core.conditioning import ranges
 from ovi_core.sampling.guides import Guide, check_mode
 
@@ -28,8 +28,9 @@ SAMPLE_RATE = ranges.SAMPLE_RATE
 def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Waveform ``[T]``, ``[C, T]`` or ``[1, C, T]`` (ComfyUI AUDIO) at ``sample_rate`` -> float32 mono ``[T16]``.
 
-    Channels are averaged, then resampled with ``torchaudio.functional.resample`` (its defaults: windowed sinc,
-    Hann, width 6, rolloff 0.99), as :meth:`ovi_core.audio.codec.AudioCodec.encode` does.
+    Channels are averaged (before resampling), then resampled with :func:`ovi_core.audio.resample.resample`
+    (torchaudio's windowed sinc, its defaults; odd rates through a bounded ratio), as
+    :meth:`ovi_core.audio.codec.AudioCodec.encode` does.
     """
     w = waveform.detach()
     if w.ndim == 3:
@@ -44,7 +45,7 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if rate <= 0:
         raise ValueError(f"audio sample rate must be positive, got {sample_rate}")
     mono = w.to(device="cpu", dtype=torch.float32).mean(dim=0)  # [T]
-    return AF.resample(mono, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else mono
+    return resample(mono, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else mono
 
 
 @dataclass
@@ -163,9 +164,17 @@ def prepare_audio(
             f"for up to {ranges.audio_seconds(sizes.MODEL_SPECS['1.1-10s'].audio_latent_length):.3f} s)"
         )
     samples = to_mono_16k(waveform, rate)
-    if samples.abs().max() > 1.0:
-        logger.warning("audio input exceeds [-1, 1] (peak %.2f); it is clamped by the encoder", samples.abs().max())
-    return AudioInput(samples=samples, start=start, length=spec.audio_latent_length, mode=mode, until=float(until))
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
+    peak = float(samples.abs().max())
+    if peak > 1.0:  # clamped here, so the encoder and the samples spliced into the output both see [-1, 1]
+        logger.warning("audio input exceeds full scale (peak %.2f); clamped to [-1, 1]", peak)
+        samples = samples.clamp(-1.0, 1.0)
+    inp = AudioInput(samples=samples, start=start, length=spec.audio_latent_length, mode=mode, until=float(until))
+    if not bool(inp.mask().any()):  # the same refusal as encode(), before any weights load
+        raise ValueError(f"the given audio ({seconds:.4f} s from offset {float(offset):g} s) covers no whole audio "
+                         "latent (1/31.25 s) of the clip; give a longer sound or a smaller offset")
+    return inp
 
 
 def read_audio_file(path: str | os.PathLike) -> tuple[torch.Tensor, int]:

@@ -20,6 +20,7 @@ from ovi_core import sizes
 from ovi_core.conditioning import ranges
 from ovi_core.conditioning.audio_in import AudioInput, prepare_audio
 from ovi_core.conditioning.video_in import VideoInput, prepare_video
+from ovi_core.io.files import regular_file
 from ovi_core.sampling.guides import Guide
 
 logger = logging.getLogger(__name__)
@@ -45,9 +46,7 @@ def read_latents_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
     """``(video [1, 48, F, h, w], audio [1, L, 20], metadata)`` from an OviSaveLatents file (safetensors)."""
     from safetensors import safe_open
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"latents file not found: {path!r}")
+    path = regular_file(path, "latents file")
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
@@ -56,8 +55,16 @@ def read_latents_file(path: str | os.PathLike) -> tuple[torch.Tensor, torch.Tens
                 raise ValueError(f"{path!r} is not an Ovi latents file (tensors {sorted(keys)}; expected video and "
                                  f"audio). Metadata: {json.dumps(meta)[:200]}")
             video, audio = f.get_tensor("video").float(), f.get_tensor("audio").float()
-    except (OSError, RuntimeError) as e:  # safetensors raises these on a file that is not safetensors
-        raise ValueError(f"cannot read {path!r} as saved latents (safetensors): {e}") from e
+    except ValueError:
+        raise
+    except Exception as e:  # noqa: BLE001  (SafetensorError, OSError, RuntimeError: damaged, random or pickled)
+        raise ValueError(f"cannot read {path!r} as saved Ovi latents ({type(e).__name__}: {e}): it is damaged or not "
+                         "a safetensors latents file (pickles are never read); give the *.ovi_latents.safetensors "
+                         "that generate or OviSaveLatents wrote, or the MP4") from None
+    for name, t in (("video", video), ("audio", audio)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path!r}: the {name} latents hold NaN or infinite values; the file is damaged, "
+                             "give another one")
     if video.ndim == 4:
         video = video[None]
     if audio.ndim == 2:

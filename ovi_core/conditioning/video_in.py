@@ -25,6 +25,7 @@ from ovi_core.sampling.guides import Guide, check_mode
 logger = logging.getLogger(__name__)
 
 MIN_SIDE = 16
+MAX_VIDEO_SECONDS = 60.0  # a guide or a clip to redo is at most 10 s; longer files are refused before they fill memory
 
 
 def to_24fps(frames: torch.Tensor, fps: float) -> torch.Tensor:
@@ -176,15 +177,10 @@ def prepare_video(
 
 
 def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
-    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``."""
-    import av
+    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``; at most :data:`MAX_VIDEO_SECONDS` of it."""
+    from ovi_core.io.media import read_video
 
-    from ovi_core.io.media import read_video_frames
-
-    frames = read_video_frames(path)
-    with av.open(os.fspath(path)) as c:
-        s = c.streams.video[0]
-        rate = s.average_rate or s.base_rate or s.guessed_rate
+    frames, rate = read_video(path, max_seconds=MAX_VIDEO_SECONDS)
     if not rate:
         raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate; give the frames and fps instead")
     return frames, float(rate)

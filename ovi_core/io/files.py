@@ -89,3 +89,29 @@ def atomic_path(path: str | os.PathLike, *, suffix: str = "") -> Iterator[str]:
                 with contextlib.suppress(OSError):
                     os.remove(tmp)
             raise
+
+
+def regular_file(path: str | os.PathLike, what: str = "file") -> str:
+    """``path`` as a string when it names a regular file (or a link to one) that can be read.
+
+    A missing path raises ``FileNotFoundError``; a folder, a FIFO, a socket or a device raises ``ValueError``
+    (opening a FIFO would wait forever for a writer); each message names ``what`` and the path and says what
+    to give instead. Nothing is opened.
+    """
+    import stat
+
+    p = os.fspath(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {p!r}; check the path.") from None
+    except OSError as e:
+        raise ValueError(f"{what} {p!r} cannot be read ({e.strerror or e}); check the path and its permissions.") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{what} {p!r} is a folder; give a file inside it.")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ValueError(f"{what} {p!r} is {kind}, not a regular file; save the data to a file and give that.")
+    if not os.access(p, os.R_OK):
+        raise ValueError(f"{what} {p!r} is not readable (permission denied); fix its permissions.")
+    return p

@@ -77,6 +77,16 @@ def load_latents(path: str | os.PathLike):
         raise ValueError(f"{path!r}: video latent has shape {tuple(video.shape)}, expected [B, 48, F, h, w].")
     if audio.dim() != 3 or audio.shape[-1] != AUDIO_LATENT_CHANNELS:
         raise ValueError(f"{path!r}: audio latent has shape {tuple(audio.shape)}, expected [B, L, 20].")
+    for name, t in (("video", video), ("audio", audio)):
+        if not t.is_floating_point():
+            raise ValueError(f"{path!r}: the {name} latent is {str(t.dtype).replace('torch.', '')}, not floating "
+                             "point; latents are float32/bfloat16 tensors. Give the file that generate wrote.")
+        if t.shape[0] != 1:
+            raise ValueError(f"{path!r}: the {name} latent holds a batch of {t.shape[0]} clips; one clip per file "
+                             "is decoded. Save each clip on its own.")
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{path!r}: the {name} latent holds NaN or infinite values; the file is damaged "
+                             "(or the run that wrote it diverged). Decoding it would give a black or noisy clip.")
     fps = ck.meta_int(meta, "ovi.fps", path=path, low=1, high=240, example="24")
     version = ck.meta_choice(meta, "ovi.version", path=path, choices=sizes.MODEL_SPECS)
     return AVLatents(video=video.float(), audio=audio.float(), version=version or "1.0", fps=fps or sizes.FPS)

@@ -6,6 +6,8 @@ destination only when complete, so an error or an interrupt never leaves a parti
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import logging
 import os
 import wave
@@ -16,7 +18,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from ovi_core.io.files import atomic_path
+from ovi_core.io.files import atomic_path, regular_file
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,8 @@ def write_mp4(
         path: destination ``.mp4`` (its folder must exist); replaced atomically when complete.
         frames: ``[F, H, W, 3]`` float in [0, 1] (clamped) or uint8, or an iterable of ``[H, W, 3]`` frames (written
             as they come, e.g. from a tiled decoder). Odd sides are padded by one replicated row/column.
-        waveform: ``[C, T]``, ``[1, C, T]`` (ComfyUI AUDIO) or ``[T]`` float in [-1, 1], C = 1 or 2, or None. It is
-            trimmed or zero-padded to the video's duration, ``F / fps`` seconds.
+        waveform: ``[C, T]``, ``[1, C, T]`` (ComfyUI AUDIO) or ``[T]`` float in [-1, 1] (clamped), C = 1 or 2, or
+            None. It is trimmed or zero-padded to the video's duration, ``F / fps`` seconds.
         fps: frame rate (Ovi: 24).
         sample_rate: audio sample rate (Ovi: 16000).
         crf: libx264 constant rate factor (lower = better; 18 is visually near-lossless).
@@ -126,7 +128,7 @@ def write_mp4(
         frame_iter: Iterable[torch.Tensor] = frames.unbind(0)
     else:
         frame_iter = frames
-    audio = _waveform_2d(waveform) if waveform is not None else None
+    audio = _waveform_2d(waveform).clamp(-1.0, 1.0) if waveform is not None else None  # AAC takes [-1, 1]
     path = os.fspath(path)
 
     with atomic_path(path, suffix=".mp4") as tmp:
@@ -205,58 +207,226 @@ def write_wav(path: str | os.PathLike, waveform: torch.Tensor, *, sample_rate: i
     return path
 
 
-def _open_input(path: str | os.PathLike):
-    av = _av()
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"media file not found: {path!r}")
+# Demuxers a media file may be read with: containers that hold their own streams and never open another file
+# or URL. Refused, among others: concat (ffconcat lists), hls/dash (playlists), image2 (file-name patterns),
+# tee/sdp/rtp and every network demuxer. Matched against each comma-separated part of FFmpeg's format name.
+ALLOWED_DEMUXERS = (
+    "mov", "mp4", "matroska", "webm", "wav", "flac", "mp3", "ogg", "aac", "avi",  # audio/video containers
+    "png_pipe", "jpeg_pipe", "webp_pipe", "bmp_pipe",  # single images (first frames)
+)
+MAX_AUDIO_CHANNELS = 32
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
+MAX_AUDIO_SECONDS = 1800.0  # 30 min: the longest input any command reads (long clips); a guide is refused far sooner
+MAX_FRAME_PIXELS = 8192 * 8192
+MAX_VIDEO_BYTES = 8 << 30  # decoded RGB frames held at once
+_KNOWN_REFUSED = ((b"ffconcat", "an FFmpeg concat list (ffconcat)"), (b"#EXTM3U", "an M3U/HLS playlist"),
+                  (b"<?xml", "an XML file (e.g. a DASH manifest)"), (b"v=0", "an SDP session description"))
+
+
+_attempts = itertools.count()
+
+
+def _refused_format(av, url: str, options: dict, path: str) -> str | None:
+    """When FFmpeg refused ``url`` because its detected format is not allowed: that format's name (from FFmpeg's
+    error log, captured during a second, equally safe, attempt), with a plain description for the usual suspects
+    (recognised by their first bytes even where FFmpeg did not); None when the failure was something else."""
+    logs = []
+    # PyAV holds back a log line equal to the previous one: a unique (inexistent) demuxer name keeps ours apart
+    nonce = f"refused{next(_attempts)}"
+    options = {**options, "format_whitelist": options["format_whitelist"] + "," + nonce}
+    old = av.logging.get_level()
     try:
-        return av.open(path, mode="r")
-    except av.error.FFmpegError as e:
-        raise ValueError(f"cannot read {path!r} as audio/video: {e}") from e
+        av.logging.set_level(av.logging.ERROR)
+        with av.logging.Capture() as logs:
+            try:
+                av.open(url, mode="r", options=options).close()
+            except av.error.FFmpegError:
+                pass
+    finally:
+        av.logging.set_level(old)
+    found = [name for _level, name, text in logs if "Format not on whitelist" in (text or "") and nonce in text]
+    name = (f"FFmpeg format {found[0]!r}" if found[0] else "an FFmpeg format") if found else None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        head = b""
+    for magic, what in _KNOWN_REFUSED:  # also when FFmpeg did not recognise it (an .m3u8 list named .wav)
+        if head.startswith(magic):
+            return f"{what} ({name})" if name else what
+    return name
 
 
-def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
-    """Decode the first audio stream of a file: ``(waveform float32 [C, T] in [-1, 1], sample_rate)``."""
+def open_media(path: str | os.PathLike, what: str = "media file"):
+    """Open a local media file for reading: the one way this project opens audio, video and images.
+
+    Only a regular local file (no URL, no ``concat:``/``subfile:`` protocol, no FIFO or folder) and only the
+    demuxers of :data:`ALLOWED_DEMUXERS`: a file whose content is a playlist or a concat list (whatever its name,
+    e.g. ``voice.wav``) would make FFmpeg read other files or URLs, so it is refused before any packet is read,
+    with a ``ValueError`` naming the detected format. Returns an open PyAV input container.
+    """
     av = _av()
-    with _open_input(path) as container:
+    path = regular_file(path, what)
+    url = "file:" + os.path.abspath(path)  # the file protocol, whatever prefix the name carries
+    options = {"protocol_whitelist": "file", "format_whitelist": ",".join(ALLOWED_DEMUXERS)}
+    try:
+        return av.open(url, mode="r", options=options)
+    except av.error.FFmpegError as e:
+        refused = _refused_format(av, url, options, path)
+        if refused:
+            raise ValueError(
+                f"{what} {path!r} is {refused}, which is not read for safety (it can make FFmpeg "
+                "read other files or URLs); give a plain audio/video file (mp4, mov, mkv, webm, wav, flac, mp3, "
+                "ogg, aac, m4a, avi) or image (png, jpeg, webp, bmp)"
+            ) from None
+        raise ValueError(f"cannot read {what} {path!r} as audio/video: {e}") from e
+
+
+def _is_known_layout(layout) -> bool:
+    return layout.name in ("mono", "stereo")
+
+
+def _frame_float(frame) -> np.ndarray:
+    """A decoded audio frame of any sample format -> float32 ``[C, n]`` in [-1, 1]."""
+    a = frame.to_ndarray()
+    c = len(frame.layout.channels)
+    a = a.reshape(c, -1) if frame.format.is_planar else a.reshape(-1, c).T
+    if a.dtype == np.uint8:
+        return (a.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(a.dtype, np.integer):
+        return (a.astype(np.float64) / float(-np.iinfo(a.dtype).min)).astype(np.float32)
+    return a.astype(np.float32)
+
+
+def read_audio(path: str | os.PathLike, *, max_seconds: float = MAX_AUDIO_SECONDS) -> tuple[torch.Tensor, int]:
+    """Decode the first audio stream of a file: ``(waveform float32 [C, T] in [-1, 1], sample_rate)``.
+
+    One or two channels come back as they are; more (5.1, 7.1, 8 unnamed channels, ...) are averaged to mono
+    frame by frame as they are decoded, so memory stays that of the mono result. Refused with a ``ValueError``:
+    more than :data:`MAX_AUDIO_CHANNELS` channels, a sample rate outside 1 kHz-768 kHz, more than ``max_seconds``.
+    """
+    av = _av()
+    p = os.fspath(path)
+    with open_media(p, "audio file") as container:
         if not container.streams.audio:
-            raise ValueError(f"{os.fspath(path)!r} has no audio stream")
+            raise ValueError(f"{p!r} has no audio stream")
         stream = container.streams.audio[0]
-        rate = stream.codec_context.sample_rate
-        layout = stream.codec_context.layout.name
-        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
-        chunks = []
+        cc = stream.codec_context
+        rate, channels = int(cc.sample_rate or 0), int(cc.channels or 0)
+        if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise ValueError(f"{p!r}: audio sample rate {rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz; "
+                             "convert it (e.g. to 48 kHz) first")
+        if not 1 <= channels <= MAX_AUDIO_CHANNELS:
+            raise ValueError(f"{p!r}: {channels} audio channels (at most {MAX_AUDIO_CHANNELS}); mix it down first")
+        limit = int(max_seconds * rate)
+        resampler = av.AudioResampler(format="fltp", layout=cc.layout.name, rate=rate) \
+            if _is_known_layout(cc.layout) else None
+        chunks, total = [], 0
+
+        def take(arr: np.ndarray) -> None:
+            nonlocal total
+            total += arr.shape[1]
+            if total > limit:
+                raise ValueError(f"{p!r}: the audio is longer than {max_seconds:g} s, the most read; trim it first")
+            chunks.append(arr)
+
         for frame in container.decode(stream):
+            if resampler is None:  # many or unnamed channels: own conversion, more than two averaged to mono
+                a = _frame_float(frame)
+                take(a if channels <= 2 else a.mean(axis=0, keepdims=True))
+                continue
             for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
-        for out in resampler.resample(None):
-            chunks.append(out.to_ndarray())
+                take(out.to_ndarray())
+        if resampler is not None:
+            for out in resampler.resample(None):
+                take(out.to_ndarray())
     if not chunks:
-        raise ValueError(f"{os.fspath(path)!r}: the audio stream is empty")
-    return torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32)), int(rate)
+        raise ValueError(f"{p!r}: the audio stream is empty")
+    if channels > 2:
+        logger.info("audio %s: %d channels averaged to mono", p, channels)
+    return torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32)), rate
 
 
-def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
-    """Decode the first video stream as RGB: uint8 ``[F, H, W, 3]`` (at most ``max_frames`` frames)."""
+def read_video(path: str | os.PathLike, max_frames: int | None = None, *,
+               max_seconds: float | None = None) -> tuple[torch.Tensor, float]:
+    """Decode the first video stream as RGB: ``(uint8 [F, H, W, 3], frames per second)``.
+
+    Every frame comes out at the size of the first one (a stream whose resolution changes part-way is scaled to
+    it, with a log line). A variable-frame-rate stream is placed on a constant grid at its average rate by the
+    frames' timestamps (each tick shows the frame on screen then), so frames land at their times. At most ``max_frames`` frames; a stream longer than ``max_seconds``, a frame of more than
+    :data:`MAX_FRAME_PIXELS` pixels or more than :data:`MAX_VIDEO_BYTES` of frames is refused with a ``ValueError``.
+    """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
-    frames = []
-    with _open_input(path) as container:
+    p = os.fspath(path)
+    frames: list[torch.Tensor] = []
+    with open_media(p, "video file") as container:
         if not container.streams.video:
-            raise ValueError(f"{os.fspath(path)!r} has no video stream")
-        for frame in container.decode(container.streams.video[0]):
+            raise ValueError(f"{p!r} has no video stream")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+        cc = stream.codec_context
+        if int(cc.width or 0) * int(cc.height or 0) > MAX_FRAME_PIXELS:
+            raise ValueError(f"{p!r}: video frames of {cc.width}x{cc.height} pixels are too large (at most "
+                             f"{MAX_FRAME_PIXELS} pixels); scale it down first")
+        size, resized = None, 0
+        times: list[float | None] = []
+        for frame in container.decode(stream):
+            hw = (int(frame.height), int(frame.width))
+            if size is None:
+                size = hw
+                if hw[0] * hw[1] > MAX_FRAME_PIXELS:
+                    raise ValueError(f"{p!r}: video frames of {hw[1]}x{hw[0]} pixels are too large (at most "
+                                     f"{MAX_FRAME_PIXELS} pixels); scale it down first")
+            elif hw != size:
+                if not resized:
+                    logger.warning("video %s: frame %d is %dx%d, scaled to the first frame's %dx%d (the size "
+                                   "changes part-way)", p, len(frames), hw[1], hw[0], size[1], size[0])
+                resized += 1
+                frame = frame.reformat(width=size[1], height=size[0])
+            if max_seconds is not None and frame.time is not None and float(frame.time) > max_seconds:
+                raise ValueError(f"{p!r}: the video is longer than {max_seconds:g} s, the most read; trim it first")
+            if (len(frames) + 1) * size[0] * size[1] * 3 > MAX_VIDEO_BYTES:
+                raise ValueError(f"{p!r}: more than {MAX_VIDEO_BYTES >> 30} GiB of decoded frames "
+                                 f"({len(frames)} frames of {size[1]}x{size[0]}); trim or scale it down first")
             frames.append(torch.from_numpy(frame.to_ndarray(format="rgb24")))
+            times.append(None if frame.time is None else float(frame.time))
             if max_frames is not None and len(frames) >= max_frames:
                 break
     if not frames:
-        raise ValueError(f"{os.fspath(path)!r}: the video stream has no frames")
-    return torch.stack(frames)
+        raise ValueError(f"{p!r}: the video stream has no frames")
+    out = torch.stack(frames)
+    idx = _constant_rate_index(times, float(rate)) if rate else None
+    if idx is not None:
+        logger.warning("video %s has a variable frame rate: its %d frames are placed by their timestamps on a "
+                       "constant %g fps grid (%d frames)", p, len(frames), float(rate), len(idx))
+        out = out[idx]
+    return out, float(rate) if rate else 0.0
+
+
+def _constant_rate_index(times: list[float | None], rate: float) -> list[int] | None:
+    """For frames shown at ``times`` (seconds), the frame on screen at each tick ``k / rate`` of a constant-rate
+    grid (a quarter frame of slack for timestamp rounding); None when the frames already lie on that grid (within
+    half a frame) or a timestamp is missing."""
+    if len(times) < 2 or rate <= 0 or any(t is None for t in times):
+        return None
+    t0, dt = times[0], 1.0 / rate
+    rel = [t - t0 for t in times]
+    if all(abs(r - i * dt) <= 0.5 * dt for i, r in enumerate(rel)) or any(b < a for a, b in zip(rel, rel[1:], strict=False)):
+        return None
+    ticks = int(round(rel[-1] * rate)) + 1
+    return [max(0, bisect.bisect_right(rel, k * dt + 0.25 * dt) - 1) for k in range(ticks)]
+
+
+def read_video_frames(path: str | os.PathLike, max_frames: int | None = None) -> torch.Tensor:
+    """Decode the first video stream as RGB: uint8 ``[F, H, W, 3]`` (at most ``max_frames`` frames); see
+    :func:`read_video`."""
+    return read_video(path, max_frames)[0]
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """``(height, width)`` of the first frame of an image (PNG, JPEG, WebP, ...); ValueError if it does not decode."""
-    with _open_input(path) as container:
+    with open_media(path, "image") as container:
         if not container.streams.video:
             raise ValueError(f"{os.fspath(path)!r} is not an image (no picture stream)")
         try:
@@ -277,7 +447,7 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> tor
     unchanged.
     """
     av = _av()
-    with _open_input(path) as container:
+    with open_media(path, "image") as container:
         if not container.streams.video:
             raise ValueError(f"{os.fspath(path)!r} is not an image (no picture stream)")
         try:

@@ -26,7 +26,7 @@ from ovi_core.longclip.plan import (
 )
 from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows
 from ovi_core.longclip.runner import WindowProgress, sample_windows
-from ovi_core.longclip.store import WindowStore, job_key, stored
+from ovi_core.longclip.store import WindowStore, job_key, stored, tensor_digest
 from ovi_core.longclip.stream import ClipStreamWriter
 from ovi_core.runtime.memory import dit_on_device, on_device, release_memory
 from ovi_core.sampling.settings import SamplingSettings
@@ -82,14 +82,18 @@ def generate_long_clip(
     wav: bool = False,
     progress: WindowProgress | None = None,
     check_interrupt: Callable[[], None] | None = None,
+    resume_key=None,
 ) -> LongClipResult:
     """Write a clip of ``seconds`` (>= 5) to ``out`` (MP4; with ``wav`` also ``<out>.wav``).
 
     ``prompts``: one for all windows or one per window (see :mod:`.prompts`); ``image``: first frame
     ``[H, W, 3]`` in [0, 1] for window 1; ``audio``: ``(waveform [C, T], sample_rate)``, a track for the clip
     (it guides every window it covers and is what the MP4 carries there); ``settings``: the sampling settings
-    (None: the official defaults). The other arguments are those of :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds) and the guides'
-    ``guide_mode``/``guide_until``. Everything is validated before any weights run.
+    (None: the official defaults). The other arguments are those of :meth:`OviPipeline.generate`, plus the plan's
+    ``overlap``/``crossfade`` (seconds) and the guides' ``guide_mode``/``guide_until``. Everything is validated
+    before any weights run. With ``windows_dir``, saved windows are reused only when every input matches: prompts,
+    settings (speed options included), the image's and the track's values, and ``resume_key`` (JSON-able; what
+    identifies the model: weights, fusion files, LoRAs).
     """
     from ovi_core.sampling.av import encode_image
 
@@ -113,10 +117,10 @@ def generate_long_clip(
     if windows_dir:
         key = job_key({"prompts": window_prompts, "seed": s.seed, "steps": s.steps, "solver": s.solver,
                        "shift": s.shift, "cfg": (s.video_guidance_scale, s.audio_guidance_scale), "slg": s.slg_layer,
-                       "size": (h, w),
-                       "plan": (plan.version, plan.overlap_latents, plan.num_windows), "image": image is not None,
-                       "audio": None if given is None else float(given.sum()), "negatives": (video_negative,
-                       audio_negative), "guides": (guide_mode, guide_until), "dtype": str(pipe.dtype)})
+                       "size": (h, w), "plan": (plan.version, plan.overlap_latents, plan.num_windows),
+                       "image": tensor_digest(image), "audio": tensor_digest(given),
+                       "negatives": (video_negative, audio_negative), "guides": (guide_mode, guide_until),
+                       "dtype": str(pipe.dtype), "speed": repr(s.speed), "model": resume_key})
         store = WindowStore(windows_dir, key=key)
     try:
         with on_device(pipe.text_encoder, dev, offload=off):

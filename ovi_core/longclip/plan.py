@@ -184,9 +184,9 @@ def plan_windows(
     if seconds > 3600:
         raise ValueError(f"{seconds:g} s is more than an hour; split the job into clips of at most 3600 s")
     fl, wf, la = spec.video_latent_frames, spec.frames, spec.audio_latent_length
-    o = overlap_latents_for(overlap_seconds)
     max_overlap = (fl - 1) // 2 * FRAMES_PER_LATENT / FPS  # at most half a window: seams never interleave
-    if not math.isfinite(overlap_seconds) or o < 3 or o > (fl - 1) // 2 + 1:
+    o = overlap_latents_for(overlap_seconds) if math.isfinite(overlap_seconds) else 0
+    if o < 3 or o > (fl - 1) // 2 + 1:
         raise ValueError(f"overlap must be between 1/3 s and {max_overlap:g} s for the {spec.seconds:.0f} s model "
                          f"({version}), got {overlap_seconds!r}; the default is {DEFAULT_OVERLAP_SECONDS:g} s")
     stride = FRAMES_PER_LATENT * (fl - o)

@@ -13,6 +13,8 @@ import os
 import re
 from collections.abc import Sequence
 
+from ovi_core.io.files import regular_file
+
 logger = logging.getLogger(__name__)
 
 SEPARATOR = re.compile(r"^\s*---+\s*$", re.MULTILINE)
@@ -34,11 +36,13 @@ def split_prompts(text: str) -> list[str]:
 
 def read_prompt_file(path: str | os.PathLike) -> list[str]:
     """The window prompts of a ``.txt`` file (see :func:`split_prompts`)."""
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"prompt file not found: {path!r}")
-    with open(path, encoding="utf-8-sig") as f:
-        prompts = split_prompts(f.read())
+    path = regular_file(path, "prompt file")
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            prompts = split_prompts(f.read())
+    except UnicodeDecodeError as e:
+        raise ValueError(f"prompt file {path!r} is not UTF-8 text (byte {e.object[e.start]:#04x} at position "
+                         f"{e.start}); save it as UTF-8 (e.g. 'iconv -f latin1 -t utf-8') and try again") from None
     if not prompts:
         raise ValueError(f"{path!r} has no prompts: write one prompt per line (or blocks separated by '---')")
     return prompts

@@ -25,6 +25,24 @@ def job_key(settings: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
+def tensor_digest(t) -> str | None:
+    """A short digest of a tensor's values (dtype, shape and bytes), for :func:`job_key`; None for None."""
+    if t is None:
+        return None
+    import torch
+
+    x = t.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{x.dtype}{tuple(x.shape)}".encode())
+    h.update(x.view(torch.uint8).numpy().tobytes() if x.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
+    """``(absolute path, size, mtime in ns)`` of a file: a file changed in place gets another identity."""
+    st = os.stat(path)
+    return os.path.abspath(os.fspath(path)), st.st_size, st.st_mtime_ns
+
+
 class WindowStore:
     """``load(k)`` / ``save(k, latents)`` of the windows of one job in ``folder``."""
 

@@ -85,7 +85,7 @@ class ClipStreamWriter:
     # -- audio ----------------------------------------------------------------------------------
 
     def _add_samples(self, samples: torch.Tensor) -> None:
-        s = media._waveform_2d(samples)
+        s = media._waveform_2d(samples).clamp(-1.0, 1.0)  # AAC and WAV both take [-1, 1], as write_mp4
         if self._channels is None:
             self._channels = s.shape[0]
             self._pending = torch.zeros(self._channels, 0)
@@ -100,7 +100,7 @@ class ClipStreamWriter:
             raise ValueError(f"samples have {s.shape[0]} channels, earlier ones had {self._channels}")
         self._pending = torch.cat([self._pending, s], dim=1)
         if self._wav is not None:
-            pcm = (s.clamp(-1, 1) * 32767).to(torch.int16).t().contiguous().numpy()
+            pcm = (s * 32767).to(torch.int16).t().contiguous().numpy()
             self._wav.writeframes(pcm.astype("<i2").tobytes())
 
     def _open_audio(self) -> None:

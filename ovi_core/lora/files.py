@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
+from ovi_core.io.files import regular_file
 from ovi_core.lora import keys as lora_keys
 from ovi_core.lora.network import LoRANetwork
 from ovi_core.lora.targets import LoRAConfig, unwrap_model
@@ -77,13 +78,37 @@ def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | No
     fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
     from ovi_core.io import checkpoints as ck
 
-    if not os.path.isfile(os.fspath(path)):
-        raise FileNotFoundError(f"LoRA file not found: {os.fspath(path)!r}.")
+    regular_file(path, "LoRA file")
     infos = ck.peek(path)
     try:
-        return lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
+        km = lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
     except ValueError as e:
         raise ValueError(f"{os.path.basename(os.fspath(path))}: {e}") from None
+    check_lora_values(path)
+    return km
+
+
+MAX_ALPHA = 65536.0  # alpha is usually the rank (4-256) or 1; beyond this the file is damaged
+
+
+def check_lora_values(path: str | os.PathLike) -> None:
+    """Every tensor of a LoRA file is finite and every ``alpha`` a number in (0, MAX_ALPHA]: read once, tensor by
+    tensor for safetensors (a LoRA is small next to the model), before any weights load. ``ValueError`` naming the
+    file and the first bad tensor."""
+    check_values(read_lora(path)[0], name=os.path.basename(os.fspath(path)))
+
+
+def check_values(sd: Mapping[str, torch.Tensor], *, name: str) -> None:
+    """The checks of :func:`check_lora_values` on tensors already read (``name``: the file, for the message)."""
+    for key, t in sd.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name}: tensor {key!r} holds NaN or infinite values; the LoRA is damaged (or its "
+                             "training diverged). Use an earlier checkpoint of it.")
+        if key.endswith(".alpha") and t.numel() == 1:
+            a = float(t.float().reshape(()))
+            if not 0 < a <= MAX_ALPHA:
+                raise ValueError(f"{name}: {key!r} is {a:g}; a LoRA alpha is a number above 0 and at most "
+                                 f"{MAX_ALPHA:g} (usually the rank). The file is damaged.")
 
 
 def read_lora_for(model: nn.Module, path: str | os.PathLike, *, towers: str | Iterable[str] | None = None
@@ -91,6 +116,7 @@ def read_lora_for(model: nn.Module, path: str | os.PathLike, *, towers: str | It
     """Read a LoRA file, map its keys onto ``model`` and check that they fit (``ValueError`` otherwise).
     Returns the tensors, the metadata and the key map (matched / unmatched keys)."""
     sd, meta = read_lora(path)
+    check_values(sd, name=os.path.basename(os.fspath(path)))
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     try:
         km = lora_keys.map_lora_keys(shapes, towers=towers)

@@ -7,6 +7,8 @@ it as ``<module>.scale_weight``, and an empty ``scaled_fp8`` tensor marking the 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
@@ -29,11 +31,16 @@ def to_scaled_fp8(w: torch.Tensor, dtype: torch.dtype = torch.float8_e4m3fn) -> 
 
 
 def scale_value(t: torch.Tensor, *, name: str) -> float:
-    """A ``scale_weight`` tensor (one value) as a float; ``ValueError`` for per-channel scales."""
+    """A ``scale_weight`` tensor (one value) as a float; ``ValueError`` for per-channel scales and for a scale that
+    is not a finite positive number (0 would zero the layer without a word, NaN/Inf would poison every output)."""
     if t.numel() != 1:
         raise ValueError(f"{name!r} holds {t.numel()} values; only per-tensor scale_weight (one value) is "
                          "supported.")
-    return float(t.float().reshape(()))
+    v = float(t.float().reshape(()))
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name!r} is {v}; a scale_weight must be a finite number above 0. The file is damaged "
+                         "or was written wrongly: quantize it again (`python -m ovi_core quantize`).")
+    return v
 
 
 __all__ = ["FP8_MAX", "SCALE_SUFFIX", "ALT_SCALE_SUFFIX", "MARKER", "scale_for", "to_scaled_fp8", "scale_value"]

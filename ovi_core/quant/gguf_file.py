@@ -143,6 +143,11 @@ def read_gguf_index(path: str | os.PathLike) -> tuple[dict[str, GGUFTensor], dic
             else:
                 shape = tuple(int(v) for v in reversed(t.shape.tolist()))
             nb = int(t.n_bytes)
+            n, (per_block, block_bytes) = int(t.n_elements), ggml.BLOCK[qtype]
+            if math.prod(shape) != n or n % per_block or nb != n // per_block * block_bytes or min(shape, default=1) < 1:
+                raise ValueError(f"{path!r}: tensor {t.name!r} claims shape {list(shape)} but stores {n} "
+                                 f"{t.tensor_type.name} values in {nb} bytes; the file is damaged or was written "
+                                 "wrongly. Re-quantize with `python -m ovi_core quantize`.")
             if t.data_offset + nb > size:
                 raise ValueError(f"{path!r} is truncated (tensor {t.name!r} ends past the file); download it again.")
             out[t.name] = GGUFTensor(t.name, qtype, shape, int(t.data_offset), nb)

@@ -146,10 +146,10 @@ def cover_size(height: int, width: int, *, size: tuple[int, int]) -> tuple[int, 
 
 def probe_size(path: str) -> tuple[int, int]:
     """``(height, width)`` of the clip's first video stream, from its header (nothing decoded)."""
-    import av
+    from ovi_core.io.media import open_media
 
     try:
-        with av.open(path) as container:
+        with open_media(path, "training clip") as container:
             streams = container.streams.video
             cc = streams[0].codec_context if streams else None
             h, w = (int(cc.height or 0), int(cc.width or 0)) if cc is not None else (0, 0)
@@ -183,13 +183,13 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None
     float32 at its own sample rate: enough for ``audio_latents`` audio latents (``L * 512`` samples at 16 kHz,
     exact), or ``audio_seconds``. ``size`` ``(h, w)``: frames larger than needed to cover it are scaled down
     while decoding. ``ValueError`` when too short or without audio."""
-    import av
+    from ovi_core.io.media import open_media
 
     if (audio_seconds is None) == (audio_latents is None):
         raise ValueError("give audio_seconds or audio_latents")
 
     try:
-        container = av.open(path)
+        container = open_media(path, "training clip")
     except Exception as e:  # noqa: BLE001 (PyAV raises many error types)
         raise ValueError(f"cannot open: {type(e).__name__}: {e}") from e
     with container:
@@ -200,8 +200,13 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None
         vstream = container.streams.video[0]
         pics: list[tuple[float, torch.Tensor]] = []
         need_t = (frames - 1) / fps
+        first_hw = None
         for frame in container.decode(vstream):
             t = float(frame.time) if frame.time is not None else len(pics) / float(vstream.average_rate or fps)
+            hw = (int(frame.height), int(frame.width))
+            first_hw = first_hw or hw
+            if hw != first_hw:  # the size changes part-way: scale to the first frame's, so the frames stack
+                frame = frame.reformat(width=first_hw[1], height=first_hw[0])
             pics.append((t, _to_rgb(frame, size)))
             if t >= need_t + 1.0 / fps:
                 break
@@ -218,7 +223,7 @@ def read_clip(path: str, *, frames: int, fps: float, audio_seconds: float | None
         idx.append(int(torch.searchsorted(times, torch.tensor([tk], dtype=torch.float64), right=True).item()) - 1)
     video = torch.stack([pics[max(0, i)][1] for i in idx])  # [F, H, W, 3]
 
-    with av.open(path) as container:
+    with open_media(path, "training clip") as container:
         astream = container.streams.audio[0]
         sr = int(astream.rate or astream.codec_context.sample_rate)
         if audio_latents is not None:
