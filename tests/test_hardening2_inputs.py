@@ -267,6 +267,7 @@ def test_windows_dir_resumes_only_the_same_inputs(tmp_path):
     """Saved windows were reused after the image's content (or the LoRAs, fusion file, speed options) changed."""
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.pipeline import OviPipeline
+    from ovi_core.sampling.settings import SamplingSettings
     from ovi_core.tiny import write_tiny_weights
 
     root = str(tmp_path / "w")
@@ -277,7 +278,8 @@ def test_windows_dir_resumes_only_the_same_inputs(tmp_path):
 
     def run(image, **kw):
         sampled.clear()
-        generate_long_clip(pipe, [PROMPT], seconds=8, out=out, steps=1, seed=5, windows_dir=store, image=image,
+        settings = SamplingSettings(steps=1, seed=5, speed=kw.pop("speed", None))
+        generate_long_clip(pipe, [PROMPT], seconds=8, out=out, settings=settings, windows_dir=store, image=image,
                            progress=lambda win, wins, step, steps: sampled.append(win), **kw)
         return sorted(set(sampled))
 
