@@ -8,6 +8,7 @@ file) saying what to do, and returns the normalised value where there is one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from ovi_core import sizes
@@ -163,12 +164,16 @@ def _check_folder_writable(folder: str, *, what: str) -> None:
         raise ValueError(f"Cannot write {what}: {base!r} is not writable; choose another output path.")
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
 def check_filename_prefix(prefix: str, *, output_dir: str | None = None) -> None:
     """A ComfyUI ``filename_prefix``: a relative name that stays inside the output folder.
 
-    Refuses absolute paths, drive letters, ``..`` components and NUL characters; with ``output_dir`` also
-    resolves symbolic links, so a link inside the output folder that points elsewhere is refused too.
-    Raises ``ValueError``; returns None.
+    Refuses absolute paths (``/x``, ``\\\\server\\x``), names starting with a drive letter (``C:x``), ``..``
+    components and NUL characters; a ``:`` elsewhere is fine (``%date:yyyy-MM-dd%`` or an expanded time), except
+    on Windows, where file names cannot hold one. With ``output_dir`` also resolves symbolic links, so a link inside
+    the output folder that points elsewhere is refused too. Raises ``ValueError``; returns None.
     """
     if not isinstance(prefix, str):
         raise ValueError(f"filename_prefix must be a string, got {type(prefix).__name__}.")
@@ -177,9 +182,15 @@ def check_filename_prefix(prefix: str, *, output_dir: str | None = None) -> None
     if "\x00" in text:
         raise ValueError(f"filename_prefix {prefix!r} contains a NUL character{hint}.")
     parts = text.replace("\\", "/").split("/")
-    if os.path.isabs(text) or text.startswith(("/", "\\")) or ":" in text:
-        raise ValueError(f"filename_prefix {prefix!r} is an absolute path or has a drive; it must stay inside the "
-                         f"output folder{hint}.")
+    if os.path.isabs(text) or text.startswith(("/", "\\")):
+        raise ValueError(f"filename_prefix {prefix!r} is an absolute path; it must stay inside the output "
+                         f"folder{hint}.")
+    if _DRIVE.match(text):
+        raise ValueError(f"filename_prefix {prefix!r} starts with a drive letter; it must stay inside the output "
+                         f"folder{hint}.")
+    if os.name == "nt" and ":" in text:
+        raise ValueError(f"filename_prefix {prefix!r} contains ':', which Windows file names cannot hold (a "
+                         f"%date:...% token is expanded before this check){hint}.")
     if ".." in parts:
         raise ValueError(f"filename_prefix {prefix!r} contains '..'; it must stay inside the output folder{hint}.")
     if output_dir is not None:

@@ -1,0 +1,87 @@
+"""What a ComfyUI user meets in the first hour: core's file-name tokens, trimming guides in the graph, readable
+nodes, long-clip prompt plans and draft sizes (issue 25)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from nodes import NODE_CLASS_MAPPINGS
+from ovi_core import validate
+from ovi_core.io.prefix import expand_prefix, format_date
+
+NOW = time.struct_time((2026, 3, 4, 5, 6, 7, 2, 63, -1))
+
+# ----------------------------------------------------------------------------------------------
+# Item 6: filename_prefix like core's save nodes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_date_tokens_like_the_frontend():
+    assert format_date("yyyy-MM-dd", NOW) == "2026-03-04"
+    assert format_date("yy.M.d h:m:s", NOW) == "26.3.4 5:6:7"
+    assert format_date("hhmmss", NOW) == "050607"
+    assert format_date("yyy", NOW) == "yyy"  # the frontend keeps what it does not know
+
+
+def test_expand_prefix_core_tokens():
+    got = expand_prefix("Ovi/%date:yyyy-MM-dd%/clip_%width%x%height%_%year%%month%%day%-%hour%%minute%%second%",
+                        width=1280, height=704, now=NOW)
+    assert got == "Ovi/2026-03-04/clip_1280x704_20260304-050607"
+    assert expand_prefix("Ovi/%unknown%/%a.b%", now=NOW) == "Ovi/%unknown%/%a.b%"
+    assert expand_prefix("plain/name") == "plain/name"
+
+
+def test_expand_prefix_node_widget_from_the_prompt():
+    prompt = {"3": {"class_type": "OviJointSampler", "_meta": {"title": "Sampler"}, "inputs": {"seed": 42,
+                                                                                             "model": ["1", 0]}},
+              "5": {"class_type": "OviTextEncode", "inputs": {"text": "a/b:c"}}}
+    assert expand_prefix("x_%Sampler.seed%", prompt=prompt) == "x_42"
+    assert expand_prefix("x_%OviTextEncode.text%", prompt=prompt) == "x_a_b_c"  # the frontend's unsafe chars
+    assert expand_prefix("x_%Sampler.model%", prompt=prompt) == "x_%Sampler.model%"  # a link has no value
+
+
+@pytest.mark.parametrize("prefix", ["Ovi/%date:yyyy-MM-dd%/clip", "Ovi/2026-03-04 05:06/clip", "ab:c"])
+def test_colon_is_not_a_drive(prefix, tmp_path):
+    if os.name == "nt":
+        pytest.skip("Windows file names cannot hold ':'")
+    validate.check_filename_prefix(prefix, output_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize(("prefix", "reason"), [("/etc/x", "absolute path"), ("C:\\x", "drive letter"),
+                                                ("c:x", "drive letter"), ("Ovi/../../x", "'..'")])
+def test_refusals_say_the_right_reason(prefix, reason):
+    with pytest.raises(ValueError, match="filename_prefix") as e:
+        validate.check_filename_prefix(prefix)
+    assert reason in str(e.value)
+
+
+@pytest.mark.parametrize("node", ["OviSaveVideo", "OviSaveLatents"])
+def test_save_nodes_accept_date_tokens_at_queue_time(node, tmp_path, monkeypatch):
+    monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path))
+    validate_inputs = NODE_CLASS_MAPPINGS[node].VALIDATE_INPUTS
+    assert validate_inputs(filename_prefix="Ovi/%date:yyyy-MM-dd%/clip") is True
+    assert "absolute path" in validate_inputs(filename_prefix="/abs/%date:yyyy%")
+
+
+def test_save_video_names_the_file_with_its_size_and_date(tmp_path, monkeypatch):
+    monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path))
+    frames = torch.rand(3, 32, 48, 3)
+    with torch.inference_mode():
+        path = NODE_CLASS_MAPPINGS["OviSaveVideo"]().save(frames, 24.0, "Ovi/%date:yyyy%/c_%width%x%height%")
+    path = path["result"][1]
+    year = os.path.basename(os.path.dirname(path))
+    assert year.isdigit() and len(year) == 4
+    assert os.path.basename(path).startswith("c_48x32_")
+
+
+def test_save_latents_names_the_file_with_its_size(tmp_path, monkeypatch):
+    from ovi_core.io.latents import AVLatents
+
+    monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path))
+    lat = AVLatents(video=torch.randn(1, 48, 2, 4, 6), audio=torch.randn(1, 8, 20), version="1.1")
+    path = NODE_CLASS_MAPPINGS["OviSaveLatents"]().save(lat, "Ovi/l_%width%x%height%")["result"][0]
+    assert os.path.basename(path).startswith("l_96x64_")
