@@ -85,3 +85,56 @@ def test_save_latents_names_the_file_with_its_size(tmp_path, monkeypatch):
     lat = AVLatents(video=torch.randn(1, 48, 2, 4, 6), audio=torch.randn(1, 8, 20), version="1.1")
     path = NODE_CLASS_MAPPINGS["OviSaveLatents"]().save(lat, "Ovi/l_%width%x%height%")["result"][0]
     assert os.path.basename(path).startswith("l_96x64_")
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 5: trim in the graph
+# ----------------------------------------------------------------------------------------------
+
+
+def test_trim_audio_and_frames():
+    from ovi_core.conditioning.trim import trim_audio, trim_frames
+
+    w = torch.arange(100.0).view(1, 1, 100)  # 10 s at 10 Hz
+    assert trim_audio(w, 10) is w  # the defaults change nothing
+    assert trim_audio(w, 10, start=2.0)[0, 0].tolist() == list(range(20, 100))
+    assert trim_audio(w, 10, start=2.0, max_seconds=3.0)[0, 0].tolist() == list(range(20, 50))
+    assert trim_audio(w, 10, max_seconds=50.0).shape[-1] == 100
+    with pytest.raises(ValueError, match="past the end of the sound"):
+        trim_audio(w, 10, start=10.0)
+    with pytest.raises(ValueError, match="max_seconds"):
+        trim_audio(w, 10, max_seconds=-1.0)
+    f = torch.arange(48.0)  # 2 s at 24 fps
+    assert trim_frames(f, 24.0) is f
+    assert trim_frames(f, 24.0, start=0.5, max_seconds=0.25).tolist() == list(range(12, 18))
+    assert trim_frames(f, 12.5, start=0.1).tolist()[0] == 2  # the first frame shown at or after start
+    with pytest.raises(ValueError, match="past the end of the video"):
+        trim_frames(f, 24.0, start=2.0)
+
+
+def test_guide_inputs_checked_at_queue_time():
+    audio = NODE_CLASS_MAPPINGS["OviAudioGuide"].VALIDATE_INPUTS
+    video = NODE_CLASS_MAPPINGS["OviVideoGuide"].VALIDATE_INPUTS
+    assert audio(offset=1.0, seconds="5", start=0.0, max_seconds=0.0) is True
+    assert audio() is True  # linked inputs: checked when the node runs
+    assert "past the end of a 5 s clip" in audio(offset=6.0, seconds="5")
+    assert audio(offset=6.0, seconds="10") is True
+    assert "start" in audio(offset=0.0, seconds="auto", start=-1.0)
+    assert "offset" in audio(offset=11.0, seconds="auto")  # ComfyUI's own min/max check is skipped for it
+    assert "seconds must be one of" in audio(offset=0.0, seconds="7")
+    assert video(start=0.0, max_seconds=4.0) is True
+    assert "max_seconds" in video(start=0.0, max_seconds=-2.0)
+    opts = NODE_CLASS_MAPPINGS["OviVideoGuide"].INPUT_TYPES()["optional"]
+    assert opts["start"][1]["default"] == 0.0 and opts["max_seconds"][1]["default"] == 0.0
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.1-10s"])
+def test_length_errors_name_the_model(version):
+    from ovi_core.conditioning.audio_in import prepare_audio
+    from ovi_core.conditioning.video_in import prepare_video
+
+    with pytest.raises(ValueError, match=f"Ovi {version} holds") as e:
+        prepare_audio(torch.zeros(1, 16000 * 12), 16000, version=version)
+    assert f"a {version} clip" not in str(e.value)
+    with pytest.raises(ValueError, match=f"Ovi {version} holds at most"):
+        prepare_video(torch.zeros(300, 64, 64, 3), 24.0, version=version, area=960 * 960)
