@@ -122,7 +122,7 @@ V2A_PROMPT = (
     "A street at dusk, cars pass and a dog barks in the distance. <AUDCAP>Traffic hum, passing cars, a distant dog "
     "barking, light wind.<ENDAUDCAP>"
 )
-GUIDE = {"mode": "replace", "until": 1.0, "seconds": "auto"}
+GUIDE = {"mode": "replace", "until": 1.0, "seconds": "auto", "start": 0.0, "max_seconds": 0.0}
 
 
 def _guide_spec(kind: str) -> list[dict]:
