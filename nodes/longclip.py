@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from . import _comfy, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
-from .sampling import ASPECT_PRESETS, AUDIO_NEGATIVE, DEFAULT_PRESET, VIDEO_NEGATIVE
+from .sampling import (
+    ASPECT_PRESETS,
+    AUDIO_NEGATIVE,
+    AUDIO_NEGATIVE_LABEL,
+    DEFAULT_PRESET,
+    VIDEO_NEGATIVE,
+    VIDEO_NEGATIVE_LABEL,
+)
 
 DEFAULT_PROMPTS = (
     "A woman in a green coat walks through a night market and says <S>Have you tried the dumplings here?<E> "
@@ -35,35 +42,40 @@ class OviLongClipSampler:
                                       "tooltip": "Clip length; the output has round(24 * seconds) + 1 frames."}),
                 "aspect": (list(ASPECT_PRESETS), {"default": DEFAULT_PRESET,
                                                   "tooltip": "Frame shape, as on OviJointSampler."}),
-                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32,
-                                  "tooltip": "Width for the 'custom' aspect (rescaled to the model's area)."}),
-                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32,
-                                   "tooltip": "Height for the 'custom' aspect (rescaled to the model's area)."}),
+                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                  "tooltip": "Width, used only with the 'custom' aspect (rescaled to the model's "
+                                             "area)."}),
+                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                   "tooltip": "Height, used only with the 'custom' aspect (rescaled to the model's "
+                                              "area)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": "Sampling steps per window."}),
-                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "tooltip": "Flow-matching solver."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "advanced": True,
+                                                       "tooltip": "Flow-matching solver."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "advanced": True,
                                     "tooltip": "Timestep shift (official 5.0)."}),
                 "video_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Video guidance scale (official 4.0)."}),
                 "audio_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Audio guidance scale (official 3.0)."}),
-                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63,
+                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63, "advanced": True,
                                       "tooltip": "Skip-layer guidance block (official 11); -1 disables it."}),
                 "seed": ("INT", {"default": 103, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Seed of window 1; window k uses seed + k - 1."}),
             },
             "optional": {
-                "overlap": ("FLOAT", {"default": 2.0, "min": 0.35, "max": 5.0, "step": 0.05,
+                "overlap": ("FLOAT", {"default": 2.0, "min": 0.35, "max": 5.0, "step": 0.05, "advanced": True,
                                       "tooltip": "Seconds of picture and sound carried from each window into the next "
                                                  "(whole latent frames; at most half a window)."}),
-                "crossfade": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 4.0, "step": 0.05,
+                "crossfade": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 4.0, "step": 0.05, "advanced": True,
                                         "tooltip": "Seconds of the latent blend at each seam, inside the overlap."}),
-                "guide_mode": (["replace", "clean"], {"default": "replace",
+                "guide_mode": (["replace", "clean"], {"default": "replace", "advanced": True,
                                                       "tooltip": "How the carried part is held: replace (noised to "
                                                                  "each step's level) or clean (timestep 0)."}),
                 "video_negative": ("STRING", {"multiline": True, "default": VIDEO_NEGATIVE,
+                                              "placeholder": VIDEO_NEGATIVE_LABEL,
                                               "tooltip": "Negative prompt of the video tower."}),
                 "audio_negative": ("STRING", {"multiline": True, "default": AUDIO_NEGATIVE,
+                                              "placeholder": AUDIO_NEGATIVE_LABEL,
                                               "tooltip": "Negative prompt of the audio tower."}),
                 "image": ("IMAGE", {"tooltip": "Optional first frame of window 1 (needs video_vae)."}),
                 "video_vae": (OVI_VIDEO_VAE, {"tooltip": "Wan2.2 VAE, to encode the first frame."}),
@@ -77,6 +89,8 @@ class OviLongClipSampler:
 
     RETURN_TYPES = (OVI_LATENTS, "STRING")
     RETURN_NAMES = ("latents", "plan")
+    OUTPUT_TOOLTIPS = ("Latents of the whole clip; to OviDecodeVideo and OviDecodeAudio.",
+                       "The window plan as text: each window's time range and the prompt it used.")
     FUNCTION = "sample"
     CATEGORY = "Ovi"
     DESCRIPTION = ("Long clips: chained windows that carry picture and sound across every seam; the latents of the "

@@ -68,6 +68,7 @@ class OviSaveVideo:
 
     RETURN_TYPES = ("VIDEO", "STRING")
     RETURN_NAMES = ("video", "path")
+    OUTPUT_TOOLTIPS = ("The saved clip as a VIDEO, for core video nodes.", "Path of the written MP4 file.")
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = "Ovi/output"
@@ -124,6 +125,7 @@ class OviSaveLatents:
 
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Path of the written latents file.",)
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = "Ovi/latents"
@@ -182,6 +184,7 @@ class OviLoadLatents:
 
     RETURN_TYPES = (OVI_LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ("The loaded paired latents; to OviDecodeVideo / OviDecodeAudio or OviRedoGuide.",)
     FUNCTION = "load"
     CATEGORY = "Ovi/latents"
     DESCRIPTION = "Loads saved paired latents so a long run can be decoded later."

@@ -23,6 +23,9 @@ DEFAULT_PROMPT = (
 )
 VIDEO_NEGATIVE = "jitter, bad hands, blur, distortion"
 AUDIO_NEGATIVE = "robotic, muffled, echo, distorted"
+# shown in an empty negative box, so the two can be told apart
+VIDEO_NEGATIVE_LABEL = "video negative: what the picture should avoid (e.g. jitter, blur)"
+AUDIO_NEGATIVE_LABEL = "audio negative: what the sound should avoid (e.g. robotic, muffled)"
 
 # label -> (width, height); rescaled to the model's area keeping the aspect ratio (sides multiples of 32).
 # The official recommended sizes (H x W): 704x1280, 1280x704, 960x960, 512x992, 992x512, 960x512, 512x960,
@@ -71,10 +74,10 @@ class OviTextEncode:
                                "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0); the format is "
                                "converted to the model's version. Malformed tags are reported on the node."}),
                 "video_negative": ("STRING", {
-                    "multiline": True, "default": VIDEO_NEGATIVE,
+                    "multiline": True, "default": VIDEO_NEGATIVE, "placeholder": VIDEO_NEGATIVE_LABEL,
                     "tooltip": "Negative prompt for the video tower (official default)."}),
                 "audio_negative": ("STRING", {
-                    "multiline": True, "default": AUDIO_NEGATIVE,
+                    "multiline": True, "default": AUDIO_NEGATIVE, "placeholder": AUDIO_NEGATIVE_LABEL,
                     "tooltip": "Negative prompt for the audio tower (official default)."}),
             },
             "optional": {
@@ -87,6 +90,8 @@ class OviTextEncode:
 
     RETURN_TYPES = (OVI_CONDITIONING, "STRING")
     RETURN_NAMES = ("conditioning", "prompt_used")
+    OUTPUT_TOOLTIPS = ("Prompt and negative-prompt embeddings; to OviJointSampler.",
+                       "The prompt as encoded, after converting its audio caption to the model's format.")
     FUNCTION = "encode"
     CATEGORY = "Ovi"
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
@@ -148,25 +153,27 @@ class OviJointSampler:
                     "tooltip": "Frame shape. The size is rescaled to the model's area (720x720 for Ovi 1.0, "
                                "960x960 for 1.1) keeping the aspect ratio, sides multiples of 32. 'custom' uses "
                                "width and height. With an image input, the image's aspect wins."}),
-                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32,
-                                  "tooltip": "Width for the 'custom' aspect (rescaled to the model's area)."}),
-                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32,
-                                   "tooltip": "Height for the 'custom' aspect (rescaled to the model's area)."}),
+                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                  "tooltip": "Width, used only with the 'custom' aspect (rescaled to the model's "
+                                             "area); ignored for every other aspect."}),
+                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                   "tooltip": "Height, used only with the 'custom' aspect (rescaled to the model's "
+                                              "area); ignored for every other aspect."}),
                 "seconds": (["auto", "5", "10"], {
                     "default": "auto",
                     "tooltip": "Clip length: 5 s (121 frames) or 10 s (241 frames). auto: what the model was "
                                "trained for. 10 s needs Ovi 1.1 (model_960x960_10s.safetensors is trained for it)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200,
                                   "tooltip": "Sampling steps (official 50; 30-40 is faster)."}),
-                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc",
+                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "advanced": True,
                                                        "tooltip": "Flow-matching solver (official: unipc)."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "advanced": True,
                                     "tooltip": "Timestep shift of the flow schedule (official 5.0)."}),
                 "video_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Classifier-free guidance scale of the video tower (official 4.0)."}),
                 "audio_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Classifier-free guidance scale of the audio tower (official 3.0)."}),
-                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63,
+                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63, "advanced": True,
                                       "tooltip": "Skip-layer guidance: fused block dropped in the negative pass "
                                                  "(official 11); -1 or 0 disables it."}),
                 "seed": ("INT", {"default": 103, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -193,6 +200,7 @@ class OviJointSampler:
 
     RETURN_TYPES = (OVI_LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ("Paired video + audio latents; to OviDecodeVideo and OviDecodeAudio (or OviSaveLatents).",)
     FUNCTION = "sample"
     CATEGORY = "Ovi"
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."

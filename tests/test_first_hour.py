@@ -138,3 +138,34 @@ def test_length_errors_name_the_model(version):
     assert f"a {version} clip" not in str(e.value)
     with pytest.raises(ValueError, match=f"Ovi {version} holds at most"):
         prepare_video(torch.zeros(300, 64, 64, 3), 24.0, version=version, area=960 * 960)
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 7: readable nodes
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(NODE_CLASS_MAPPINGS))
+def test_every_node_explains_its_outputs(name):
+    cls = NODE_CLASS_MAPPINGS[name]
+    tips = getattr(cls, "OUTPUT_TOOLTIPS", None)
+    assert isinstance(tips, tuple) and len(tips) == len(cls.RETURN_TYPES), name
+    assert all(isinstance(t, str) and len(t) > 10 for t in tips), tips
+
+
+@pytest.mark.parametrize("name", ["OviJointSampler", "OviLongClipSampler"])
+def test_sampler_marks_advanced_inputs_and_keeps_common_ones_plain(name):
+    spec = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    advanced = {k for k, v in inputs.items() if len(v) > 1 and v[1].get("advanced")}
+    assert {"width", "height", "solver", "shift", "slg_layer"} <= advanced
+    assert not advanced & {"aspect", "seconds", "steps", "video_cfg", "audio_cfg", "seed"}
+    assert "custom" in inputs["width"][1]["tooltip"]
+
+
+@pytest.mark.parametrize("name", ["OviTextEncode", "OviLongClipSampler"])
+def test_negative_boxes_have_labels(name):
+    spec = NODE_CLASS_MAPPINGS[name].INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    video, audio = inputs["video_negative"][1]["placeholder"], inputs["audio_negative"][1]["placeholder"]
+    assert video.startswith("video negative") and audio.startswith("audio negative")
