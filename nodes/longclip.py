@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import _comfy, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 from .sampling import (
@@ -36,8 +38,9 @@ class OviLongClipSampler:
                 "prompts": ("STRING", {
                     "multiline": True, "default": DEFAULT_PROMPTS,
                     "tooltip": "One prompt per window: one per line, or blocks separated by a line '---'. One prompt "
-                               "serves every window; fewer than windows: the last one carries on. Put each "
-                               "window's speech in its own <S>...<E>."}),
+                               "serves every window; fewer than windows: they are spread over the clip by time "
+                               "(3 prompts, 6 windows: 1, 1, 2, 2, 3, 3). The node shows the window -> prompt "
+                               "plan before sampling. Put each window's speech in its own <S>...<E>."}),
                 "seconds": ("FLOAT", {"default": 20.0, "min": 5.0, "max": 3600.0, "step": 0.5,
                                       "tooltip": "Clip length; the output has round(24 * seconds) + 1 frames."}),
                 "aspect": (list(ASPECT_PRESETS), {"default": DEFAULT_PRESET,
@@ -103,7 +106,12 @@ class OviLongClipSampler:
         from ovi_core import sizes
         from ovi_core.longclip.job import prepare_audio
         from ovi_core.longclip.plan import plan_windows
-        from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows, split_prompts
+        from ovi_core.longclip.prompts import (
+            describe_prompt_plan,
+            encode_window_prompts,
+            prompts_for_windows,
+            split_prompts,
+        )
         from ovi_core.longclip.runner import sample_long_clip
         from ovi_core.sampling.av import encode_image
 
@@ -116,11 +124,12 @@ class OviLongClipSampler:
             raise ValueError("An audio track is connected but no audio_vae: connect OviAudioVAELoader.")
         plan = plan_windows(float(seconds), version=model.version, overlap_seconds=float(overlap),
                             crossfade_seconds=float(crossfade))
-        window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows)
+        window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
         given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan) if audio is not None else None
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
         height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
-        _comfy.show_text(unique_id, "Ovi long clip: " + plan.describe())
+        plan_text = "Ovi long clip: " + plan.describe() + "\n" + describe_prompt_plan(plan, window_prompts)
+        _comfy.show_text(unique_id, plan_text, level=logging.INFO)  # on the node before anything is sampled
 
         with _runtime.placed(text_encoder) as te:
             conds = encode_window_prompts(te, window_prompts, video_negative=video_negative,
@@ -148,7 +157,7 @@ class OviLongClipSampler:
                 guide_mode=guide_mode, device=model.device, dtype=model.dtype, progress=progress,
                 check_interrupt=_comfy.check_interrupt,
             )
-        return (latents, plan.describe())
+        return (latents, plan_text)
 
 
 NODE_CLASS_MAPPINGS = {"OviLongClipSampler": OviLongClipSampler}

@@ -169,3 +169,50 @@ def test_negative_boxes_have_labels(name):
     inputs = {**spec["required"], **spec.get("optional", {})}
     video, audio = inputs["video_negative"][1]["placeholder"], inputs["audio_negative"][1]["placeholder"]
     assert video.startswith("video negative") and audio.startswith("audio negative")
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 4: long-clip prompts spread by time, and the plan shown before sampling
+# ----------------------------------------------------------------------------------------------
+
+
+def test_prompts_spread_over_windows_by_time():
+    from ovi_core.longclip.plan import plan_windows
+    from ovi_core.longclip.prompts import describe_prompt_plan, prompts_for_windows
+
+    plan = plan_windows(20.0, version="1.1")
+    assert plan.num_windows == 6
+    assert prompts_for_windows(["a", "b", "c"], 6, plan=plan) == ["a", "a", "b", "b", "c", "c"]
+    assert prompts_for_windows(["a", "b", "c"], 6) == ["a", "a", "b", "b", "c", "c"]
+    assert prompts_for_windows(["a", "b"], 6, plan=plan) == ["a"] * 3 + ["b"] * 3
+    assert prompts_for_windows(["x"], 6, plan=plan) == ["x"] * 6  # one prompt: as before
+    six = list("abcdef")
+    assert prompts_for_windows(six, 6, plan=plan) == six
+    text = describe_prompt_plan(plan, prompts_for_windows(["first " * 20, "b", "c"], 6, plan=plan))
+    lines = text.splitlines()
+    assert len(lines) == 6 and lines[0].startswith("window 1 (0.00-5.04 s): prompt 1: first first")
+    assert lines[0].endswith("...") and lines[5].startswith("window 6 (15.00-20.04 s): prompt 3: c")
+
+
+def test_long_clip_node_shows_the_prompt_plan_before_sampling(monkeypatch):
+    """The text reaches the node before any weights run: here the model is a stub and sampling never starts."""
+    import nodes.longclip as longclip_node
+
+    shown = []
+
+    class Stop(Exception):
+        pass
+
+    def show_text(node_id, text, **kw):
+        shown.append(text)
+        raise Stop  # stop right after the plan is shown
+
+    monkeypatch.setattr(longclip_node._comfy, "show_text", show_text)
+    model = type("M", (), {"version": "1.1", "target_area": 960 * 960})()
+    with pytest.raises(Stop):
+        longclip_node.OviLongClipSampler().sample(
+            model, None, "one\n---\ntwo\n---\nthree", 20.0, "16:9 landscape (1280x704)", 1280, 704, 1, "unipc",
+            5.0, 4.0, 3.0, 11, 1, unique_id="5")
+    assert "6 window(s)" in shown[0]
+    assert [ln.split(": prompt ")[1] for ln in shown[0].splitlines()[1:]] == ["1: one", "1: one", "2: two",
+                                                                             "2: two", "3: three", "3: three"]

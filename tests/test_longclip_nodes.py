@@ -38,7 +38,13 @@ def test_long_clip_workflow_is_valid_and_loadable():
     s = next(n for n in _load(PAIR[1]).values() if n["class_type"] == "OviLongClipSampler")["inputs"]
     assert (s["steps"], s["solver"], s["shift"], s["video_cfg"], s["audio_cfg"], s["slg_layer"], s["seed"]) == (
         50, "unipc", 5.0, 4.0, 3.0, 11, 103)
-    assert s["prompts"].count("\n---\n") == 2
+    # one prompt per window of the clip it asks for (the workflow loads the 5 s model)
+    from ovi_core.longclip.plan import plan_windows
+    from ovi_core.longclip.prompts import split_prompts
+
+    loader = next(n for n in _load(PAIR[1]).values() if n["class_type"] == "OviFusionModelLoader")["inputs"]
+    assert loader["model"].endswith("model_960x960.safetensors")
+    assert len(split_prompts(s["prompts"])) == plan_windows(s["seconds"], version="1.1").num_windows == 6
 
 
 def test_long_clip_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch):

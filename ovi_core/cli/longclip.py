@@ -146,7 +146,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         audio = read_audio(args.audio)
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
-    prompts_for_windows(prompts, plan.num_windows)
+    prompts_for_windows(prompts, plan.num_windows, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
     pipe = OviPipeline.from_weights(

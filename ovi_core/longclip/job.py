@@ -100,7 +100,7 @@ def generate_long_clip(
     from ovi_core.sampling.av import encode_image
 
     plan = plan_windows(seconds, version=pipe.version, overlap_seconds=overlap, crossfade_seconds=crossfade)
-    window_prompts = prompts_for_windows(prompts, plan.num_windows)
+    window_prompts = prompts_for_windows(prompts, plan.num_windows, plan=plan)
     if guide_mode not in ("replace", "clean"):
         raise ValueError(f"guide mode must be 'replace' or 'clean', got {guide_mode!r}")
     if steps < 1:
