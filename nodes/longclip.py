@@ -13,6 +13,7 @@ from .sampling import (
     DEFAULT_PRESET,
     VIDEO_NEGATIVE,
     VIDEO_NEGATIVE_LABEL,
+    preset_size,
 )
 
 DEFAULT_PROMPTS = (
@@ -103,7 +104,6 @@ class OviLongClipSampler:
                audio_cfg, slg_layer, seed, overlap=2.0, crossfade=0.5, guide_mode="replace",
                video_negative=VIDEO_NEGATIVE, audio_negative=AUDIO_NEGATIVE, image=None, video_vae=None, audio=None,
                audio_vae=None, unique_id=None):
-        from ovi_core import sizes
         from ovi_core.longclip.job import prepare_audio
         from ovi_core.longclip.plan import plan_windows
         from ovi_core.longclip.prompts import (
@@ -115,8 +115,7 @@ class OviLongClipSampler:
         from ovi_core.longclip.runner import sample_long_clip
         from ovi_core.sampling.av import encode_image
 
-        if aspect not in ASPECT_PRESETS:
-            raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         if image is not None and video_vae is None:
             raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader (the first frame is "
                              "encoded with the Wan2.2 VAE).")
@@ -126,9 +125,12 @@ class OviLongClipSampler:
                             crossfade_seconds=float(crossfade))
         window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
         given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan) if audio is not None else None
-        w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
-        height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         plan_text = "Ovi long clip: " + plan.describe() + "\n" + describe_prompt_plan(plan, window_prompts)
+        if draft and image is None:
+            from ovi_core.validate import draft_note
+
+            note = draft_note(height_px, width_px, area=model.target_area)
+            plan_text += f"\nOvi warning: {note}" if note else ""
         _comfy.show_text(unique_id, plan_text, level=logging.INFO)  # on the node before anything is sampled
 
         with _runtime.placed(text_encoder) as te:
@@ -137,7 +139,8 @@ class OviLongClipSampler:
         image_latent = given_latents = None
         if image is not None:
             with _runtime.placed(video_vae) as vae:
-                image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
+                image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
+                                            if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         if given is not None:
             with _runtime.placed(audio_vae) as codec:

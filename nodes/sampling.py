@@ -40,8 +40,27 @@ ASPECT_PRESETS = {
     "~8:15 portrait (512x960)": (512, 960),
     "5:2 landscape (1120x448)": (1120, 448),
     "custom (width x height)": None,
+    # drafts: kept below the trained area (faster, not what the model was trained for)
+    "draft 16:9 landscape (640x352)": (640, 352),
+    "draft 9:16 portrait (352x640)": (352, 640),
+    "draft 1:1 square (480x480)": (480, 480),
+    "draft custom (width x height, not scaled up)": None,
 }
 DEFAULT_PRESET = "16:9 landscape (1280x704)"
+DRAFT = "draft"
+
+
+def preset_size(aspect: str, width: int, height: int, *, area: int) -> tuple[int, int, bool]:
+    """``(height, width, draft)`` in pixels for an aspect choice: rescaled to the model's ``area``, or for a
+    ``draft`` choice kept below it (:func:`ovi_core.sizes.draft_hw`)."""
+    from ovi_core import sizes
+
+    if aspect not in ASPECT_PRESETS:
+        raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+    w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
+    if aspect.startswith(DRAFT):
+        return (*sizes.draft_hw(h, w, area=area), True)
+    return (*sizes.snap_hw_to_area(h, w, area=area), False)
 
 
 def default_audio_rope_scale() -> float:
@@ -152,13 +171,15 @@ class OviJointSampler:
                     "default": DEFAULT_PRESET,
                     "tooltip": "Frame shape. The size is rescaled to the model's area (720x720 for Ovi 1.0, "
                                "960x960 for 1.1) keeping the aspect ratio, sides multiples of 32. 'custom' uses "
-                               "width and height. With an image input, the image's aspect wins."}),
+                               "width and height (under the advanced inputs). With an image input, the image's "
+                               "aspect wins. 'draft' sizes stay below the trained area: quicker, but quality "
+                               "below the trained area is not what the model was trained for."}),
                 "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32, "advanced": True,
-                                  "tooltip": "Width, used only with the 'custom' aspect (rescaled to the model's "
-                                             "area); ignored for every other aspect."}),
+                                  "tooltip": "Width, used only with the 'custom' aspects (rescaled to the model's "
+                                             "area; 'draft custom': kept if below it); ignored otherwise."}),
                 "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32, "advanced": True,
-                                   "tooltip": "Height, used only with the 'custom' aspect (rescaled to the model's "
-                                              "area); ignored for every other aspect."}),
+                                   "tooltip": "Height, used only with the 'custom' aspects (rescaled to the model's "
+                                              "area; 'draft custom': kept if below it); ignored otherwise."}),
                 "seconds": (["auto", "5", "10"], {
                     "default": "auto",
                     "tooltip": "Clip length: 5 s (121 frames) or 10 s (241 frames). auto: what the model was "
@@ -228,8 +249,7 @@ class OviJointSampler:
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
 
-        if aspect not in ASPECT_PRESETS:
-            raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         notes: list[str] = []
         fam_c, fam_m = _family(conditioning.version), _family(model.version)
         if fam_c is not None and fam_c != fam_m:
@@ -245,14 +265,14 @@ class OviJointSampler:
                          shift=float(shift))
         steps, video_cfg, audio_cfg, shift = p["steps"], p["video_guidance_scale"], p["audio_guidance_scale"], p["shift"]
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
-        height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         image_latent = None
         if image is not None:
             if video_vae is None:
                 raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader to the sampler "
                                  "(the first frame is encoded with the Wan2.2 VAE).")
             with _runtime.placed(video_vae) as vae:
-                image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
+                image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
+                                            if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
         guide_list = [item.guide for item in guides or []]
@@ -261,6 +281,13 @@ class OviJointSampler:
             planned = (sized_by.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, sized_by.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
         else:
             planned = (width_px, height_px)
+        if draft:
+            from ovi_core.validate import draft_note
+
+            note = draft_note(planned[1], planned[0], area=model.target_area)
+            if note:
+                notes.append(note)
+                warn_lines.append(f"Ovi warning: {note}")
         spec = sizes.MODEL_SPECS[version]
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),

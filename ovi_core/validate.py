@@ -26,24 +26,34 @@ from ovi_core.text.prompt import check_prompt_text
 PROMPT_FILE_SUFFIXES = (".csv", ".tsv")
 
 
-def check_size(width: int | None, height: int | None, *, area: int) -> tuple[int, int]:
+def check_size(width: int | None, height: int | None, *, area: int, draft: bool = False) -> tuple[int, int]:
     """The text->AV output size for a request: ``(height, width)`` rescaled to ``area``, sides multiples of 32.
 
-    ``None`` sides default to a square. Refuses non-positive sides and requests whose snapped size exceeds
-    the maximum side (extreme aspect ratios such as 1x100000).
+    ``None`` sides default to a square. ``draft``: a size below ``area`` is kept (only snapped to multiples of 32,
+    :func:`ovi_core.sizes.draft_hw`) instead of rescaled up. Refuses non-positive sides and requests whose snapped
+    size exceeds the maximum side (extreme aspect ratios such as 1x100000).
     """
     side = int(area**0.5)
     w = side if width is None else as_int("width", width)
     h = side if height is None else as_int("height", height)
     if w <= 0 or h <= 0:
         raise ValueError(f"size must be positive, got {w}x{h} (width x height); e.g. 1280x704.")
-    sh, sw = sizes.snap_hw_to_area(h, w, area=area)
+    sh, sw = sizes.draft_hw(h, w, area=area) if draft else sizes.snap_hw_to_area(h, w, area=area)
     try:
         sizes.validate_size(sh, sw)
     except ValueError as e:
         raise ValueError(f"size {w}x{h} (width x height) gives {sw}x{sh} at the model's area of {area} pixels: "
                          f"{e}") from None
     return sh, sw
+
+
+def draft_note(height: int, width: int, *, area: int) -> str | None:
+    """The warning for a draft size below the trained ``area`` (None when it is not below)."""
+    if not sizes.is_draft_size(height, width, area=area):
+        return None
+    side = int(round(area**0.5))
+    return (f"draft size {width}x{height} is below the model's trained area ({side}x{side} pixels); quality there is "
+            f"not what the model was trained for (use it for quick tries, not final clips).")
 
 
 def clip_version(model_version: str, seconds: int | str | None) -> tuple[str, list[str]]:

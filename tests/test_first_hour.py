@@ -216,3 +216,44 @@ def test_long_clip_node_shows_the_prompt_plan_before_sampling(monkeypatch):
     assert "6 window(s)" in shown[0]
     assert [ln.split(": prompt ")[1] for ln in shown[0].splitlines()[1:]] == ["1: one", "1: one", "2: two",
                                                                              "2: two", "3: three", "3: three"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 3: draft sizes
+# ----------------------------------------------------------------------------------------------
+
+
+def test_draft_sizes_stay_below_the_trained_area():
+    from ovi_core import sizes
+
+    area = 960 * 960
+    assert sizes.draft_hw(352, 640, area=area) == (352, 640)
+    assert sizes.draft_hw(350, 630, area=area) == (352, 640)  # snapped to multiples of 32, not scaled up
+    assert sizes.draft_hw(1408, 2560, area=area) == sizes.snap_hw_to_area(1408, 2560, area=area)  # above: down
+    assert validate.check_size(640, 352, area=area) == sizes.snap_hw_to_area(352, 640, area=area) != (352, 640)
+    assert validate.check_size(640, 352, area=area, draft=True) == (352, 640)
+    assert "not what the model was trained for" in validate.draft_note(352, 640, area=area)
+    assert validate.draft_note(*sizes.snap_hw_to_area(704, 1280, area=area), area=area) is None
+
+
+def test_cli_has_a_draft_flag():
+    import argparse
+
+    from ovi_core.cli import generate
+
+    parser = argparse.ArgumentParser()
+    generate.register(parser.add_subparsers())
+    args = parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4", "--size", "640x352",
+                              "--draft"])
+    assert args.draft is True
+    assert parser.parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4"]).draft is False
+
+
+def test_sampler_node_draft_preset():
+    from nodes.sampling import ASPECT_PRESETS, preset_size
+
+    area = 960 * 960
+    assert preset_size("draft 16:9 landscape (640x352)", 0, 0, area=area) == (352, 640, True)
+    assert preset_size("draft custom (width x height, not scaled up)", 320, 192, area=area) == (192, 320, True)
+    assert preset_size("16:9 landscape (1280x704)", 0, 0, area=area)[2] is False
+    assert list(ASPECT_PRESETS)[:9][-1] == "custom (width x height)"  # published choices keep their places

@@ -242,6 +242,18 @@ def test_sampler_shows_the_size_it_used(server, loaded):
     assert "asked 1280x704" in text and "warning" not in text
 
 
+def test_draft_size_is_kept_below_the_trained_area_and_says_so(server, loaded):
+    model, te = loaded  # the tiny model's trained area is 64x64
+    with torch.inference_mode():
+        cond = OviTextEncode().encode(te, "A cat says <S>hi<E> Audio: a meow.", "", "", model=model)["result"][0]
+        server.sent.clear()
+        (lat,) = OviJointSampler().sample(model, cond, "draft custom (width x height, not scaled up)", 64, 32, "auto",
+                                          1, "unipc", 5.0, 4.0, 3.0, 11, 103, unique_id="6")
+    assert tuple(lat.video.shape[-2:]) == (2, 4)  # 32x64 pixels, not rescaled up to 64x64
+    text = html.unescape(server.sent[-1][1])
+    assert text.startswith("Ovi: 64x32") and "draft size 64x32 is below the model's trained area" in text
+
+
 def test_ten_seconds_with_a_five_second_model_warns_on_the_node(server, loaded):
     model, te = loaded
     with torch.inference_mode():

@@ -134,7 +134,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
                                   audio_guidance_scale=args.audio_cfg)
     area = target_area(args)
     if args.size is not None:
-        validate.check_size(*args.size, area=area)
+        validate.check_size(*args.size, area=area, draft=getattr(args, "draft", False))
     check_outputs(args, [args.out])
     image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
     speed = speed_cli.prepare(args)  # LoRA files and speed values
@@ -165,6 +165,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         seed=args.seed, video_negative=args.negative_video, audio_negative=args.negative_audio,
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
         windows_dir=args.windows_dir, wav=args.wav, progress=_progress(), speed=speed.speed,
+        draft=getattr(args, "draft", False),
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)
