@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _runtime
+from . import _comfy, _preview, _runtime
 from ._types import (
     OVI_CONDITIONING,
     OVI_GUIDES,
@@ -292,7 +292,9 @@ class OviJointSampler:
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),
                          level=logging.WARNING if notes else logging.DEBUG)
-        progress = _comfy.progress_bar(int(steps), node_id=unique_id)
+        # a latent preview each step where ComfyUI's preview settings give one, else the step count only
+        preview = _preview.video_preview(int(steps), unique_id, model.device)
+        progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)
         with _runtime.placed_model(model) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, steps=int(steps),
@@ -301,7 +303,7 @@ class OviJointSampler:
                 image_latent=image_latent, audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale),
                 device=model.device, dtype=model.dtype, callback=progress, check_interrupt=_comfy.check_interrupt,
                 speed=speed,
-                guides=guide_list,
+                guides=guide_list, preview=preview,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape

@@ -257,3 +257,79 @@ def test_sampler_node_draft_preset():
     assert preset_size("draft custom (width x height, not scaled up)", 320, 192, area=area) == (192, 320, True)
     assert preset_size("16:9 landscape (1280x704)", 0, 0, area=area)[2] is False
     assert list(ASPECT_PRESETS)[:9][-1] == "custom (width x height)"  # published choices keep their places
+
+
+# ----------------------------------------------------------------------------------------------
+# Item 2: a latent preview each step, through ComfyUI's previewer
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("solver", ["unipc", "euler"])
+def test_sampler_reports_the_clean_video_prediction_each_step(solver):
+    from ovi_core.sampling.joint import sample_joint
+    from ovi_core.sampling.solvers import make_solver
+
+    g = torch.Generator().manual_seed(0)
+    seen, shown = [], []
+
+    def denoise(video, audio, t):
+        v = torch.randn(video.shape, generator=g)
+        seen.append((video.clone(), v))
+        return v, torch.zeros_like(audio)
+
+    video, audio = torch.randn(1, 48, 3, 2, 2, generator=g), torch.randn(1, 5, 20, generator=g)
+    plain = sample_joint(denoise, video, audio, solver=solver, steps=4)
+    seen.clear()
+    g.manual_seed(0)
+    torch.randn(1, 48, 3, 2, 2, generator=g), torch.randn(1, 5, 20, generator=g)  # same draws as above
+    out = sample_joint(denoise, video, audio, solver=solver, steps=4,
+                       preview=lambda i, n, x0: shown.append((i, n, x0)))
+    assert torch.equal(out[0], plain[0]) and torch.equal(out[1], plain[1])  # previews change nothing
+    sigmas = make_solver(solver, steps=4, shift=5.0).sigmas
+    assert [(i, n) for i, n, _ in shown] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    for k, ((x, v), (_, _, x0)) in enumerate(zip(seen, shown, strict=True)):
+        assert torch.allclose(x0, x - sigmas[k] * v)
+
+
+class _FakePreviewer:
+    def __init__(self):
+        self.latents = []
+
+    def decode_latent_to_preview_image(self, fmt, x0):
+        self.latents.append(x0)
+        return (fmt, "image", 512)
+
+
+class _FakeBar:
+    updates: list = []
+
+    def __init__(self, total, node_id=None):
+        self.node_id = node_id
+
+    def update_absolute(self, value, total=None, preview=None):
+        _FakeBar.updates.append((self.node_id, value, total, preview))
+
+
+def test_node_previews_through_comfyui_previewer(monkeypatch):
+    import sys
+    import types
+
+    from nodes import _preview
+
+    previewer = _FakePreviewer()
+    asked = []
+    wan22 = type("Wan22", (), {})
+    monkeypatch.setitem(sys.modules, "comfy", types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "comfy.latent_formats", types.SimpleNamespace(Wan22=wan22))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=_FakeBar))
+    monkeypatch.setitem(sys.modules, "latent_preview", types.SimpleNamespace(
+        get_previewer=lambda device, fmt: asked.append((device, type(fmt).__name__)) or previewer))
+    _FakeBar.updates = []
+    fn = _preview.video_preview(3, "6", "cpu")
+    x0 = torch.randn(1, 48, 5, 4, 6)
+    fn(1, 3, x0)
+    assert asked == [("cpu", "Wan22")]  # core's Wan2.2 latent format and the run's preview settings
+    assert torch.equal(previewer.latents[0], x0[:, :, 2:3])  # the middle latent frame
+    assert _FakeBar.updates == [("6", 1, 3, ("JPEG", "image", 512))]
+    monkeypatch.setitem(sys.modules, "latent_preview", types.SimpleNamespace(get_previewer=lambda d, f: None))
+    assert _preview.video_preview(3, "6", "cpu") is None  # previews off: the sampler only counts steps

@@ -71,6 +71,7 @@ def sample_av(
     check_interrupt: InterruptFn | None = None,
     speed: SpeedOptions | None = None,
     guides: Sequence = (),
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
@@ -140,7 +141,7 @@ def sample_av(
         with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
                 denoise, video, audio, solver=solver, steps=steps, shift=shift, first_frame=first,
-                callback=callback, check_interrupt=check_interrupt, guides=guides,
+                callback=callback, check_interrupt=check_interrupt, guides=guides, preview=preview,
             )
     finally:
         model.block_hook = prev_hook
