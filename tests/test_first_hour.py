@@ -11,7 +11,6 @@ import torch
 
 from nodes import NODE_CLASS_MAPPINGS
 from ovi_core import validate
-from ovi_core.io.prefix import expand_prefix, format_date
 
 NOW = time.struct_time((2026, 3, 4, 5, 6, 7, 2, 63, -1))
 
@@ -21,6 +20,8 @@ NOW = time.struct_time((2026, 3, 4, 5, 6, 7, 2, 63, -1))
 
 
 def test_date_tokens_like_the_frontend():
+    from ovi_core.io.prefix import format_date
+
     assert format_date("yyyy-MM-dd", NOW) == "2026-03-04"
     assert format_date("yy.M.d h:m:s", NOW) == "26.3.4 5:6:7"
     assert format_date("hhmmss", NOW) == "050607"
@@ -28,6 +29,8 @@ def test_date_tokens_like_the_frontend():
 
 
 def test_expand_prefix_core_tokens():
+    from ovi_core.io.prefix import expand_prefix
+
     got = expand_prefix("Ovi/%date:yyyy-MM-dd%/clip_%width%x%height%_%year%%month%%day%-%hour%%minute%%second%",
                         width=1280, height=704, now=NOW)
     assert got == "Ovi/2026-03-04/clip_1280x704_20260304-050607"
@@ -36,6 +39,8 @@ def test_expand_prefix_core_tokens():
 
 
 def test_expand_prefix_node_widget_from_the_prompt():
+    from ovi_core.io.prefix import expand_prefix
+
     prompt = {"3": {"class_type": "OviJointSampler", "_meta": {"title": "Sampler"}, "inputs": {"seed": 42,
                                                                                              "model": ["1", 0]}},
               "5": {"class_type": "OviTextEncode", "inputs": {"text": "a/b:c"}}}
