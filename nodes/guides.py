@@ -46,9 +46,6 @@ def _check_range(name: str, value, lo: float, hi: float) -> str | None:
     return None
 
 
-def _validate_trim(start, max_seconds) -> list[str]:
-    return [m for m in (_check_range("start", start, 0.0, 3600.0), _check_range("max_seconds", max_seconds, 0.0,
-                                                                                  3600.0)) if m]
 
 
 def _version(model, seconds: str) -> str:
@@ -80,11 +77,13 @@ class OviAudioGuide:
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, offset=None, seconds=None, start=None, max_seconds=None):
-        """Queue-time checks of what the widgets alone decide (a linked input arrives as None: checked later)."""
+    def VALIDATE_INPUTS(cls, offset=None, seconds=None):
+        """Queue-time check of what the widgets alone decide: an offset past the end of the clip's sound (a linked
+        input arrives as None and is checked when the node runs). ComfyUI reports the message once per input
+        named here, so only the two it needs are (start/max_seconds keep ComfyUI's own min/max checks)."""
         from ovi_core.conditioning.trim import longest_audio_seconds
 
-        errors = _validate_trim(start, max_seconds)
+        errors = []
         msg = _check_range("offset", offset, 0.0, 10.0)
         if seconds is not None and str(seconds) not in SECONDS:  # ComfyUI skips its list check for this input too
             errors.append(f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}.")
@@ -148,11 +147,6 @@ class OviVideoGuide:
                 **_trim_inputs("video"),
             },
         }
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, start=None, max_seconds=None):
-        """Queue-time checks of the trim widgets (a linked input arrives as None: checked when it runs)."""
-        return " ".join(_validate_trim(start, max_seconds)) or True
 
     RETURN_TYPES = (OVI_GUIDES,)
     RETURN_NAMES = ("guides",)

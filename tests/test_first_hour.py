@@ -119,16 +119,12 @@ def test_trim_audio_and_frames():
 
 def test_guide_inputs_checked_at_queue_time():
     audio = NODE_CLASS_MAPPINGS["OviAudioGuide"].VALIDATE_INPUTS
-    video = NODE_CLASS_MAPPINGS["OviVideoGuide"].VALIDATE_INPUTS
-    assert audio(offset=1.0, seconds="5", start=0.0, max_seconds=0.0) is True
+    assert audio(offset=1.0, seconds="5") is True
     assert audio() is True  # linked inputs: checked when the node runs
     assert "past the end of a 5 s clip" in audio(offset=6.0, seconds="5")
     assert audio(offset=6.0, seconds="10") is True
-    assert "start" in audio(offset=0.0, seconds="auto", start=-1.0)
     assert "offset" in audio(offset=11.0, seconds="auto")  # ComfyUI's own min/max check is skipped for it
     assert "seconds must be one of" in audio(offset=0.0, seconds="7")
-    assert video(start=0.0, max_seconds=4.0) is True
-    assert "max_seconds" in video(start=0.0, max_seconds=-2.0)
     opts = NODE_CLASS_MAPPINGS["OviVideoGuide"].INPUT_TYPES()["optional"]
     assert opts["start"][1]["default"] == 0.0 and opts["max_seconds"][1]["default"] == 0.0
 
