@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _runtime
+from . import _comfy, _preview, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 from .sampling import (
     ASPECT_PRESETS,
@@ -115,12 +115,14 @@ class OviLongClipSampler:
         from ovi_core.longclip.runner import sample_long_clip
         from ovi_core.sampling.av import encode_image
 
-        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
+        if aspect not in ASPECT_PRESETS:
+            raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
         if image is not None and video_vae is None:
             raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader (the first frame is "
                              "encoded with the Wan2.2 VAE).")
         if audio is not None and audio_vae is None:
             raise ValueError("An audio track is connected but no audio_vae: connect OviAudioVAELoader.")
+        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         plan = plan_windows(float(seconds), version=model.version, overlap_seconds=float(overlap),
                             crossfade_seconds=float(crossfade))
         window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
@@ -147,17 +149,22 @@ class OviLongClipSampler:
                 given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
             given_latents = given_latents.float().cpu()
         total = plan.num_windows * int(steps)
-        bar = _comfy.progress_bar(total, node_id=unique_id)
+        shown = _preview.video_preview(total, unique_id, model.device)  # None: ComfyUI gives no preview this run
+        bar = _comfy.progress_bar(total, node_id=unique_id) if shown is None else None
 
         def progress(win, wins, step, n):
             bar((win - 1) * n + step, wins * n)
+
+        def preview(win, wins, step, n, x0):
+            shown((win - 1) * n + step, wins * n, x0)
 
         with _runtime.placed_model(model) as dit:
             latents = sample_long_clip(
                 dit, conds, plan, height=height_px, width=width_px, steps=int(steps), solver=solver,
                 shift=float(shift), video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
                 slg_layer=int(slg_layer), seed=int(seed), image_latent=image_latent, given_audio=given_latents,
-                guide_mode=guide_mode, device=model.device, dtype=model.dtype, progress=progress,
+                guide_mode=guide_mode, device=model.device, dtype=model.dtype,
+                progress=progress if shown is None else None, preview=preview if shown is not None else None,
                 check_interrupt=_comfy.check_interrupt,
             )
         return (latents, plan_text)

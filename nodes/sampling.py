@@ -249,6 +249,8 @@ class OviJointSampler:
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
 
+        if aspect not in ASPECT_PRESETS:
+            raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
         height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         notes: list[str] = []
         fam_c, fam_m = _family(conditioning.version), _family(model.version)

@@ -101,6 +101,7 @@ def sample_windows(
     load_window: Callable[[int], AVLatents | None] | None = None,
     place: Callable[[], object] | None = None,
     speed=None,
+    preview: Callable[[int, int, int, int, torch.Tensor], None] | None = None,
 ) -> Iterator[AVLatents]:
     """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
 
@@ -108,7 +109,9 @@ def sample_windows(
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``speed``:
-    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window. The other arguments are those of :func:`ovi_core.sampling.av.sample_av`.
+    :class:`ovi_core.sampling.fast.SpeedOptions` applied to every window; ``preview(window, windows, step, steps,
+    x0_video)``: each step's clean-video prediction (a latent preview). The other arguments are those of
+    :func:`ovi_core.sampling.av.sample_av`.
     """
     import contextlib
 
@@ -139,6 +142,11 @@ def sample_windows(
             kw = {"guides": guides} if guides else {}
             if speed is not None:  # ovi_core.sampling.fast.SpeedOptions: CFG reuse / step cache, per window
                 kw["speed"] = speed
+            if preview is not None:
+                def pv(i: int, total: int, x0: torch.Tensor, _k: int = k) -> None:
+                    preview(_k + 1, n, i, total, x0)
+
+                kw["preview"] = pv
             with place() if place is not None else contextlib.nullcontext():
                 lat = sample_av(
                     model, conds[k], height=height, width=width, version=plan.version, steps=steps, solver=solver,
