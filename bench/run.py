@@ -3,6 +3,7 @@
     python bench/run.py --device cpu            # 2-core friendly, a few minutes
     python bench/run.py --device cuda           # full-size 11.66 B model with random weights
     python bench/run.py --hotpath [--official DIR]   # the DiT hot path (#15) against the official code, CPU
+    python bench/run.py --draft [--device cuda]      # a sampling step at a draft size against the trained size
 
 Each run writes one JSON file into ``bench/results/`` (machine, torch version, device, config, numbers);
 ``bench/RESULTS.md`` keeps the table of the figures that matter.
@@ -171,17 +172,23 @@ def bench_pipeline_tiny(device, *, steps: int = 4) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def cpu_suite(args) -> dict:
+def _mid_config():
     from ovi_core.model.config import TINY
 
-    dev = torch.device("cpu")
-    mid = dataclasses.replace(
+    return dataclasses.replace(
         TINY,
         video=dataclasses.replace(TINY.video, dim=512, ffn_dim=2048, num_heads=4, num_layers=4, text_dim=256,
                                   freq_dim=256, text_len=512),
         audio=dataclasses.replace(TINY.audio, dim=512, ffn_dim=2048, num_heads=4, num_layers=4, text_dim=256,
                                   freq_dim=256, text_len=512),
     )
+
+
+def cpu_suite(args) -> dict:
+    from ovi_core.model.config import TINY
+
+    dev = torch.device("cpu")
+    mid = _mid_config()
     res = {"machine": machine_info(dev), "suite": "cpu", "results": {}}
     r = res["results"]
     r["dit_tiny"] = {"config": "TINY", **bench_dit_step(TINY, video_shape=(31, 8, 8), audio_len=157, device=dev,
@@ -217,6 +224,31 @@ def cuda_suite(args) -> dict:
     return res
 
 
+def draft_suite(args) -> dict:
+    """One sampling step at the trained size against a draft at half the sides (a quarter of the tokens).
+
+    CUDA: the full-size 11.66 B model (random weights, bf16) at 1280x704 (the default) and 640x352 (the
+    'draft 16:9' preset), 5 s. CPU: the mid config at latent 16x16 against 8x8 (the same 4x token ratio; the
+    full model does not fit a 2-core CPU run).
+    """
+    dev = torch.device(args.device)
+    res = {"machine": machine_info(dev), "suite": f"draft-{args.device}", "results": {}}
+    if dev.type == "cuda":
+        from ovi_core.model.config import OVI_11B
+
+        cfg, dtype, shapes = OVI_11B, torch.bfloat16, {"trained 1280x704": (31, 44, 80), "draft 640x352": (31, 22, 40)}
+    else:
+        cfg, dtype, shapes = _mid_config(), torch.float32, {"trained (latent 16x16)": (31, 16, 16),
+                                                           "draft (latent 8x8)": (31, 8, 8)}
+    for name, shape in shapes.items():
+        out = bench_dit_step(cfg, video_shape=shape, audio_len=157, device=dev, dtype=dtype, repeat=args.repeat)
+        out["sampling_50_steps_sec"] = out["sec_per_step"] * 50
+        res["results"][name] = out
+    a, b = (res["results"][k]["sec_per_step"] for k in shapes)
+    res["results"]["speedup"] = a / b
+    return res
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -226,6 +258,8 @@ def main(argv=None) -> int:
                    help="run only the fusion-DiT hot-path suite (bench/hotpath.py; CPU, mid config, ~3 min)")
     p.add_argument("--official", default=None, metavar="DIR",
                    help="folder holding an export of the official code (its ovi/ package), for --hotpath ratios")
+    p.add_argument("--draft", action="store_true",
+                   help="run only the draft-size comparison (a step at the trained size against half the sides)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("CUDA is not available on this machine; run with --device cpu.", file=sys.stderr)
@@ -238,6 +272,8 @@ def main(argv=None) -> int:
         from hotpath import hotpath_suite
 
         res, kind = hotpath_suite(args), "hotpath"
+    elif args.draft:
+        res, kind = draft_suite(args), f"draft-{args.device}"
     else:
         res, kind = (cpu_suite(args) if args.device == "cpu" else cuda_suite(args)), args.device
     os.makedirs(args.out, exist_ok=True)

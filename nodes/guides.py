@@ -19,6 +19,33 @@ _UNTIL_TIP = ("replace mode: enforce the given part during this fraction of the 
               "the result equals it exactly); clean mode needs 1.0.")
 _SECONDS_TIP = "Clip length the guide is made for; must match the sampler's seconds (auto: the model's own)."
 _CHAIN_TIP = "Optional guides to add this one to (chain several guide nodes into one sampler input)."
+_START_TIP = "Skip this many seconds of the given {what} first (trim its start in the graph). 0: from the beginning."
+_MAX_TIP = ("Use at most this many seconds of the given {what}, counted from start (trim its end in the graph). "
+            "0: all of it; a longer {what} than the clip holds is refused with the maximum.")
+
+
+def _trim_inputs(what: str) -> dict:
+    return {
+        "start": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01, "advanced": True,
+                            "tooltip": _START_TIP.format(what=what)}),
+        "max_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01, "advanced": True,
+                                  "tooltip": _MAX_TIP.format(what=what)}),
+    }
+
+
+def _check_range(name: str, value, lo: float, hi: float) -> str | None:
+    """ComfyUI skips its own min/max check for inputs that VALIDATE_INPUTS takes, so it is done here."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return f"{name} must be a number, got {value!r}."
+    if not lo <= v <= hi:
+        return f"{name} must be between {lo:g} and {hi:g} seconds, got {v:g}."
+    return None
+
+
 
 
 def _version(model, seconds: str) -> str:
@@ -46,23 +73,48 @@ class OviAudioGuide:
                 "until": ("FLOAT", {"default": 1.0, "min": 0.01, "max": 1.0, "step": 0.01, "tooltip": _UNTIL_TIP}),
                 "seconds": (SECONDS, {"default": "auto", "tooltip": _SECONDS_TIP}),
             },
-            "optional": {"guides": (OVI_GUIDES, {"tooltip": _CHAIN_TIP})},
+            "optional": {"guides": (OVI_GUIDES, {"tooltip": _CHAIN_TIP}), **_trim_inputs("sound")},
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, offset=None, seconds=None):
+        """Queue-time check of what the widgets alone decide: an offset past the end of the clip's sound (a linked
+        input arrives as None and is checked when the node runs). ComfyUI reports the message once per input
+        named here, so only the two it needs are (start/max_seconds keep ComfyUI's own min/max checks)."""
+        from ovi_core.conditioning.trim import longest_audio_seconds
+
+        errors = []
+        msg = _check_range("offset", offset, 0.0, 10.0)
+        if seconds is not None and str(seconds) not in SECONDS:  # ComfyUI skips its list check for this input too
+            errors.append(f"seconds must be one of {', '.join(SECONDS)}, got {seconds!r}.")
+        elif msg:
+            errors.append(msg)
+        elif offset is not None and seconds is not None:
+            room = longest_audio_seconds(str(seconds))
+            if float(offset) >= room:
+                what = "any clip" if str(seconds) == "auto" else f"a {seconds} s clip"
+                errors.append(f"offset {float(offset):g} s is past the end of {what}'s sound ({room:.3f} s); give "
+                              f"a smaller offset.")
+        return " ".join(errors) or True
 
     RETURN_TYPES = (OVI_GUIDES,)
     RETURN_NAMES = ("guides",)
+    OUTPUT_TOOLTIPS = ("The incoming guides plus this sound guide; connect to OviJointSampler's guides (and to "
+                       "the decoders to keep the given sound exact).",)
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than the "
-                   "clip is refused with the maximum.")
+                   "clip is refused with the maximum; start and max_seconds trim it in the graph.")
 
-    def encode(self, audio_vae, model, audio, offset, mode, until, seconds, guides=None):
+    def encode(self, audio_vae, model, audio, offset, mode, until, seconds, guides=None, start=0.0, max_seconds=0.0):
         from ovi_core.conditioning.audio_in import encode_audio_guide
+        from ovi_core.conditioning.trim import trim_audio
 
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError("audio must be a ComfyUI AUDIO (a dict with waveform [B, C, T] and sample_rate).")
+        waveform = trim_audio(audio["waveform"], int(audio["sample_rate"]), start=start, max_seconds=max_seconds)
         with _runtime.placed(audio_vae) as codec:
-            inp, guide = encode_audio_guide(codec, audio["waveform"], int(audio["sample_rate"]),
+            inp, guide = encode_audio_guide(codec, waveform, int(audio["sample_rate"]),
                                             version=_version(model, seconds), offset=float(offset), mode=mode,
                                             until=float(until), device=audio_vae.device)
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
@@ -92,17 +144,23 @@ class OviVideoGuide:
                 "video": ("VIDEO", {"tooltip": "A VIDEO (e.g. from LoadVideo) instead of images; its frames and "
                                                "frame rate are used."}),
                 "guides": (OVI_GUIDES, {"tooltip": _CHAIN_TIP}),
+                **_trim_inputs("video"),
             },
         }
 
     RETURN_TYPES = (OVI_GUIDES,)
     RETURN_NAMES = ("guides",)
+    OUTPUT_TOOLTIPS = ("The incoming guides plus this video guide; connect to OviJointSampler's guides (and to "
+                       "OviDecodeVideo to keep the given frames exact).",)
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
-                   "longer than the clip, or of a size that does not fit the model, is refused.")
+                   "longer than the clip, or of a size that does not fit the model, is refused; start and "
+                   "max_seconds trim it in the graph.")
 
-    def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None):
+    def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
+               max_seconds=0.0):
+        from ovi_core.conditioning.trim import trim_frames
         from ovi_core.conditioning.video_in import encode_video_guide
 
         if (images is None) == (video is None):
@@ -112,6 +170,7 @@ class OviVideoGuide:
                 raise ValueError("video must be a ComfyUI VIDEO (from LoadVideo or CreateVideo).")
             comp = video.get_components()
             images, fps = comp.images, float(comp.frame_rate)
+        images = trim_frames(images, float(fps), start=start, max_seconds=max_seconds)
         with _runtime.placed(video_vae) as vae:
             inp, guide = encode_video_guide(vae, images, float(fps), version=_version(model, seconds),
                                             area=model.target_area, mode=mode, until=float(until),
@@ -141,6 +200,8 @@ class OviRedoGuide:
 
     RETURN_TYPES = (OVI_GUIDES,)
     RETURN_NAMES = ("guides",)
+    OUTPUT_TOOLTIPS = ("The incoming guides plus guides that keep everything outside the range; connect to "
+                       "OviJointSampler's guides.",)
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = "Redo a time range of audio or video of a clip and keep the rest (use the same seconds setting)."

@@ -123,6 +123,7 @@ class OviFusionModelLoader:
 
     RETURN_TYPES = (OVI_MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The Ovi fusion model (video + audio towers); to OviJointSampler, OviTextEncode and the guide nodes.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
@@ -198,6 +199,7 @@ class OviTextEncoderLoader:
 
     RETURN_TYPES = (OVI_TEXT_ENCODER,)
     RETURN_NAMES = ("text_encoder",)
+    OUTPUT_TOOLTIPS = ("The UMT5-XXL text encoder; to OviTextEncode (or OviLongClipSampler).",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the UMT5-XXL text encoder used by Ovi (512 tokens, 4096-dim embeddings)."
@@ -235,6 +237,7 @@ class OviVideoVAELoader:
 
     RETURN_TYPES = (OVI_VIDEO_VAE,)
     RETURN_NAMES = ("video_vae",)
+    OUTPUT_TOOLTIPS = ("The Wan2.2 video VAE; to OviDecodeVideo, OviVideoGuide and the sampler's video_vae (image input).",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
@@ -272,6 +275,7 @@ class OviAudioVAELoader:
 
     RETURN_TYPES = (OVI_AUDIO_VAE,)
     RETURN_NAMES = ("audio_vae",)
+    OUTPUT_TOOLTIPS = ("The MMAudio VAE with the BigVGAN vocoder; to OviDecodeAudio and OviAudioGuide.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from . import _comfy, _runtime
+import logging
+
+from . import _comfy, _preview, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
-from .sampling import ASPECT_PRESETS, AUDIO_NEGATIVE, DEFAULT_PRESET, VIDEO_NEGATIVE
+from .sampling import (
+    ASPECT_PRESETS,
+    AUDIO_NEGATIVE,
+    AUDIO_NEGATIVE_LABEL,
+    DEFAULT_PRESET,
+    VIDEO_NEGATIVE,
+    VIDEO_NEGATIVE_LABEL,
+    preset_size,
+)
 
 DEFAULT_PROMPTS = (
     "A woman in a green coat walks through a night market and says <S>Have you tried the dumplings here?<E> "
@@ -29,41 +39,47 @@ class OviLongClipSampler:
                 "prompts": ("STRING", {
                     "multiline": True, "default": DEFAULT_PROMPTS,
                     "tooltip": "One prompt per window: one per line, or blocks separated by a line '---'. One prompt "
-                               "serves every window; fewer than windows: the last one carries on. Put each "
-                               "window's speech in its own <S>...<E>."}),
+                               "serves every window; fewer than windows: they are spread over the clip by time "
+                               "(3 prompts, 6 windows: 1, 1, 2, 2, 3, 3). The node shows the window -> prompt "
+                               "plan before sampling. Put each window's speech in its own <S>...<E>."}),
                 "seconds": ("FLOAT", {"default": 20.0, "min": 5.0, "max": 3600.0, "step": 0.5,
                                       "tooltip": "Clip length; the output has round(24 * seconds) + 1 frames."}),
                 "aspect": (list(ASPECT_PRESETS), {"default": DEFAULT_PRESET,
                                                   "tooltip": "Frame shape, as on OviJointSampler."}),
-                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32,
-                                  "tooltip": "Width for the 'custom' aspect (rescaled to the model's area)."}),
-                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32,
-                                   "tooltip": "Height for the 'custom' aspect (rescaled to the model's area)."}),
+                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                  "tooltip": "Width, used only with the 'custom' aspect (rescaled to the model's "
+                                             "area)."}),
+                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                   "tooltip": "Height, used only with the 'custom' aspect (rescaled to the model's "
+                                              "area)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200, "tooltip": "Sampling steps per window."}),
-                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "tooltip": "Flow-matching solver."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "advanced": True,
+                                                       "tooltip": "Flow-matching solver."}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "advanced": True,
                                     "tooltip": "Timestep shift (official 5.0)."}),
                 "video_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Video guidance scale (official 4.0)."}),
                 "audio_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Audio guidance scale (official 3.0)."}),
-                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63,
+                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63, "advanced": True,
                                       "tooltip": "Skip-layer guidance block (official 11); -1 disables it."}),
                 "seed": ("INT", {"default": 103, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "Seed of window 1; window k uses seed + k - 1."}),
             },
             "optional": {
-                "overlap": ("FLOAT", {"default": 2.0, "min": 0.35, "max": 5.0, "step": 0.05,
+                "overlap": ("FLOAT", {"default": 2.0, "min": 0.35, "max": 5.0, "step": 0.05, "advanced": True,
                                       "tooltip": "Seconds of picture and sound carried from each window into the next "
                                                  "(whole latent frames; at most half a window)."}),
-                "crossfade": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 4.0, "step": 0.05,
+                "crossfade": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 4.0, "step": 0.05, "advanced": True,
                                         "tooltip": "Seconds of the latent blend at each seam, inside the overlap."}),
-                "guide_mode": (["replace", "clean"], {"default": "replace",
+                "guide_mode": (["replace", "clean"], {"default": "replace", "advanced": True,
                                                       "tooltip": "How the carried part is held: replace (noised to "
                                                                  "each step's level) or clean (timestep 0)."}),
                 "video_negative": ("STRING", {"multiline": True, "default": VIDEO_NEGATIVE,
+                                              "placeholder": VIDEO_NEGATIVE_LABEL,
                                               "tooltip": "Negative prompt of the video tower."}),
                 "audio_negative": ("STRING", {"multiline": True, "default": AUDIO_NEGATIVE,
+                                              "placeholder": AUDIO_NEGATIVE_LABEL,
                                               "tooltip": "Negative prompt of the audio tower."}),
                 "image": ("IMAGE", {"tooltip": "Optional first frame of window 1 (needs video_vae)."}),
                 "video_vae": (OVI_VIDEO_VAE, {"tooltip": "Wan2.2 VAE, to encode the first frame."}),
@@ -77,6 +93,8 @@ class OviLongClipSampler:
 
     RETURN_TYPES = (OVI_LATENTS, "STRING")
     RETURN_NAMES = ("latents", "plan")
+    OUTPUT_TOOLTIPS = ("Latents of the whole clip; to OviDecodeVideo and OviDecodeAudio.",
+                       "The window plan as text: each window's time range and the prompt it used.")
     FUNCTION = "sample"
     CATEGORY = "Ovi"
     DESCRIPTION = ("Long clips: chained windows that carry picture and sound across every seam; the latents of the "
@@ -86,10 +104,14 @@ class OviLongClipSampler:
                audio_cfg, slg_layer, seed, overlap=2.0, crossfade=0.5, guide_mode="replace",
                video_negative=VIDEO_NEGATIVE, audio_negative=AUDIO_NEGATIVE, image=None, video_vae=None, audio=None,
                audio_vae=None, unique_id=None):
-        from ovi_core import sizes
         from ovi_core.longclip.job import prepare_audio
         from ovi_core.longclip.plan import plan_windows
-        from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows, split_prompts
+        from ovi_core.longclip.prompts import (
+            describe_prompt_plan,
+            encode_window_prompts,
+            prompts_for_windows,
+            split_prompts,
+        )
         from ovi_core.longclip.runner import sample_long_clip
         from ovi_core.sampling.av import encode_image
         from ovi_core.sampling.settings import SamplingSettings
@@ -101,13 +123,18 @@ class OviLongClipSampler:
                              "encoded with the Wan2.2 VAE).")
         if audio is not None and audio_vae is None:
             raise ValueError("An audio track is connected but no audio_vae: connect OviAudioVAELoader.")
+        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         plan = plan_windows(float(seconds), version=model.version, overlap_seconds=float(overlap),
                             crossfade_seconds=float(crossfade))
-        window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows)
+        window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
         given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan) if audio is not None else None
-        w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
-        height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
-        _comfy.show_text(unique_id, "Ovi long clip: " + plan.describe())
+        plan_text = "Ovi long clip: " + plan.describe() + "\n" + describe_prompt_plan(plan, window_prompts)
+        if draft and image is None:
+            from ovi_core.validate import draft_note
+
+            note = draft_note(height_px, width_px, area=model.target_area)
+            plan_text += f"\nOvi warning: {note}" if note else ""
+        _comfy.show_text(unique_id, plan_text, level=logging.INFO)  # on the node before anything is sampled
 
         with _runtime.placed(text_encoder) as te:
             conds = encode_window_prompts(te, window_prompts, video_negative=video_negative,
@@ -115,17 +142,22 @@ class OviLongClipSampler:
         image_latent = given_latents = None
         if image is not None:
             with _runtime.placed(video_vae) as vae:
-                image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
+                image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
+                                            if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         if given is not None:
             with _runtime.placed(audio_vae) as codec:
                 given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
             given_latents = given_latents.float().cpu()
         total = plan.num_windows * int(steps)
-        bar = _comfy.progress_bar(total, node_id=unique_id)
+        shown = _preview.video_preview(total, unique_id, model.device)  # None: ComfyUI gives no preview this run
+        bar = _comfy.progress_bar(total, node_id=unique_id) if shown is None else None
 
         def progress(win, wins, step, n):
             bar((win - 1) * n + step, wins * n)
+
+        def preview(win, wins, step, n, x0):
+            shown((win - 1) * n + step, wins * n, x0)
 
         with _runtime.placed_model(model) as dit:
             latents = sample_long_clip(
@@ -134,10 +166,11 @@ class OviLongClipSampler:
                                           video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
                                           slg_layer=int(slg_layer), seed=int(seed)),
                 image_latent=image_latent, given_audio=given_latents,
-                guide_mode=guide_mode, device=model.device, dtype=model.dtype, progress=progress,
+                guide_mode=guide_mode, device=model.device, dtype=model.dtype,
+                progress=progress if shown is None else None, preview=preview if shown is not None else None,
                 check_interrupt=_comfy.check_interrupt,
             )
-        return (latents, plan.describe())
+        return (latents, plan_text)
 
 
 NODE_CLASS_MAPPINGS = {"OviLongClipSampler": OviLongClipSampler}

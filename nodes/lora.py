@@ -50,6 +50,7 @@ class OviLoraLoader:
 
     RETURN_TYPES = (OVI_MODEL,)
     RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA applied (the loaded base model is unchanged).",)
     FUNCTION = "apply"
     CATEGORY = "Ovi/lora"
     DESCRIPTION = ("Applies a LoRA (Ovi, or Wan2.2-TI2V-5B in ComfyUI/diffusers/kohya naming) to the Ovi DiT. The base "
@@ -111,6 +112,8 @@ class OviTrainLoRA:
 
     RETURN_TYPES = (OVI_MODEL, "STRING", "IMAGE")
     RETURN_NAMES = ("model", "lora_path", "loss_curve")
+    OUTPUT_TOOLTIPS = ("The model with the newly trained LoRA applied.", "Path of the saved LoRA file (.safetensors).",
+                       "The training loss per step, drawn as an image.")
     FUNCTION = "train"
     CATEGORY = "Ovi/lora"
     OUTPUT_NODE = True

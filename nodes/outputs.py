@@ -21,10 +21,25 @@ def _validate_prefix(prefix) -> bool | str:
     from ovi_core.validate import check_filename_prefix
 
     try:
-        check_filename_prefix(prefix, output_dir=_comfy.output_dir())
+        check_filename_prefix(_expand(prefix), output_dir=_comfy.output_dir())
     except ValueError as e:
         return str(e)
     return True
+
+
+def _expand(prefix, *, width: int = 0, height: int = 0, prompt=None) -> str:
+    """``prefix`` with core's save-node substitutions (``%date:yyyy-MM-dd%``, ``%width%``, ``%Node.widget%``...):
+    ComfyUI's frontend expands them for its own save nodes only, so this node does it."""
+    from ovi_core.io.prefix import expand_prefix
+
+    if not isinstance(prefix, str):
+        return prefix
+    return expand_prefix(prefix, width=width, height=height, prompt=prompt)
+
+
+_PREFIX_TIP = ("File name prefix inside ComfyUI's output folder; may contain sub-folders ('Ovi/clip') and core's "
+               "tokens: %date:yyyy-MM-dd%, %width%, %height%, %year%, %month%, %day%, %hour%, %minute%, %second%, "
+               "%NodeTitle.widget%. No absolute path or '..'. A counter is appended.")
 
 
 class OviSaveVideo:
@@ -38,9 +53,7 @@ class OviSaveVideo:
                 "fps": ("FLOAT", {"default": 24.0, "min": 1.0, "max": 120.0, "step": 1.0,
                                   "tooltip": "Frame rate; Ovi generates 24 fps."}),
                 "filename_prefix": ("STRING", {
-                    "default": "Ovi/ovi",
-                    "tooltip": "File name prefix inside ComfyUI's output folder; may contain sub-folders "
-                               "('Ovi/clip') but no absolute path or '..'. A counter is appended."}),
+                    "default": "Ovi/ovi", "tooltip": _PREFIX_TIP}),
             },
             "optional": {
                 "audio": ("AUDIO", {"tooltip": "Sound track (from OviDecodeAudio); muxed as AAC. Leave empty "
@@ -55,6 +68,7 @@ class OviSaveVideo:
 
     RETURN_TYPES = ("VIDEO", "STRING")
     RETURN_NAMES = ("video", "path")
+    OUTPUT_TOOLTIPS = ("The saved clip as a VIDEO, for core video nodes.", "Path of the written MP4 file.")
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = "Ovi/output"
@@ -75,7 +89,8 @@ class OviSaveVideo:
             if waveform.dim() == 3:
                 waveform = waveform[0]  # [C, T]
         root = _comfy.output_dir()
-        folder, base, counter = _comfy.save_path(filename_prefix, root)
+        prefix = _expand(filename_prefix, width=frames.shape[2], height=frames.shape[1], prompt=prompt)
+        folder, base, counter = _comfy.save_path(prefix, root)
         os.makedirs(folder, exist_ok=True)
         name = f"{base}_{counter:05}_.mp4"
         path = os.path.join(folder, name)
@@ -99,9 +114,9 @@ class OviSaveLatents:
             "required": {
                 "latents": (OVI_LATENTS, {"tooltip": "Paired latents from OviJointSampler."}),
                 "filename_prefix": ("STRING", {
-                    "default": "Ovi/latents",
-                    "tooltip": "File name prefix inside ComfyUI's output folder (no absolute path or '..')."}),
-            }
+                    "default": "Ovi/latents", "tooltip": _PREFIX_TIP}),
+            },
+            "hidden": {"prompt": "PROMPT"},
         }
 
     @classmethod
@@ -110,16 +125,18 @@ class OviSaveLatents:
 
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("path",)
+    OUTPUT_TOOLTIPS = ("Path of the written latents file.",)
     FUNCTION = "save"
     OUTPUT_NODE = True
     CATEGORY = "Ovi/latents"
     DESCRIPTION = "Saves video + audio latents (safetensors with the model version) for OviLoadLatents."
 
-    def save(self, latents, filename_prefix):
+    def save(self, latents, filename_prefix, prompt=None):
         from safetensors.torch import save_file
 
         root = _comfy.output_dir()
-        folder, base, counter = _comfy.save_path(filename_prefix, root)
+        prefix = _expand(filename_prefix, width=latents.width, height=latents.height, prompt=prompt)
+        folder, base, counter = _comfy.save_path(prefix, root)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"{base}_{counter:05}_{LATENT_SUFFIX}")
         meta = {"ovi.version": str(latents.version), "ovi.fps": str(latents.fps), "format": "pt"}
@@ -167,6 +184,7 @@ class OviLoadLatents:
 
     RETURN_TYPES = (OVI_LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ("The loaded paired latents; to OviDecodeVideo / OviDecodeAudio or OviRedoGuide.",)
     FUNCTION = "load"
     CATEGORY = "Ovi/latents"
     DESCRIPTION = "Loads saved paired latents so a long run can be decoded later."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _runtime
+from . import _comfy, _preview, _runtime
 from ._types import (
     OVI_CONDITIONING,
     OVI_GUIDES,
@@ -23,6 +23,9 @@ DEFAULT_PROMPT = (
 )
 VIDEO_NEGATIVE = "jitter, bad hands, blur, distortion"
 AUDIO_NEGATIVE = "robotic, muffled, echo, distorted"
+# shown in an empty negative box, so the two can be told apart
+VIDEO_NEGATIVE_LABEL = "video negative: what the picture should avoid (e.g. jitter, blur)"
+AUDIO_NEGATIVE_LABEL = "audio negative: what the sound should avoid (e.g. robotic, muffled)"
 
 # label -> (width, height); rescaled to the model's area keeping the aspect ratio (sides multiples of 32).
 # The official recommended sizes (H x W): 704x1280, 1280x704, 960x960, 512x992, 992x512, 960x512, 512x960,
@@ -37,8 +40,27 @@ ASPECT_PRESETS = {
     "~8:15 portrait (512x960)": (512, 960),
     "5:2 landscape (1120x448)": (1120, 448),
     "custom (width x height)": None,
+    # drafts: kept below the trained area (faster, not what the model was trained for)
+    "draft 16:9 landscape (640x352)": (640, 352),
+    "draft 9:16 portrait (352x640)": (352, 640),
+    "draft 1:1 square (480x480)": (480, 480),
+    "draft custom (width x height, not scaled up)": None,
 }
 DEFAULT_PRESET = "16:9 landscape (1280x704)"
+DRAFT = "draft"
+
+
+def preset_size(aspect: str, width: int, height: int, *, area: int) -> tuple[int, int, bool]:
+    """``(height, width, draft)`` in pixels for an aspect choice: rescaled to the model's ``area``, or for a
+    ``draft`` choice kept below it (:func:`ovi_core.sizes.draft_hw`)."""
+    from ovi_core import sizes
+
+    if aspect not in ASPECT_PRESETS:
+        raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+    w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
+    if aspect.startswith(DRAFT):
+        return (*sizes.draft_hw(h, w, area=area), True)
+    return (*sizes.snap_hw_to_area(h, w, area=area), False)
 
 
 def default_audio_rope_scale() -> float:
@@ -71,10 +93,10 @@ class OviTextEncode:
                                "'Audio: ...' (Ovi 1.1) or <AUDCAP>...<ENDAUDCAP> (Ovi 1.0); the format is "
                                "converted to the model's version. Malformed tags are reported on the node."}),
                 "video_negative": ("STRING", {
-                    "multiline": True, "default": VIDEO_NEGATIVE,
+                    "multiline": True, "default": VIDEO_NEGATIVE, "placeholder": VIDEO_NEGATIVE_LABEL,
                     "tooltip": "Negative prompt for the video tower (official default)."}),
                 "audio_negative": ("STRING", {
-                    "multiline": True, "default": AUDIO_NEGATIVE,
+                    "multiline": True, "default": AUDIO_NEGATIVE, "placeholder": AUDIO_NEGATIVE_LABEL,
                     "tooltip": "Negative prompt for the audio tower (official default)."}),
             },
             "optional": {
@@ -87,6 +109,8 @@ class OviTextEncode:
 
     RETURN_TYPES = (OVI_CONDITIONING, "STRING")
     RETURN_NAMES = ("conditioning", "prompt_used")
+    OUTPUT_TOOLTIPS = ("Prompt and negative-prompt embeddings; to OviJointSampler.",
+                       "The prompt as encoded, after converting its audio caption to the model's format.")
     FUNCTION = "encode"
     CATEGORY = "Ovi"
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
@@ -147,26 +171,30 @@ class OviJointSampler:
                     "default": DEFAULT_PRESET,
                     "tooltip": "Frame shape. The size is rescaled to the model's area (720x720 for Ovi 1.0, "
                                "960x960 for 1.1) keeping the aspect ratio, sides multiples of 32. 'custom' uses "
-                               "width and height. With an image input, the image's aspect wins."}),
-                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32,
-                                  "tooltip": "Width for the 'custom' aspect (rescaled to the model's area)."}),
-                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32,
-                                   "tooltip": "Height for the 'custom' aspect (rescaled to the model's area)."}),
+                               "width and height (under the advanced inputs). With an image input, the image's "
+                               "aspect wins. 'draft' sizes stay below the trained area: quicker, but quality "
+                               "below the trained area is not what the model was trained for."}),
+                "width": ("INT", {"default": 1280, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                  "tooltip": "Width, used only with the 'custom' aspects (rescaled to the model's "
+                                             "area; 'draft custom': kept if below it); ignored otherwise."}),
+                "height": ("INT", {"default": 704, "min": 128, "max": 4096, "step": 32, "advanced": True,
+                                   "tooltip": "Height, used only with the 'custom' aspects (rescaled to the model's "
+                                              "area; 'draft custom': kept if below it); ignored otherwise."}),
                 "seconds": (["auto", "5", "10"], {
                     "default": "auto",
                     "tooltip": "Clip length: 5 s (121 frames) or 10 s (241 frames). auto: what the model was "
                                "trained for. 10 s needs Ovi 1.1 (model_960x960_10s.safetensors is trained for it)."}),
                 "steps": ("INT", {"default": 50, "min": 1, "max": 200,
                                   "tooltip": "Sampling steps (official 50; 30-40 is faster)."}),
-                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc",
+                "solver": (["unipc", "dpm++", "euler"], {"default": "unipc", "advanced": True,
                                                        "tooltip": "Flow-matching solver (official: unipc)."}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1,
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 20.0, "step": 0.1, "advanced": True,
                                     "tooltip": "Timestep shift of the flow schedule (official 5.0)."}),
                 "video_cfg": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Classifier-free guidance scale of the video tower (official 4.0)."}),
                 "audio_cfg": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                         "tooltip": "Classifier-free guidance scale of the audio tower (official 3.0)."}),
-                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63,
+                "slg_layer": ("INT", {"default": 11, "min": -1, "max": 63, "advanced": True,
                                       "tooltip": "Skip-layer guidance: fused block dropped in the negative pass "
                                                  "(official 11); -1 or 0 disables it."}),
                 "seed": ("INT", {"default": 103, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
@@ -193,6 +221,7 @@ class OviJointSampler:
 
     RETURN_TYPES = (OVI_LATENTS,)
     RETURN_NAMES = ("latents",)
+    OUTPUT_TOOLTIPS = ("Paired video + audio latents; to OviDecodeVideo and OviDecodeAudio (or OviSaveLatents).",)
     FUNCTION = "sample"
     CATEGORY = "Ovi"
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
@@ -223,6 +252,7 @@ class OviJointSampler:
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         notes: list[str] = []
         fam_c, fam_m = _family(conditioning.version), _family(model.version)
         if fam_c is not None and fam_c != fam_m:
@@ -238,14 +268,14 @@ class OviJointSampler:
                          shift=float(shift))
         steps, video_cfg, audio_cfg, shift = p["steps"], p["video_guidance_scale"], p["audio_guidance_scale"], p["shift"]
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
-        height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         image_latent = None
         if image is not None:
             if video_vae is None:
                 raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader to the sampler "
                                  "(the first frame is encoded with the Wan2.2 VAE).")
             with _runtime.placed(video_vae) as vae:
-                image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
+                image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
+                                            if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
         guide_list = [item.guide for item in guides or []]
@@ -254,6 +284,13 @@ class OviJointSampler:
             planned = (sized_by.shape[-1] * sizes.SPATIAL_DOWNSAMPLE, sized_by.shape[-2] * sizes.SPATIAL_DOWNSAMPLE)
         else:
             planned = (width_px, height_px)
+        if draft:
+            from ovi_core.validate import draft_note
+
+            note = draft_note(planned[1], planned[0], area=model.target_area)
+            if note:
+                notes.append(note)
+                warn_lines.append(f"Ovi warning: {note}")
         spec = sizes.MODEL_SPECS[version]
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),
@@ -263,12 +300,14 @@ class OviJointSampler:
             audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
             audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
         )
-        progress = _comfy.progress_bar(int(steps), node_id=unique_id)
+        # a latent preview each step where ComfyUI's preview settings give one, else the step count only
+        preview = _preview.video_preview(int(steps), unique_id, model.device)
+        progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)
         with _runtime.placed_model(model) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, settings=settings,
                 image_latent=image_latent, device=model.device, dtype=model.dtype, callback=progress,
-                check_interrupt=_comfy.check_interrupt, guides=guide_list,
+                check_interrupt=_comfy.check_interrupt, guides=guide_list, preview=preview,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape

@@ -244,10 +244,13 @@ class OviPipeline:
     def _offload(self) -> bool:
         return self.memory_mode != "gpu"
 
-    def size_for(self, width: int | None, height: int | None) -> tuple[int, int]:
-        """(height, width) for text->AV: the request rescaled to the model's area, sides multiples of 32."""
+    def size_for(self, width: int | None, height: int | None, *, draft: bool = False) -> tuple[int, int]:
+        """(height, width) for text->AV: the request rescaled to the model's area, sides multiples of 32
+        (``draft``: a request below the area is kept, see :func:`ovi_core.sizes.draft_hw`)."""
         h = height or int(self.target_area**0.5)
         w = width or int(self.target_area**0.5)
+        if draft:
+            return sizes.draft_hw(h, w, area=self.target_area)
         return sizes.snap_hw_to_area(h, w, area=self.target_area)
 
     def generate(
@@ -273,6 +276,7 @@ class OviPipeline:
         guides: Sequence = (),
         original_media: bool = True,
         seconds: int | None = None,
+        draft: bool = False,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
 
@@ -280,7 +284,8 @@ class OviPipeline:
         given frames, a redo); inputs are encoded here. With ``original_media`` the result carries the given
         frames/sound where they were enforced, not their VAE round trip. ``seconds`` (5 or 10, None: what the
         model was trained for) picks the clip length; the result's ``warnings`` hold the prompt warnings, a 10 s
-        clip from a 5 s model, and a tiled video decode.
+        clip from a 5 s model, and a tiled video decode. ``draft``: a size (or first frame) below the model's
+        trained area is kept instead of rescaled up (faster, but not what the model was trained for; warned).
         """
         from ovi_core.conditioning.apply import encode_inputs, guide_size, splice_originals
 
@@ -298,11 +303,19 @@ class OviPipeline:
         for note in notes:
             logger.warning("%s", note)
         image_hw = None
+        image_area = self.target_area
         if image is not None:
             ih, iw = (image.shape[-3], image.shape[-2])
-            image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=self.target_area)
+            if draft:  # the asked size's area (or the image's own), never above the trained area
+                image_area = min(self.target_area, int(width) * int(height) if width and height else int(ih * iw))
+            image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=image_area)
         fixed = guide_size(guides, image_hw=image_hw)
-        h, w = validate.check_size(width, height, area=self.target_area) if image is None else (0, 0)
+        h, w = validate.check_size(width, height, area=self.target_area, draft=draft) if image is None else (0, 0)
+        if draft:
+            note = validate.draft_note(*(image_hw or (h, w)), area=self.target_area)
+            if note:
+                logger.warning("%s", note)
+                notes.append(note)
         if fixed is not None:
             h, w = fixed
             sizes.validate_size(h, w)
@@ -314,7 +327,7 @@ class OviPipeline:
             image_latent = None
             if image is not None:
                 with on_device(self.video_vae, dev, offload=off):
-                    image_latent = encode_image(self.video_vae, image, area=self.target_area, device=dev,
+                    image_latent = encode_image(self.video_vae, image, area=image_area, device=dev,
                                                 dtype=next(self.video_vae.parameters()).dtype)
             encoded = []
             if guides:

@@ -84,6 +84,23 @@ def snap_hw_to_area(h: int, w: int, *, area: int) -> tuple[int, int]:
     )
 
 
+def draft_hw(h: int, w: int, *, area: int) -> tuple[int, int]:
+    """A draft size: ``(h, w)`` with sides rounded to multiples of 32 but *not* rescaled up to ``area``; a request
+    above ``area`` is rescaled down to it as :func:`snap_hw_to_area` does. (480, 640) at 960*960 -> (480, 640).
+
+    Below the trained area the model makes a clip faster (fewer tokens), but that is not what it was trained for.
+    """
+    if h <= 0 or w <= 0:
+        raise ValueError(f"height and width must be positive, got {h}x{w}")
+    return snap_hw_to_area(h, w, area=area if h * w > area else 0)
+
+
+def is_draft_size(h: int, w: int, *, area: int) -> bool:
+    """True when ``h x w`` is clearly below the trained ``area``: under 90 % of it (snapping a rescaled size to
+    multiples of 32 loses a few percent at most, so such sizes never count)."""
+    return h * w < 0.9 * area
+
+
 def validate_size(h: int, w: int) -> None:
     """Raise ``ValueError`` unless ``h x w`` is a usable output size (positive, multiples of 32, at most 4096)."""
     if not isinstance(h, int) or not isinstance(w, int) or h <= 0 or w <= 0:

@@ -8,6 +8,7 @@ file) saying what to do, and returns the normalised value where there is one.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 
 from ovi_core import sizes
@@ -25,24 +26,34 @@ from ovi_core.text.prompt import check_prompt_text
 PROMPT_FILE_SUFFIXES = (".csv", ".tsv")
 
 
-def check_size(width: int | None, height: int | None, *, area: int) -> tuple[int, int]:
+def check_size(width: int | None, height: int | None, *, area: int, draft: bool = False) -> tuple[int, int]:
     """The text->AV output size for a request: ``(height, width)`` rescaled to ``area``, sides multiples of 32.
 
-    ``None`` sides default to a square. Refuses non-positive sides and requests whose snapped size exceeds
-    the maximum side (extreme aspect ratios such as 1x100000).
+    ``None`` sides default to a square. ``draft``: a size below ``area`` is kept (only snapped to multiples of 32,
+    :func:`ovi_core.sizes.draft_hw`) instead of rescaled up. Refuses non-positive sides and requests whose snapped
+    size exceeds the maximum side (extreme aspect ratios such as 1x100000).
     """
     side = int(area**0.5)
     w = side if width is None else as_int("width", width)
     h = side if height is None else as_int("height", height)
     if w <= 0 or h <= 0:
         raise ValueError(f"size must be positive, got {w}x{h} (width x height); e.g. 1280x704.")
-    sh, sw = sizes.snap_hw_to_area(h, w, area=area)
+    sh, sw = sizes.draft_hw(h, w, area=area) if draft else sizes.snap_hw_to_area(h, w, area=area)
     try:
         sizes.validate_size(sh, sw)
     except ValueError as e:
         raise ValueError(f"size {w}x{h} (width x height) gives {sw}x{sh} at the model's area of {area} pixels: "
                          f"{e}") from None
     return sh, sw
+
+
+def draft_note(height: int, width: int, *, area: int) -> str | None:
+    """The warning for a draft size below the trained ``area`` (None when it is not below)."""
+    if not sizes.is_draft_size(height, width, area=area):
+        return None
+    side = int(round(area**0.5))
+    return (f"draft size {width}x{height} is below the model's trained area ({side}x{side} pixels); quality there is "
+            f"not what the model was trained for (use it for quick tries, not final clips).")
 
 
 def clip_version(model_version: str, seconds: int | str | None) -> tuple[str, list[str]]:
@@ -164,12 +175,16 @@ def _check_folder_writable(folder: str, *, what: str) -> None:
         raise ValueError(f"Cannot write {what}: {base!r} is not writable; choose another output path.")
 
 
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
 def check_filename_prefix(prefix: str, *, output_dir: str | None = None) -> None:
     """A ComfyUI ``filename_prefix``: a relative name that stays inside the output folder.
 
-    Refuses absolute paths, drive letters, ``..`` components and NUL characters; with ``output_dir`` also
-    resolves symbolic links, so a link inside the output folder that points elsewhere is refused too.
-    Raises ``ValueError``; returns None.
+    Refuses absolute paths (``/x``, ``\\\\server\\x``), names starting with a drive letter (``C:x``), ``..``
+    components and NUL characters; a ``:`` elsewhere is fine (``%date:yyyy-MM-dd%`` or an expanded time), except
+    on Windows, where file names cannot hold one. With ``output_dir`` also resolves symbolic links, so a link inside
+    the output folder that points elsewhere is refused too. Raises ``ValueError``; returns None.
     """
     if not isinstance(prefix, str):
         raise ValueError(f"filename_prefix must be a string, got {type(prefix).__name__}.")
@@ -178,9 +193,15 @@ def check_filename_prefix(prefix: str, *, output_dir: str | None = None) -> None
     if "\x00" in text:
         raise ValueError(f"filename_prefix {prefix!r} contains a NUL character{hint}.")
     parts = text.replace("\\", "/").split("/")
-    if os.path.isabs(text) or text.startswith(("/", "\\")) or ":" in text:
-        raise ValueError(f"filename_prefix {prefix!r} is an absolute path or has a drive; it must stay inside the "
-                         f"output folder{hint}.")
+    if os.path.isabs(text) or text.startswith(("/", "\\")):
+        raise ValueError(f"filename_prefix {prefix!r} is an absolute path; it must stay inside the output "
+                         f"folder{hint}.")
+    if _DRIVE.match(text):
+        raise ValueError(f"filename_prefix {prefix!r} starts with a drive letter; it must stay inside the output "
+                         f"folder{hint}.")
+    if os.name == "nt" and ":" in text:
+        raise ValueError(f"filename_prefix {prefix!r} contains ':', which Windows file names cannot hold (a "
+                         f"%date:...% token is expanded before this check){hint}.")
     if ".." in parts:
         raise ValueError(f"filename_prefix {prefix!r} contains '..'; it must stay inside the output folder{hint}.")
     if output_dir is not None:

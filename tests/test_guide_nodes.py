@@ -112,3 +112,23 @@ def test_redo_guide_node(comps):
     keep[62:110] = False
     assert torch.equal(lat.video, src.video) and torch.equal(lat.audio[:, keep], src.audio[:, keep])
     assert not torch.equal(lat.audio[:, ~keep], src.audio[:, ~keep])
+
+
+def test_guides_trim_in_the_graph(comps):
+    """A 6 s sound or video is refused by a 5 s Ovi 1.1 guide, and start/max_seconds on the node trim it to fit."""
+    model, vae, avae, _ = comps
+    long_sound = _audio(6.0, 8000)
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="Ovi 1.1"):
+            OviAudioGuide().encode(avae, model, long_sound, offset=0.0, mode="replace", until=1.0, seconds="auto")
+        (g,) = OviAudioGuide().encode(avae, model, long_sound, offset=0.0, mode="replace", until=1.0,
+                                      seconds="auto", start=1.0, max_seconds=4.0)
+    # the guide's sound is seconds 1..5 of the input, resampled to 16 kHz: 4 s of it
+    assert g[0].source.samples.shape[-1] == 4 * 16000
+    frames = torch.rand(150, 36, 60, 3)  # 6.25 s at 24 fps
+    with torch.inference_mode():
+        with pytest.raises(ValueError, match="Ovi 1.1 holds at most 121"):
+            OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames)
+        (v,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto",
+                                      images=frames, start=1.0, max_seconds=2.0)
+    assert v[0].source.frames.shape[0] == 48

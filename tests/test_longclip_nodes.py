@@ -38,7 +38,13 @@ def test_long_clip_workflow_is_valid_and_loadable():
     s = next(n for n in _load(PAIR[1]).values() if n["class_type"] == "OviLongClipSampler")["inputs"]
     assert (s["steps"], s["solver"], s["shift"], s["video_cfg"], s["audio_cfg"], s["slg_layer"], s["seed"]) == (
         50, "unipc", 5.0, 4.0, 3.0, 11, 103)
-    assert s["prompts"].count("\n---\n") == 2
+    # one prompt per window of the clip it asks for (the workflow loads the 5 s model)
+    from ovi_core.longclip.plan import plan_windows
+    from ovi_core.longclip.prompts import split_prompts
+
+    loader = next(n for n in _load(PAIR[1]).values() if n["class_type"] == "OviFusionModelLoader")["inputs"]
+    assert loader["model"].endswith("model_960x960.safetensors")
+    assert len(split_prompts(s["prompts"])) == plan_windows(s["seconds"], version="1.1").num_windows == 6
 
 
 def test_long_clip_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch):
@@ -69,3 +75,39 @@ def test_node_errors_before_any_work(tiny_models):
         node.sample(**kw, image=torch.zeros(1, 8, 8, 3))
     with pytest.raises(ValueError, match="audio_vae"):
         node.sample(**kw, audio={"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000})
+
+
+def test_long_clip_node_previews_every_step_of_every_window(tiny_models, tmp_path, monkeypatch):
+    """With ComfyUI's previewer on (faked: its modules are absent in tests), every step of every window sends a
+    preview image, counted over the whole clip."""
+    import sys
+    import types
+
+    updates, shapes = [], []
+
+    class Previewer:
+        def decode_latent_to_preview_image(self, fmt, x0):
+            shapes.append(tuple(x0.shape))
+            return (fmt, "img", 512)
+
+    class Bar:
+        def __init__(self, total, node_id=None):
+            pass
+
+        def update_absolute(self, value, total=None, preview=None):
+            updates.append((value, total, preview is not None))
+
+    monkeypatch.setitem(sys.modules, "comfy", types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "comfy.latent_formats", types.SimpleNamespace(Wan22=object))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=Bar))
+    monkeypatch.setitem(sys.modules, "latent_preview", types.SimpleNamespace(get_previewer=lambda d, f: Previewer()))
+    monkeypatch.setenv("OVI_MODELS_DIR", str(tiny_models))
+    monkeypatch.setenv("OVI_OUTPUT_DIR", str(tmp_path / "out"))
+    api = _load(PAIR[1])
+    sampler = next(n for n in api.values() if n["class_type"] == "OviLongClipSampler")
+    sampler["inputs"].update(steps=2, seconds=8.0, prompts="one\n---\ntwo")  # 2 windows
+    run_api({k: v for k, v in api.items() if v["class_type"] != "OviSaveVideo"})
+    # the sampler's updates come first (the decoders after it report progress without previews)
+    assert updates[:4] == [(1, 4, True), (2, 4, True), (3, 4, True), (4, 4, True)]
+    assert sum(u[2] for u in updates) == 4
+    assert all(s[:3] == (1, 48, 1) for s in shapes) and len(shapes) == 4

@@ -242,6 +242,48 @@ def test_sampler_shows_the_size_it_used(server, loaded):
     assert "asked 1280x704" in text and "warning" not in text
 
 
+def test_draft_size_is_kept_below_the_trained_area_and_says_so(server, loaded):
+    model, te = loaded  # the tiny model's trained area is 64x64
+    with torch.inference_mode():
+        cond = OviTextEncode().encode(te, "A cat says <S>hi<E> Audio: a meow.", "", "", model=model)["result"][0]
+        server.sent.clear()
+        (lat,) = OviJointSampler().sample(model, cond, "draft custom (width x height, not scaled up)", 64, 32, "auto",
+                                          1, "unipc", 5.0, 4.0, 3.0, 11, 103, unique_id="6")
+    assert tuple(lat.video.shape[-2:]) == (2, 4)  # 32x64 pixels, not rescaled up to 64x64
+    text = html.unescape(server.sent[-1][1])
+    assert text.startswith("Ovi: 64x32") and "draft size 64x32 is below the model's trained area" in text
+
+
+def test_sampler_sends_a_latent_preview_each_step(server, loaded, monkeypatch):
+    """With ComfyUI's previewer on (faked here: its modules are absent in tests), every step's progress update
+    carries a preview image made from the step's clean-video prediction."""
+    model, te = loaded
+    frames, updates = [], []
+
+    class Previewer:
+        def decode_latent_to_preview_image(self, fmt, x0):
+            frames.append(tuple(x0.shape))
+            return (fmt, "img", 512)
+
+    class Bar:
+        def __init__(self, total, node_id=None):
+            self.node_id = node_id
+
+        def update_absolute(self, value, total=None, preview=None):
+            updates.append((self.node_id, value, total, preview))
+
+    monkeypatch.setitem(sys.modules, "comfy", types.SimpleNamespace())
+    monkeypatch.setitem(sys.modules, "comfy.latent_formats", types.SimpleNamespace(Wan22=object))
+    monkeypatch.setitem(sys.modules, "comfy.utils", types.SimpleNamespace(ProgressBar=Bar))
+    monkeypatch.setitem(sys.modules, "latent_preview", types.SimpleNamespace(get_previewer=lambda d, f: Previewer()))
+    with torch.inference_mode():
+        cond = OviTextEncode().encode(te, "A cat says <S>hi<E> Audio: a meow.", "", "", model=model)["result"][0]
+        (lat,) = OviJointSampler().sample(model, cond, "1:1 square (960x960)", 960, 960, "auto", 2, "unipc", 5.0,
+                                          4.0, 3.0, 11, 103, unique_id="6")
+    assert updates == [("6", 1, 2, ("JPEG", "img", 512)), ("6", 2, 2, ("JPEG", "img", 512))]
+    assert frames == [(1, 48, 1, *lat.video.shape[-2:])] * 2
+
+
 def test_ten_seconds_with_a_five_second_model_warns_on_the_node(server, loaded):
     model, te = loaded
     with torch.inference_mode():

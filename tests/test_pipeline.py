@@ -212,3 +212,15 @@ def test_csv_batch_from_the_cli(tmp_path, weights):
     with av.open(str(out / "ovi_001.mp4")) as c:
         s = c.streams.video[0]
         assert s.width != s.height  # the i2v clip takes the image's (landscape) aspect
+
+
+def test_draft_keeps_a_small_size_and_warns(pipe):
+    """``draft``: a size below the trained area (64x64 for the tiny model) is kept, with a warning; the default
+    rescales it up. A first frame is kept at its own (smaller) area too."""
+    res = pipe.generate(PROMPT, width=64, height=32, steps=1, draft=True)
+    assert res.frames.shape[1:3] == (32, 64)
+    assert any("not what the model was trained for" in w for w in res.warnings)
+    assert pipe.size_for(64, 32) != (32, 64) and pipe.size_for(64, 32, draft=True) == (32, 64)
+    image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
+    res = pipe.generate(PROMPT, image=image, steps=1, draft=True)
+    assert res.frames.shape[1:3] == (32, 32)

@@ -122,7 +122,7 @@ V2A_PROMPT = (
     "A street at dusk, cars pass and a dog barks in the distance. <AUDCAP>Traffic hum, passing cars, a distant dog "
     "barking, light wind.<ENDAUDCAP>"
 )
-GUIDE = {"mode": "replace", "until": 1.0, "seconds": "auto"}
+GUIDE = {"mode": "replace", "until": 1.0, "seconds": "auto", "start": 0.0, "max_seconds": 0.0}
 
 
 def _guide_spec(kind: str) -> list[dict]:
@@ -148,20 +148,29 @@ def _guide_spec(kind: str) -> list[dict]:
     return nodes
 
 
-LONG_CLIP_PROMPTS = (
+LONG_CLIP_PROMPTS = (  # one prompt per window: 20 s with the 5 s model is 6 windows (the node shows the plan)
     "A woman in a green coat walks through a night market at dusk, looks into the camera and says <S>Have you "
     "ever tried the dumplings here?<E> <AUDCAP>Clear female voice, market chatter, sizzling pans.<ENDAUDCAP>\n"
+    "---\n"
+    "She weaves past lantern-lit stalls and a crowd of shoppers, glancing back and says <S>The best stall is "
+    "right at the end.<E> <AUDCAP>Clear female voice, market chatter, footsteps.<ENDAUDCAP>\n"
     "---\n"
     "She stops at a food stall, points at the steaming baskets and says <S>Two of those, please.<E> The vendor "
     "nods and smiles. <AUDCAP>Clear female voice, market chatter, sizzling pans.<ENDAUDCAP>\n"
     "---\n"
+    "The vendor lifts a bamboo lid and steam rises as he says <S>Fresh from the fire, careful, they are hot.<E> "
+    "<AUDCAP>Clear male voice, hissing steam, market chatter.<ENDAUDCAP>\n"
+    "---\n"
     "She takes a bite, closes her eyes and laughs, <S>Worth every minute in the queue.<E> <AUDCAP>Clear female "
-    "voice, laughter, market chatter.<ENDAUDCAP>"
+    "voice, laughter, market chatter.<ENDAUDCAP>\n"
+    "---\n"
+    "She raises the last dumpling to the camera and says <S>Come back tomorrow, I will be here.<E> The lanterns "
+    "sway behind her. <AUDCAP>Clear female voice, market chatter, distant music.<ENDAUDCAP>"
 )
 
 
 def _long_clip_spec() -> list[dict]:
-    """A 20 s clip of chained windows (3 prompts: windows 1, 2, then 3 and later)."""
+    """A 20 s clip of 6 chained windows, one prompt each."""
     nodes = _spec(False)[:4]
     nodes += [
         {"id": 5, "type": "OviLongClipSampler", "pos": [460, 60], "size": [420, 640],

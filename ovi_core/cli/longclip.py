@@ -162,7 +162,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
                                   audio_guidance_scale=args.audio_cfg)
     area = target_area(args)
     if args.size is not None:
-        validate.check_size(*args.size, area=area)
+        validate.check_size(*args.size, area=area, draft=getattr(args, "draft", False))
     check_outputs(args, [args.out])
     if getattr(args, "windows_dir", None):
         _check_windows_dir(args.windows_dir)
@@ -176,7 +176,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         audio = read_audio(args.audio)
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
-    prompts_for_windows(prompts, plan.num_windows)
+    prompts_for_windows(prompts, plan.num_windows, plan=plan)
     if audio is not None:  # too long / too short for the clip: said now, not after the weights load
         from ovi_core.longclip.job import prepare_audio
 
@@ -202,6 +202,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
         windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
         resume_key=_resume_key(args, fusion, speed) if args.windows_dir else None,
+        draft=getattr(args, "draft", False),
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)

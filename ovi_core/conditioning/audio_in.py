@@ -159,8 +159,9 @@ def prepare_audio(
     if not trim and float(offset) + seconds > video_seconds + 1e-9:
         room = clip - float(offset)
         raise ValueError(
-            f"the audio is {seconds:.3f} s long from offset {float(offset):g} s, but a {spec.version} clip holds "
-            f"{clip:.3f} s of audio: give at most {room:.3f} s from this offset (trim it, or load the 10 s model "
+            f"the audio is {seconds:.3f} s long from offset {float(offset):g} s, but a clip of Ovi {spec.version} "
+            f"holds {clip:.3f} s of audio: give at most {room:.3f} s from this offset (trim it, in ComfyUI with the "
+            f"guide node's max_seconds, or load the 10 s model "
             f"for up to {ranges.audio_seconds(sizes.MODEL_SPECS['1.1-10s'].audio_latent_length):.3f} s)"
         )
     samples = to_mono_16k(waveform, rate)

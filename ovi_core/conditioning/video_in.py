@@ -167,9 +167,10 @@ def prepare_video(
     if at24.shape[0] > spec.frames:
         if not trim:
             raise ValueError(
-                f"the video has {at24.shape[0]} frames at 24 fps ({at24.shape[0] / 24:.3f} s) but a {spec.version} "
-                f"clip holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it (or load the 10 s model for "
-                f"up to {sizes.MODEL_SPECS['1.1-10s'].frames} frames)"
+                f"the video has {at24.shape[0]} frames at 24 fps ({at24.shape[0] / 24:.3f} s) but a clip of Ovi "
+                f"{spec.version} holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it (in ComfyUI: the "
+                f"guide node's start and max_seconds), or load the 10 s model for up to "
+                f"{sizes.MODEL_SPECS['1.1-10s'].frames} frames"
             )
         at24 = at24[: spec.frames]
     return VideoInput(frames=at24, height=th, width=tw, latent_frames=spec.video_latent_frames, mode=mode,

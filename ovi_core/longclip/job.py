@@ -83,6 +83,7 @@ def generate_long_clip(
     progress: WindowProgress | None = None,
     check_interrupt: Callable[[], None] | None = None,
     resume_key=None,
+    draft: bool = False,
 ) -> LongClipResult:
     """Write a clip of ``seconds`` (>= 5) to ``out`` (MP4; with ``wav`` also ``<out>.wav``).
 
@@ -99,13 +100,17 @@ def generate_long_clip(
 
     s = settings if settings is not None else SamplingSettings()
     plan = plan_windows(seconds, version=pipe.version, overlap_seconds=overlap, crossfade_seconds=crossfade)
-    window_prompts = prompts_for_windows(prompts, plan.num_windows)
+    window_prompts = prompts_for_windows(prompts, plan.num_windows, plan=plan)
     if guide_mode not in ("replace", "clean"):
         raise ValueError(f"guide mode must be 'replace' or 'clean', got {guide_mode!r}")
     if s.steps < 1:
         raise ValueError("steps must be at least 1.")
     given = prepare_audio(audio[0], audio[1], plan=plan) if audio is not None else None
-    h, w = pipe.size_for(width, height) if image is None else (0, 0)
+    h, w = pipe.size_for(width, height, draft=draft) if image is None else (0, 0)
+    image_area = pipe.target_area
+    if draft and image is not None:  # as OviPipeline.generate: the asked (or the image's) area, at most the trained
+        image_area = min(pipe.target_area, int(width) * int(height) if width and height else
+                         int(image.shape[-3] * image.shape[-2]))
     if image is None:
         sizes.validate_size(h, w)
     out = os.fspath(out)
@@ -120,7 +125,8 @@ def generate_long_clip(
                        "size": (h, w), "plan": (plan.version, plan.overlap_latents, plan.num_windows),
                        "image": tensor_digest(image), "audio": tensor_digest(given),
                        "negatives": (video_negative, audio_negative), "guides": (guide_mode, guide_until),
-                       "dtype": str(pipe.dtype), "speed": repr(s.speed), "model": resume_key})
+                       "dtype": str(pipe.dtype), "speed": repr(s.speed), "model": resume_key,
+                       **({"draft": True} if draft else {})})
         store = WindowStore(windows_dir, key=key)
     try:
         with on_device(pipe.text_encoder, dev, offload=off):
@@ -131,7 +137,7 @@ def generate_long_clip(
         image_latent = None
         if image is not None:
             with on_device(pipe.video_vae, dev, offload=off):
-                image_latent = encode_image(pipe.video_vae, image, area=pipe.target_area, device=dev, dtype=vae_dtype)
+                image_latent = encode_image(pipe.video_vae, image, area=image_area, device=dev, dtype=vae_dtype)
         given_latents = None
         if given is not None:
             with on_device(pipe.audio_codec, dev, offload=off):

@@ -1,9 +1,11 @@
 """Prompts per window: split a text into window prompts, read a ``.txt`` file, assign prompts to windows, and
 encode each distinct prompt once.
 
-One prompt serves every window. With several, window ``k`` gets prompt ``k``; the speech of each window goes in
-its own ``<S>...<E>``. Fewer prompts than windows: the last prompt carries on for the remaining windows (logged);
-more prompts than windows: an error that says how many windows the clip has.
+One prompt serves every window. With as many prompts as windows, window ``k`` gets prompt ``k``; the speech of
+each window goes in its own ``<S>...<E>``. Fewer prompts than windows: the prompts are spread over the clip by
+time, prompt ``i`` of ``P`` covering the ``i``-th ``1/P`` of it, and each window takes the prompt of the time at
+the middle of its span (3 prompts over 6 windows: 1, 1, 2, 2, 3, 3). More prompts than windows: an error that
+says how many windows the clip has. :func:`describe_prompt_plan` writes the window -> prompt plan as text.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 
+from ovi_core import sizes
 from ovi_core.io.files import regular_file
 
 logger = logging.getLogger(__name__)
@@ -48,18 +51,46 @@ def read_prompt_file(path: str | os.PathLike) -> list[str]:
     return prompts
 
 
-def prompts_for_windows(prompts: Sequence[str], windows: int) -> list[str]:
-    """One prompt per window (see the module docstring). Raises ``ValueError`` for no prompt or too many."""
+def window_centres(plan) -> list[float]:
+    """The middle of each window of a :class:`~ovi_core.longclip.plan.WindowPlan` as a fraction of the clip (the
+    last window's span is cut at the clip's end)."""
+    return [(w.frame_start + min(w.frame_start + plan.window_frames, plan.frames)) / 2 / plan.frames
+            for w in plan.windows]
+
+
+def prompts_for_windows(prompts: Sequence[str], windows: int, *, plan=None) -> list[str]:
+    """One prompt per window (see the module docstring). ``plan``: the clip's
+    :class:`~ovi_core.longclip.plan.WindowPlan`, whose window times spread the prompts (without it the windows are
+    taken as evenly spaced). Raises ``ValueError`` for no prompt or too many."""
     prompts = [p for p in prompts if isinstance(p, str) and p.strip()]
     if not prompts:
         raise ValueError("no prompt given: describe the scene, speech in <S>...<E>, the sound as 'Audio: ...'")
     if len(prompts) > windows:
         raise ValueError(f"{len(prompts)} prompts for a clip of {windows} window(s); give at most {windows} "
                          "(one per window) or make the clip longer")
-    if 1 < len(prompts) < windows:
-        logger.warning("%d prompts for %d windows: the last prompt is used for windows %d-%d", len(prompts),
-                       windows, len(prompts) + 1, windows)
-    return list(prompts) + [prompts[-1]] * (windows - len(prompts))
+    if plan is not None and plan.num_windows != windows:
+        raise ValueError(f"the plan has {plan.num_windows} windows, not {windows}")
+    if len(prompts) in (1, windows):
+        return [prompts[0]] * windows if len(prompts) == 1 else list(prompts)
+    centres = window_centres(plan) if plan is not None else [(k + 0.5) / windows for k in range(windows)]
+    picks = [min(len(prompts) - 1, int(c * len(prompts))) for c in centres]
+    logger.info("%d prompts for %d windows, spread by time: windows -> prompts %s", len(prompts), windows,
+                ", ".join(f"{k + 1}->{i + 1}" for k, i in enumerate(picks)))
+    return [prompts[i] for i in picks]
+
+
+def describe_prompt_plan(plan, window_prompts: Sequence[str], *, width: int = 60) -> str:
+    """One line per window: its time span in the clip and the start of its prompt (what the node shows)."""
+    fps = sizes.FPS
+    numbers: dict[str, int] = {}
+    lines = []
+    for w, p in zip(plan.windows, window_prompts, strict=True):
+        n = numbers.setdefault(p, len(numbers) + 1)
+        a, b = w.frame_start / fps, min(w.frame_start + plan.window_frames, plan.frames) / fps
+        text = " ".join(p.split())
+        short = text if len(text) <= width else text[: width - 3].rstrip() + "..."
+        lines.append(f"window {w.index + 1} ({a:.2f}-{b:.2f} s): prompt {n}: {short}")
+    return "\n".join(lines)
 
 
 def encode_window_prompts(text_encoder, prompts: Sequence[str], *, video_negative: str, audio_negative: str,

@@ -94,6 +94,7 @@ def sample_windows(
     check_interrupt: Callable[[], None] | None = None,
     load_window: Callable[[int], AVLatents | None] | None = None,
     place: Callable[[], object] | None = None,
+    preview: Callable[[int, int, int, int, torch.Tensor], None] | None = None,
 ) -> Iterator[AVLatents]:
     """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
 
@@ -101,7 +102,8 @@ def sample_windows(
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``settings``:
-    the sampling settings of every window (window ``k`` samples with ``settings.seed + k``). The other arguments
+    the sampling settings of every window (window ``k`` samples with ``settings.seed + k``); ``preview(window,
+    windows, step, steps, x0_video)``: each step's clean-video prediction (a latent preview). The other arguments
     are those of :func:`ovi_core.sampling.av.sample_av`.
     """
     import contextlib
@@ -133,6 +135,11 @@ def sample_windows(
                 def cb(i: int, total: int, _k: int = k) -> None:
                     progress(_k + 1, n, i, total)
             kw = {"guides": guides} if guides else {}
+            if preview is not None:
+                def pv(i: int, total: int, x0: torch.Tensor, _k: int = k) -> None:
+                    preview(_k + 1, n, i, total, x0)
+
+                kw["preview"] = pv
             with place() if place is not None else contextlib.nullcontext():
                 lat = sample_av(
                     model, conds[k], height=height, width=width, version=plan.version,

@@ -64,6 +64,7 @@ def sample_av(
     callback: ProgressFn | None = None,
     check_interrupt: InterruptFn | None = None,
     guides: Sequence = (),
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
@@ -136,7 +137,7 @@ def sample_av(
         with torch.no_grad(), model.cache_text_embeddings():
             video, audio = sample_joint(
                 denoise, video, audio, solver=s.solver, steps=steps, shift=s.shift, first_frame=first,
-                callback=callback, check_interrupt=check_interrupt, guides=guides,
+                callback=callback, check_interrupt=check_interrupt, guides=guides, preview=preview,
             )
     finally:
         model.block_hook = prev_hook

@@ -61,6 +61,7 @@ def sample_joint(
     check_interrupt: Callable[[], None] | None = None,
     nan_check_every: int = NAN_CHECK_EVERY,
     guides: Sequence[Guide] = (),
+    preview: Callable[[int, int, torch.Tensor], None] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integrate the joint flow from noise to data.
 
@@ -83,6 +84,8 @@ def sample_joint(
             replace mode noises ``x0`` with the starting noise ``video``/``audio`` at the solver's sigma. Clean
             guides also need their token masks in the denoiser (``make_cfg_denoiser(video_clean=...)``, from
             :func:`~ovi_core.sampling.guides.clean_masks`).
+        preview: called as ``preview(i + 1, steps, x0_video)`` after each step with the step's prediction of the
+            clean video latent, ``x0 = x - sigma * v`` (for a latent preview image; costs one subtraction).
     Returns:
         ``(video, audio)`` latents, same shapes and dtypes as the inputs.
     """
@@ -130,6 +133,8 @@ def sample_joint(
         if (i + 1) % nan_check_every == 0 or i == steps - 1:
             _check_finite(bad, since, i + 1)
             since = i + 2
+        if preview is not None:
+            preview(i + 1, steps, video - sv.sigmas[i].item() * v_video)
         video = sv.step(v_video, i, video)
         audio = sa.step(v_audio, i, audio)
         if callback is not None:
