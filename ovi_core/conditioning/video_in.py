@@ -167,27 +167,29 @@ def prepare_video(
         if not trim:
             raise ValueError(
                 f"the video has {at24.shape[0]} frames at 24 fps ({at24.shape[0] / 24:.3f} s) but a {spec.version} "
-                f"clip holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it (or load the 10 s model for "
-                f"up to {sizes.MODEL_SPECS['1.1-10s'].frames} frames)"
+                f"clip holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it, load the 10 s model for "
+                f"up to {sizes.MODEL_SPECS['1.1-10s'].frames} frames, or make a long clip (the CLI: leave out "
+                "--seconds; nodes: OviLongClipSampler)"
             )
         at24 = at24[: spec.frames]
     return VideoInput(frames=at24, height=th, width=tw, latent_frames=spec.video_latent_frames, mode=mode,
                       until=float(until))
 
 
-def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
-    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``."""
+def read_video_file(path: str | os.PathLike, *, seconds: float | None = None) -> tuple[torch.Tensor, float]:
+    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``; with ``seconds`` only the source frames shown
+    in the first ``seconds`` (plus one), never the rest of a longer file."""
     import av
 
     from ovi_core.io.media import read_video_frames
 
-    frames = read_video_frames(path)
     with av.open(os.fspath(path)) as c:
         s = c.streams.video[0]
         rate = s.average_rate or s.base_rate or s.guessed_rate
     if not rate:
         raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate; give the frames and fps instead")
-    return frames, float(rate)
+    limit = None if seconds is None else math.floor(float(seconds) * float(rate)) + 1
+    return read_video_frames(path, max_frames=limit), float(rate)
 
 
 def encode_video_guide(

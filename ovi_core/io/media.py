@@ -294,3 +294,44 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> tor
         frame = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="AREA")
     arr = frame.to_ndarray(format="rgb24")
     return torch.from_numpy(np.ascontiguousarray(arr))  # [H, W, 3] uint8
+
+
+def video_info(path: str | os.PathLike) -> tuple[int, float, int, int]:
+    """``(frames, fps, height, width)`` of the first video stream without decoding it.
+
+    ``frames``: the container's count, or (when it has none) the number of video packets; ``fps``: the average
+    rate (or the base/guessed one). ValueError without a video stream or a frame rate.
+    """
+    with _open_input(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} has no video stream")
+        s = container.streams.video[0]
+        rate = s.average_rate or s.base_rate or s.guessed_rate
+        if not rate:
+            raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate")
+        n = int(s.frames or 0)
+        if n <= 0:
+            n = sum(1 for p in container.demux(s) if p.size)
+        return n, float(rate), int(s.codec_context.height), int(s.codec_context.width)
+
+
+def iter_video_frames(path: str | os.PathLike, indices: Iterable[int]):
+    """Yield the source frames ``indices`` (ascending, repeats allowed) of the first video stream as RGB uint8
+    ``[H, W, 3]``, decoding from the start and converting only those frames (never the whole video at once).
+    Stops early when the file has fewer frames."""
+    wanted = iter(indices)
+    nxt = next(wanted, None)
+    if nxt is None:
+        return
+    with _open_input(path) as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} has no video stream")
+        for i, frame in enumerate(container.decode(container.streams.video[0])):
+            if i < nxt:
+                continue
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            while nxt is not None and nxt <= i:
+                yield rgb
+                nxt = next(wanted, None)
+            if nxt is None:
+                return
