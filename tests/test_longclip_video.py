@@ -134,7 +134,12 @@ def test_generate_video_without_seconds_follows_the_video(weights, clip30, tmp_p
         rc = cli.main(["generate", "--weights", weights, "--prompt", PROMPT, "--steps", "1", "--offline",
                        "--device", "cpu", "--video", clip30, "--seconds", "5", "--out", str(tmp_path / "t.mp4")])
     assert rc == 0 and len(_frames(tmp_path / "t.mp4")) == 121
-    assert "--seconds 5 uses the first 5.00 s of the 5.96 s video" in caplog.text
+    assert "--seconds 5 uses the first 121 of the video's 144 frames at 24 fps (6.00 s)" in caplog.text
+    rc = cli.main(["generate", "--weights", weights, "--prompt", PROMPT, "--steps", "1", "--offline",
+                   "--device", "cpu", "--video", clip30, "--seconds", "8", "--out", str(tmp_path / "l.mp4")])
+    got = _frames(tmp_path / "l.mp4")
+    assert rc == 0 and len(got) == 193  # longer than the video: the rest is generated
+    assert (torch.from_numpy(got[120]).float() - src.frames(120, 121)[0].float()).abs().mean() < 4
 
 
 def test_generate_audio_without_seconds_follows_the_track(weights, tmp_path):

@@ -63,17 +63,17 @@ def apply(args: argparse.Namespace) -> None:
         if n <= spec.frames:
             return  # one clip of the model, as before
         if getattr(args, "audio_offset", None):
-            raise ValueError(f"the {what} ({seconds:.2f} s) is longer than one {spec.seconds:.0f} s clip: a long clip "
+            raise ValueError(f"the {what} ({n / sizes.FPS:.2f} s) is longer than one {spec.seconds:.0f} s clip: a long clip "
                              "takes a track from 0 s; drop --audio-offset (or pad the sound with silence)")
         args.seconds = seconds
         args.long_clip = True  # even at exactly 5 or 10 s: the model's own window is shorter
-        logger.info("the %s is %.2f s (%d frames at 24 fps): a long clip of chained %.0f s windows", what, seconds, n,
-                    spec.seconds)
+        logger.info("the %s has %d frames at 24 fps (%.2f s): a long clip of chained %.0f s windows", what, n,
+                    n / sizes.FPS, spec.seconds)
         return
     frames = sizes.get_spec(_version(args)).frames if args.seconds in SINGLE_CLIP_SECONDS and not \
         getattr(args, "long_clip", False) else clip_frames(args.seconds)
     if n > frames:
         args.trim_media = True
-        logger.warning("note: --seconds %g uses the first %.2f s of the %.2f s %s (leave out --seconds for all of it)",
-                       args.seconds, (frames - 1) / sizes.FPS, seconds, what)
+        logger.warning("note: --seconds %g uses the first %d of the %s's %d frames at 24 fps (%.2f s); leave out "
+                       "--seconds for all of it", args.seconds, frames, what, n, n / sizes.FPS)
 
