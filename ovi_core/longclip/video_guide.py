@@ -68,8 +68,29 @@ class FileVideo:
         return torch.stack(out)
 
 
+def output_size(height: int, width: int, *, area: int) -> tuple[int, int]:
+    """``(height, width)`` of a clip guided by a ``width x height`` video at the model's ``area`` (as image->AV);
+    ValueError when it is too small or its aspect does not fit the model."""
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(f"video frames of {width}x{height} are too small; give at least {MIN_SIDE}x{MIN_SIDE} "
+                         "pixels")
+    th, tw = sizes.i2v_size_for_image(height, width, area=area)
+    try:
+        sizes.validate_size(th, tw)
+    except ValueError as e:
+        raise ValueError(f"video of {width}x{height} does not fit the model: at its area it would be {tw}x{th}. {e}. "
+                         "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
+    return th, tw
+
+
 class TensorVideo:
-    """Frames ``[N, H, W, 3]`` (float in [0, 1] or uint8) at ``fps``, presented at 24 fps without copying."""
+    """Frames ``[N, H, W, 3]`` (float in [0, 1] or uint8) at ``fps``, presented at 24 fps without copying.
+
+    As a guide source of the nodes (``stream == "video"``), :meth:`splice` puts the frames back into a decoded
+    long clip.
+    """
+
+    stream = "video"
 
     def __init__(self, frames: torch.Tensor, fps: float) -> None:
         if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
@@ -87,6 +108,12 @@ class TensorVideo:
         idx = [min(self.source_frames - 1, _source_index(k, self.fps)) for k in range(start, stop)]
         return self._frames[idx]
 
+    def splice(self, decoded: torch.Tensor) -> torch.Tensor:
+        """Decoded frames ``[F, H', W', 3]`` of a clip guided from frame 0 with these frames (resized, clamped) on
+        the whole latent frames they fill (every window's latent grid is aligned, see :mod:`.plan`)."""
+        n = min(decoded.shape[0], 1 + ranges.FRAMES_PER_LATENT * ((self.frames24 - 1) // ranges.FRAMES_PER_LATENT))
+        return _resized_into(decoded, self.frames(0, n), 0)
+
 
 class WindowVideo:
     """A video source as the per-window video latents of a long clip (see the module docstring).
@@ -97,15 +124,7 @@ class WindowVideo:
     """
 
     def __init__(self, source, plan: WindowPlan, *, area: int) -> None:
-        h, w = source.height, source.width
-        if h < MIN_SIDE or w < MIN_SIDE:
-            raise ValueError(f"video frames of {w}x{h} are too small; give at least {MIN_SIDE}x{MIN_SIDE} pixels")
-        th, tw = sizes.i2v_size_for_image(h, w, area=area)
-        try:
-            sizes.validate_size(th, tw)
-        except ValueError as e:
-            raise ValueError(f"video of {w}x{h} does not fit the model: at its area it would be {tw}x{th}. {e}. "
-                             "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
+        th, tw = output_size(source.height, source.width, area=area)
         self.source, self.plan = source, plan
         self.height, self.width = th, tw
         self.frames = min(source.frames24, plan.frames)  # the given frames the clip uses
@@ -150,10 +169,15 @@ class WindowVideo:
         stop = min(start + frames.shape[0], self.guided_frames)
         if stop <= start:
             return frames
-        x = self.source.frames(start, stop)
-        x = (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).permute(0, 3, 1, 2)  # [n, 3, H, W]
-        if tuple(x.shape[-2:]) != (self.height, self.width):  # as VideoInput.splice
-            x = F.interpolate(x, size=(self.height, self.width), mode="bicubic", align_corners=False)
-        out = frames.clone()
-        out[: stop - start] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
-        return out
+        return _resized_into(frames, self.source.frames(start, stop), 0)
+
+
+def _resized_into(out: torch.Tensor, given: torch.Tensor, at: int) -> torch.Tensor:
+    """``out`` ``[F, H, W, 3]`` with ``given`` ``[n, h, w, 3]`` (uint8 or float in [0, 1]) resized to ``H x W``
+    (bicubic, clamped, as :meth:`VideoInput.splice`) at frames ``[at, at + n)``."""
+    x = (given.float() / 255.0 if given.dtype == torch.uint8 else given.float()).permute(0, 3, 1, 2)
+    if tuple(x.shape[-2:]) != tuple(out.shape[1:3]):
+        x = F.interpolate(x, size=tuple(out.shape[1:3]), mode="bicubic", align_corners=False)
+    out = out.clone()
+    out[at : at + x.shape[0]] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
+    return out
