@@ -152,3 +152,30 @@ def test_generate_audio_without_seconds_follows_the_track(weights, tmp_path):
     assert rc == 0
     assert len(_frames(out)) == 157  # floor(6.5 * 24) + 1
     assert os.path.getsize(tmp_path / "a2v.wav") == 44 + 2 * round(157 * 16000 / 24)
+
+
+def test_ranges_after_a_seek_are_the_frames_of_a_full_decode(tmp_path):
+    """A keyframe every 10 frames: reading a late range seeks and still returns exactly those frames."""
+    import ovi_core.io.media as media
+
+    path = str(tmp_path / "gop10.mp4")
+    with av.open(path, "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width = s.height = 64
+        s.pix_fmt = "yuv420p"
+        s.codec_context.gop_size = 10
+        for k in range(200):
+            img = torch.full((64, 64, 3), k, dtype=torch.uint8).numpy()
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    whole = list(media.iter_video_frames(path, range(200)))
+    with av.open(path) as c:
+        keys = sum(1 for p in c.demux(video=0) if p.is_keyframe)
+    assert len(whole) == 200 and keys >= 10
+    for a, b in ((55, 70), (60, 61), (123, 150), (190, 200)):
+        with av.open(path) as c:
+            assert media._seek_before(c, c.streams.video[0], a) > 0  # it did seek past frame 0
+        got = list(media.iter_video_frames(path, range(a, b)))
+        assert all(torch.equal(x, y) for x, y in zip(got, whole[a:b], strict=True)), (a, b)

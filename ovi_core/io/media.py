@@ -317,8 +317,10 @@ def video_info(path: str | os.PathLike) -> tuple[int, float, int, int]:
 
 def iter_video_frames(path: str | os.PathLike, indices: Iterable[int]):
     """Yield the source frames ``indices`` (ascending, repeats allowed) of the first video stream as RGB uint8
-    ``[H, W, 3]``, decoding from the start and converting only those frames (never the whole video at once).
-    Stops early when the file has fewer frames."""
+    ``[H, W, 3]``, converting only those frames (never the whole video at once). A range that starts late seeks
+    to the keyframe before it (frame numbers from the timestamps at the stream's average rate) and decodes on
+    from there; a file without usable timestamps is decoded from its start. Stops early when the file has fewer
+    frames."""
     wanted = iter(indices)
     nxt = next(wanted, None)
     if nxt is None:
@@ -326,7 +328,9 @@ def iter_video_frames(path: str | os.PathLike, indices: Iterable[int]):
     with _open_input(path) as container:
         if not container.streams.video:
             raise ValueError(f"{os.fspath(path)!r} has no video stream")
-        for i, frame in enumerate(container.decode(container.streams.video[0])):
+        stream = container.streams.video[0]
+        first = _seek_before(container, stream, nxt)
+        for i, frame in enumerate(container.decode(stream), start=first):
             if i < nxt:
                 continue
             rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
@@ -335,3 +339,29 @@ def iter_video_frames(path: str | os.PathLike, indices: Iterable[int]):
                 nxt = next(wanted, None)
             if nxt is None:
                 return
+
+
+def _seek_before(container, stream, index: int) -> int:
+    """Seek ``container`` to a keyframe at or before source frame ``index``; returns that keyframe's frame number
+    (0 and no seek when the timestamps do not allow it, or for the first frames)."""
+    rate, tb = stream.average_rate, stream.time_base
+    if index < 48 or not rate or not tb:
+        return 0
+    t0 = stream.start_time or 0
+    try:
+        container.seek(t0 + int(Fraction(index) / Fraction(rate) / Fraction(tb)), stream=stream, backward=True,
+                       any_frame=False)
+        for frame in container.decode(stream):  # the keyframe it landed on
+            pts = frame.pts
+            break
+        else:
+            pts = None
+        if pts is not None:
+            k = round((pts - t0) * Fraction(tb) * Fraction(rate))
+            if 0 <= k <= index:
+                container.seek(pts, stream=stream, backward=True, any_frame=False)
+                return k
+    except Exception as e:  # noqa: BLE001 - any seek trouble: decode from the start instead
+        logger.debug("seek failed (%s); decoding from the start", e)
+    container.seek(t0, stream=stream, backward=True, any_frame=False)
+    return 0
