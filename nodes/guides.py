@@ -120,6 +120,18 @@ class OviAudioGuide:
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
 
 
+def _long_video(images, fps: float, model, seconds) -> GuideItem | None:
+    """A video longer than one clip of the model: an unencoded item for OviLongClipSampler (None otherwise)."""
+    from ovi_core import sizes
+    from ovi_core.longclip.video_guide import TensorVideo, output_size
+
+    src = TensorVideo(images if images.ndim == 4 else images[None], fps)
+    if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames:
+        return None
+    output_size(src.height, src.width, area=model.target_area)  # the size check, now
+    return GuideItem(guide=None, source=src)
+
+
 class OviVideoGuide:
     """IMAGE frames + fps, or a VIDEO -> video guide (Wan2.2 VAE latent + per-frame mask)."""
 
@@ -155,8 +167,9 @@ class OviVideoGuide:
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
-                   "longer than the clip, or of a size that does not fit the model, is refused; start and "
-                   "max_seconds trim it in the graph.")
+                   "longer than one clip is kept unencoded for OviLongClipSampler (which encodes it window by "
+                   "window); OviJointSampler refuses it. start and max_seconds trim it in the graph; a size that "
+                   "does not fit the model is refused.")
 
     def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
                max_seconds=0.0):
@@ -171,6 +184,9 @@ class OviVideoGuide:
             comp = video.get_components()
             images, fps = comp.images, float(comp.frame_rate)
         images = trim_frames(images, float(fps), start=start, max_seconds=max_seconds)
+        long_item = _long_video(images, float(fps), model, seconds)
+        if long_item is not None:
+            return (list(guides or []) + [long_item],)
         with _runtime.placed(video_vae) as vae:
             inp, guide = encode_video_guide(vae, images, float(fps), version=_version(model, seconds),
                                             area=model.target_area, mode=mode, until=float(until),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from . import _comfy, _preview, _runtime
-from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
+from ._types import OVI_AUDIO_VAE, OVI_GUIDES, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 from .sampling import (
     ASPECT_PRESETS,
     AUDIO_NEGATIVE,
@@ -87,6 +87,11 @@ class OviLongClipSampler:
                                                "guides every window it covers (needs audio_vae). At most the clip's "
                                                "length."}),
                 "audio_vae": (OVI_AUDIO_VAE, {"tooltip": "MMAudio VAE, to encode the audio track."}),
+                "guides": (OVI_GUIDES, {"tooltip": "Optional guides from OviVideoGuide / OviAudioGuide, from 0 s and "
+                                                   "of any length: the video guides every window it covers (read "
+                                                   "and encoded window by window; needs video_vae; the clip takes "
+                                                   "its size), the sound as the audio input. Their mode is "
+                                                   "guide_mode; frames or sound past 'seconds' are not used."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -103,7 +108,7 @@ class OviLongClipSampler:
     def sample(self, model, text_encoder, prompts, seconds, aspect, width, height, steps, solver, shift, video_cfg,
                audio_cfg, slg_layer, seed, overlap=2.0, crossfade=0.5, guide_mode="replace",
                video_negative=VIDEO_NEGATIVE, audio_negative=AUDIO_NEGATIVE, image=None, video_vae=None, audio=None,
-               audio_vae=None, unique_id=None):
+               audio_vae=None, guides=None, unique_id=None):
         from ovi_core.longclip.job import prepare_audio
         from ovi_core.longclip.plan import plan_windows
         from ovi_core.longclip.prompts import (
@@ -126,10 +131,24 @@ class OviLongClipSampler:
         height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         plan = plan_windows(float(seconds), version=model.version, overlap_seconds=float(overlap),
                             crossfade_seconds=float(crossfade))
+        video, guide_audio = _long_guides(guides, image=image, audio=audio)
+        if guide_audio is not None:
+            audio = guide_audio
+        if video is not None and video_vae is None:
+            raise ValueError("A video guide is connected but no video_vae: connect OviVideoVAELoader (each window's "
+                             "frames are encoded with the Wan2.2 VAE).")
+        if audio is not None and audio_vae is None:
+            raise ValueError("An audio guide is connected but no audio_vae: connect OviAudioVAELoader.")
+        windows_video = None
+        if video is not None:
+            from ovi_core.longclip.video_guide import WindowVideo
+
+            windows_video = WindowVideo(video, plan, area=model.target_area)
+            height_px, width_px = windows_video.height, windows_video.width
         window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
         given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan) if audio is not None else None
         plan_text = "Ovi long clip: " + plan.describe() + "\n" + describe_prompt_plan(plan, window_prompts)
-        if draft and image is None:
+        if draft and image is None and windows_video is None:
             from ovi_core.validate import draft_note
 
             note = draft_note(height_px, width_px, area=model.target_area)
@@ -149,6 +168,11 @@ class OviLongClipSampler:
             with _runtime.placed(audio_vae) as codec:
                 given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
             given_latents = given_latents.float().cpu()
+
+        def encode_window(k):
+            with _runtime.placed(video_vae) as vae:
+                return windows_video.latent(k, vae, device=video_vae.device)
+
         total = plan.num_windows * int(steps)
         shown = _preview.video_preview(total, unique_id, model.device)  # None: ComfyUI gives no preview this run
         bar = _comfy.progress_bar(total, node_id=unique_id) if shown is None else None
@@ -166,11 +190,41 @@ class OviLongClipSampler:
                                           video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
                                           slg_layer=int(slg_layer), seed=int(seed)),
                 image_latent=image_latent, given_audio=given_latents,
+                given_video=encode_window if windows_video is not None else None,
                 guide_mode=guide_mode, device=model.device, dtype=model.dtype,
                 progress=progress if shown is None else None, preview=preview if shown is not None else None,
                 check_interrupt=_comfy.check_interrupt,
             )
         return (latents, plan_text)
+
+
+def _long_guides(guides, *, image, audio):
+    """OVI_GUIDES -> ``(video source or None, ComfyUI AUDIO or None)`` for a long clip; refuses what it cannot take."""
+    from ovi_core.conditioning.audio_in import AudioInput
+    from ovi_core.conditioning.video_in import VideoInput
+    from ovi_core.longclip.video_guide import TensorVideo
+
+    video = track = None
+    for item in guides or []:
+        src = item.source
+        if src is None or getattr(src, "exclude", None) is not None:
+            raise ValueError("OviLongClipSampler takes video and audio guides from 0 s; a redo guide works on "
+                             "OviJointSampler (one clip).")
+        if isinstance(src, (TensorVideo, VideoInput)):
+            if video is not None:
+                raise ValueError("Connect one video guide to OviLongClipSampler, not several.")
+            if image is not None:
+                raise ValueError("A video guide gives every frame including the first; disconnect the image.")
+            video = src if isinstance(src, TensorVideo) else TensorVideo(src.frames, 24)
+        elif isinstance(src, AudioInput):
+            if track is not None or audio is not None:
+                raise ValueError("Give one sound track: the audio input or one audio guide, not both.")
+            if src.start != 0:
+                raise ValueError("A long clip takes its sound track from 0 s; set the audio guide's offset to 0.")
+            track = {"waveform": src.samples.reshape(1, 1, -1), "sample_rate": 16000}
+        else:
+            raise ValueError(f"OviLongClipSampler cannot take a guide made from {type(src).__name__}.")
+    return video, track
 
 
 NODE_CLASS_MAPPINGS = {"OviLongClipSampler": OviLongClipSampler}

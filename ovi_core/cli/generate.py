@@ -113,9 +113,11 @@ def _progress(total_label: str):
 def run(args: argparse.Namespace) -> int:
     from ovi_core import validate
     from ovi_core.cli import longclip as longclip_cli
+    from ovi_core.cli import media_length
     from ovi_core.io.latents import OutputWriteError
     from ovi_core.pipeline import OviPipeline
 
+    media_length.apply(args)  # --video/--audio without --seconds: the clip follows the media's length
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)
     args.prompt = longclip_cli.single_prompt(args)

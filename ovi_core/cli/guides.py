@@ -73,6 +73,7 @@ def model_version_and_area(args: argparse.Namespace) -> tuple[str, int]:
 
 def inputs_from_args(args: argparse.Namespace) -> list:
     """The guide inputs the flags ask for (empty without guide flags), read and checked now."""
+    from ovi_core import sizes
     from ovi_core.conditioning.audio_in import prepare_audio, read_audio_file
     from ovi_core.conditioning.redo import redo_inputs
     from ovi_core.conditioning.video_in import prepare_video, read_video_file
@@ -86,10 +87,12 @@ def inputs_from_args(args: argparse.Namespace) -> list:
             raise ValueError("--guide-until applies to --audio/--video; a redo keeps the rest of the clip exactly")
         return redo_inputs(args.source, args.redo, version=version, area=area, mode=mode)
     out = []
+    trim = getattr(args, "trim_media", False)  # --seconds shorter than the media (cli.media_length noted it)
     if args.video:
-        frames, fps = read_video_file(args.video)
-        out.append(prepare_video(frames, fps, version=version, area=area, mode=mode, until=until))
+        frames, fps = read_video_file(args.video, seconds=sizes.get_spec(version).frames / 24 if trim else None)
+        out.append(prepare_video(frames, fps, version=version, area=area, mode=mode, until=until, trim=trim))
     if args.audio:
         wav, rate = read_audio_file(args.audio)
-        out.append(prepare_audio(wav, rate, version=version, offset=args.audio_offset or 0.0, mode=mode, until=until))
+        out.append(prepare_audio(wav, rate, version=version, offset=args.audio_offset or 0.0, mode=mode, until=until,
+                                 trim=trim))
     return out

@@ -59,6 +59,8 @@ def _prompts(values: list[str]) -> list[str]:
 def is_long_clip(args: argparse.Namespace) -> bool:
     """True when the flags ask for a long clip (see the module docstring)."""
     values = args.prompt if isinstance(args.prompt, list) else [args.prompt]
+    if getattr(args, "long_clip", False):  # set by cli.media_length: the given media is longer than one window
+        return True
     if args.seconds is not None and args.seconds not in SINGLE_CLIP_SECONDS:
         return True
     return len(values) > 1 or any(v.lower().endswith(".txt") for v in values)
@@ -143,12 +145,14 @@ def run_long_clip(args: argparse.Namespace) -> int:
     seconds = float(args.seconds) if args.seconds is not None else None
     if seconds is None:
         raise ValueError("several prompts (or a .txt prompt file) make a long clip: give its length, --seconds N")
-    if getattr(args, "guide_until", 1.0) != 1.0 and not getattr(args, "audio", None):
-        raise ValueError("--guide-until applies to a guide: add --audio FILE (or drop it)")
-    for flag in ("video", "source", "redo", "audio_offset"):
+    if getattr(args, "guide_until", 1.0) != 1.0 and not (getattr(args, "audio", None) or getattr(args, "video", None)):
+        raise ValueError("--guide-until applies to a guide: add --audio FILE or --video FILE (or drop it)")
+    for flag in ("source", "redo", "audio_offset"):
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
-                             "(first frame) and --audio (a track for the whole clip)")
+                             "(first frame), --video (frames from 0 s) and --audio (a track from 0 s)")
+    if getattr(args, "video", None) and args.image:
+        raise ValueError("--video gives every frame including the first; drop --image")
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
     # the same weight-free checks as a single clip, before anything loads
@@ -174,13 +178,23 @@ def run_long_clip(args: argparse.Namespace) -> int:
         from ovi_core.io.media import read_audio
 
         audio = read_audio(args.audio)
+    video = None
+    if getattr(args, "video", None):
+        from ovi_core.longclip.video_guide import FileVideo
+
+        video = FileVideo(args.video)  # headers only; the frames are read one window at a time
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
-    prompts_for_windows(prompts, plan.num_windows, plan=plan)
-    if audio is not None:  # too long / too short for the clip: said now, not after the weights load
+    if audio is not None and audio[0].shape[-1] * 16000 > plan.samples * audio[1]:
+        if not getattr(args, "trim_media", False):
+            logger.warning("note: the clip is %.2f s; the audio (%.2f s) is cut there", plan.samples / 16000,
+                           audio[0].shape[-1] / audio[1])
+        audio = (audio[0][..., : -(-plan.samples * audio[1] // 16000)], audio[1])
+    if audio is not None:  # too short for the clip: said now, not after the weights load
         from ovi_core.longclip.job import prepare_audio
 
         prepare_audio(*audio, plan=plan)
+    prompts_for_windows(prompts, plan.num_windows, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
     pipe = OviPipeline.from_weights(
@@ -194,7 +208,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
     w, h = args.size if args.size else (None, None)
     res = generate_long_clip(
         pipe, prompts, seconds=seconds, out=args.out, overlap=args.overlap, crossfade=args.crossfade, image=image,
-        audio=audio, width=w, height=h,
+        audio=audio, video=video, original_media=not getattr(args, "no_original_media", False), width=w, height=h,
         settings=SamplingSettings(steps=args.steps, solver=args.solver, shift=args.shift,
                                   video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg,
                                   slg_layer=args.slg_layer, seed=args.seed, speed=speed.speed),

@@ -169,21 +169,28 @@ def prepare_video(
             raise ValueError(
                 f"the video has {at24.shape[0]} frames at 24 fps ({at24.shape[0] / 24:.3f} s) but a clip of Ovi "
                 f"{spec.version} holds at most {spec.frames} ({spec.frames / 24:.3f} s); trim it (in ComfyUI: the "
-                f"guide node's start and max_seconds), or load the 10 s model for up to "
-                f"{sizes.MODEL_SPECS['1.1-10s'].frames} frames"
+                f"guide node's start and max_seconds), load the 10 s model for up to "
+                f"{sizes.MODEL_SPECS['1.1-10s'].frames} frames, or make a long clip (the CLI: leave out --seconds; "
+                "nodes: OviLongClipSampler)"
             )
         at24 = at24[: spec.frames]
     return VideoInput(frames=at24, height=th, width=tw, latent_frames=spec.video_latent_frames, mode=mode,
                       until=float(until))
 
 
-def read_video_file(path: str | os.PathLike) -> tuple[torch.Tensor, float]:
-    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``; at most :data:`MAX_VIDEO_SECONDS` of it."""
-    from ovi_core.io.media import read_video
+def read_video_file(path: str | os.PathLike, *, seconds: float | None = None) -> tuple[torch.Tensor, float]:
+    """Decode a video file: ``(frames uint8 [N, H, W, 3], fps)``; at most :data:`MAX_VIDEO_SECONDS` of it, or with
+    ``seconds`` only the source frames shown in the first ``seconds`` (plus one), never the rest of a longer file."""
+    from ovi_core.io.media import open_media, read_video
 
-    frames, rate = read_video(path, max_seconds=MAX_VIDEO_SECONDS)
+    if seconds is None:
+        return read_video(path, max_seconds=MAX_VIDEO_SECONDS)
+    with open_media(path, "video file") as c:
+        s = c.streams.video[0] if c.streams.video else None
+        rate = (s.average_rate or s.base_rate or s.guessed_rate) if s is not None else None
     if not rate:
         raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate; give the frames and fps instead")
+    frames, _ = read_video(path, max_frames=math.floor(float(seconds) * float(rate)) + 1)
     return frames, float(rate)
 
 

@@ -464,3 +464,74 @@ def read_image(path: str | os.PathLike, *, max_pixels: int | None = None) -> tor
         frame = frame.reformat(width=nw, height=nh, format="rgb24", interpolation="AREA")
     arr = frame.to_ndarray(format="rgb24")
     return torch.from_numpy(np.ascontiguousarray(arr))  # [H, W, 3] uint8
+
+
+def video_info(path: str | os.PathLike) -> tuple[int, float, int, int]:
+    """``(frames, fps, height, width)`` of the first video stream without decoding it.
+
+    ``frames``: the container's count, or (when it has none) the number of video packets; ``fps``: the average
+    rate (or the base/guessed one). ValueError without a video stream or a frame rate.
+    """
+    with open_media(path, "video file") as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} has no video stream")
+        s = container.streams.video[0]
+        rate = s.average_rate or s.base_rate or s.guessed_rate
+        if not rate:
+            raise ValueError(f"{os.fspath(path)!r}: the video stream has no frame rate")
+        n = int(s.frames or 0)
+        if n <= 0:
+            n = sum(1 for p in container.demux(s) if p.size)
+        return n, float(rate), int(s.codec_context.height), int(s.codec_context.width)
+
+
+def iter_video_frames(path: str | os.PathLike, indices: Iterable[int]):
+    """Yield the source frames ``indices`` (ascending, repeats allowed) of the first video stream as RGB uint8
+    ``[H, W, 3]``, converting only those frames (never the whole video at once). A range that starts late seeks
+    to the keyframe before it (frame numbers from the timestamps at the stream's average rate) and decodes on
+    from there; a file without usable timestamps is decoded from its start. Stops early when the file has fewer
+    frames."""
+    wanted = iter(indices)
+    nxt = next(wanted, None)
+    if nxt is None:
+        return
+    with open_media(path, "video file") as container:
+        if not container.streams.video:
+            raise ValueError(f"{os.fspath(path)!r} has no video stream")
+        stream = container.streams.video[0]
+        first = _seek_before(container, stream, nxt)
+        for i, frame in enumerate(container.decode(stream), start=first):
+            if i < nxt:
+                continue
+            rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            while nxt is not None and nxt <= i:
+                yield rgb
+                nxt = next(wanted, None)
+            if nxt is None:
+                return
+
+
+def _seek_before(container, stream, index: int) -> int:
+    """Seek ``container`` to a keyframe at or before source frame ``index``; returns that keyframe's frame number
+    (0 and no seek when the timestamps do not allow it, or for the first frames)."""
+    rate, tb = stream.average_rate, stream.time_base
+    if index < 48 or not rate or not tb:
+        return 0
+    t0 = stream.start_time or 0
+    try:
+        container.seek(t0 + int(Fraction(index) / Fraction(rate) / Fraction(tb)), stream=stream, backward=True,
+                       any_frame=False)
+        for frame in container.decode(stream):  # the keyframe it landed on
+            pts = frame.pts
+            break
+        else:
+            pts = None
+        if pts is not None:
+            k = round((pts - t0) * Fraction(tb) * Fraction(rate))
+            if 0 <= k <= index:
+                container.seek(pts, stream=stream, backward=True, any_frame=False)
+                return k
+    except Exception as e:  # noqa: BLE001 - any seek trouble: decode from the start instead
+        logger.debug("seek failed (%s); decoding from the start", e)
+    container.seek(t0, stream=stream, backward=True, any_frame=False)
+    return 0

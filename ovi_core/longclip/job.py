@@ -71,6 +71,8 @@ def generate_long_clip(
     crossfade: float = DEFAULT_CROSSFADE_SECONDS,
     image: torch.Tensor | None = None,
     audio: tuple[torch.Tensor, int] | None = None,
+    video=None,
+    original_media: bool = True,
     width: int | None = None,
     height: int | None = None,
     settings: SamplingSettings | None = None,
@@ -89,12 +91,16 @@ def generate_long_clip(
 
     ``prompts``: one for all windows or one per window (see :mod:`.prompts`); ``image``: first frame
     ``[H, W, 3]`` in [0, 1] for window 1; ``audio``: ``(waveform [C, T], sample_rate)``, a track for the clip
-    (it guides every window it covers and is what the MP4 carries there); ``settings``: the sampling settings
-    (None: the official defaults). The other arguments are those of :meth:`OviPipeline.generate`, plus the plan's
-    ``overlap``/``crossfade`` (seconds) and the guides' ``guide_mode``/``guide_until``. Everything is validated
-    before any weights run. With ``windows_dir``, saved windows are reused only when every input matches: prompts,
-    settings (speed options included), the image's and the track's values, and ``resume_key`` (JSON-able; what
-    identifies the model: weights, fusion files, LoRAs).
+    (it guides every window it covers and is what the MP4 carries there); ``video``: a
+    :class:`~.video_guide.FileVideo` / :class:`~.video_guide.TensorVideo` whose frames guide every window they
+    cover (each window's frames are read and encoded just before it is sampled; the clip takes the video's
+    size; frames past the clip's end are not used) and, with ``original_media``, are what the MP4 shows there
+    (resized), not their VAE round trip; ``settings``: the sampling settings (None: the official defaults). The
+    other arguments are those of :meth:`OviPipeline.generate`, plus the plan's ``overlap``/``crossfade`` (seconds)
+    and the guides' ``guide_mode``/``guide_until``. Everything is validated before any weights run. With
+    ``windows_dir``, saved windows are reused only when every input matches: prompts, settings (speed options
+    included), the image's and the track's values, the video, and ``resume_key`` (JSON-able; what identifies the
+    model: weights, fusion files, LoRAs).
     """
     from ovi_core.sampling.av import encode_image
 
@@ -106,7 +112,16 @@ def generate_long_clip(
     if s.steps < 1:
         raise ValueError("steps must be at least 1.")
     given = prepare_audio(audio[0], audio[1], plan=plan) if audio is not None else None
-    h, w = pipe.size_for(width, height, draft=draft) if image is None else (0, 0)
+    given_video = None
+    if video is not None:
+        from ovi_core.longclip.video_guide import WindowVideo
+
+        if image is not None:
+            raise ValueError("a given video holds every frame including the first; drop the first-frame image")
+        given_video = WindowVideo(video, plan, area=pipe.target_area)
+        h, w = given_video.height, given_video.width
+    else:
+        h, w = pipe.size_for(width, height, draft=draft) if image is None else (0, 0)
     image_area = pipe.target_area
     if draft and image is not None:  # as OviPipeline.generate: the asked (or the image's) area, at most the trained
         image_area = min(pipe.target_area, int(width) * int(height) if width and height else
@@ -124,6 +139,8 @@ def generate_long_clip(
                        "shift": s.shift, "cfg": (s.video_guidance_scale, s.audio_guidance_scale), "slg": s.slg_layer,
                        "size": (h, w), "plan": (plan.version, plan.overlap_latents, plan.num_windows),
                        "image": tensor_digest(image), "audio": tensor_digest(given),
+                       "video": None if video is None else (getattr(video, "path", None), video.frames24,
+                                                            video.height, video.width),
                        "negatives": (video_negative, audio_negative), "guides": (guide_mode, guide_until),
                        "dtype": str(pipe.dtype), "speed": repr(s.speed), "model": resume_key,
                        **({"draft": True} if draft else {})})
@@ -145,10 +162,20 @@ def generate_long_clip(
             given_latents = given_latents.float().cpu()
             logger.info("given audio: %.2f s guides the windows; the MP4 carries it, not its VAE round trip",
                         given.shape[1] / SAMPLE_RATE)
+        if given_video is not None:
+            logger.info("given video: %d frames at 24 fps guide the windows at %dx%d; the MP4 shows %s",
+                        given_video.frames, w, h, "them" if original_media else "their VAE round trip")
+
+        def encode_window(k: int) -> torch.Tensor | None:
+            if given_video is None:
+                return None
+            with on_device(pipe.video_vae, dev, offload=off):
+                return given_video.latent(k, pipe.video_vae, device=dev)
 
         windows = sample_windows(
             pipe.model, conds, plan, height=h, width=w, settings=s, image_latent=image_latent, given_audio=given_latents,
-            guide_mode=guide_mode, guide_until=guide_until, device=dev, dtype=pipe.dtype, progress=progress,
+            given_video=encode_window, guide_mode=guide_mode, guide_until=guide_until, device=dev, dtype=pipe.dtype,
+            progress=progress,
             check_interrupt=check_interrupt, load_window=store.load if store is not None else None,
             place=lambda: dit_on_device(pipe.model, dev, memory_mode=pipe.memory_mode,
                                         blocks_on_gpu=pipe.blocks_on_gpu),
@@ -163,7 +190,7 @@ def generate_long_clip(
                     frames = decode_video(pipe.video_vae, lat.video, device=dev, dtype=vae_dtype)
                 with on_device(pipe.audio_codec, dev, offload=off):
                     wave = decode_audio(pipe.audio_codec, lat.audio, device=dev, dtype=codec_dtype)
-                start = asm.samples_out
+                start, fstart = asm.samples_out, asm.frames_out
                 f, s = asm.add(k, frames, wave)
                 del frames, wave
                 if given is not None:  # the user's track where it exists
@@ -171,6 +198,8 @@ def generate_long_clip(
                     if hi > start:
                         s = s.clone()
                         s[:, : hi - start] = given[:, start:hi]
+                if given_video is not None and original_media:  # the user's frames where they guided
+                    f = given_video.splice(fstart, f)
                 writer.write(f, s)
                 del f, s
                 if check_interrupt is not None and k < plan.num_windows - 1:

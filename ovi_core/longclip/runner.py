@@ -6,7 +6,9 @@ Window ``k + 1`` gets two guides (:class:`ovi_core.sampling.guides.Guide`, ``rep
 - audio: its first ``audio_overlap`` latents are window ``k``'s latents of the same time span.
 
 A given audio track (latents of the whole clip, ``[1, L, 20]``) guides every window over the span it covers,
-in the same mode; a first frame guides window 0 as image->AV does. Window ``k`` uses seed ``seed + k``, so a
+in the same mode; so does a given video (each window's own latent ``[1, 48, c, h, w]`` of the frames it covers,
+encoded just before that window is sampled, see :mod:`.video_guide`), in the same video guide as the carried
+frames, winning over them; a first frame guides window 0 as image->AV does. Window ``k`` uses seed ``seed + k``, so a
 one-window clip is exactly the plain clip of that seed.
 """
 
@@ -37,27 +39,37 @@ def window_guides(
     *,
     video_shape: Sequence[int],
     given_audio: torch.Tensor | None = None,
+    given_video: torch.Tensor | None = None,
     mode: str = "replace",
     until: float = 1.0,
 ) -> list:
     """The guides of window ``index``: from ``previous`` (window ``index - 1``'s latents) and ``given_audio``.
 
     ``video_shape``: the window's video latent ``[1, 48, F, h, w]``; ``given_audio``: ``[1, L_clip, 20]`` in clip
-    coordinates or None. Returns a list of ``Guide`` (empty for window 0 without given audio).
+    coordinates or None; ``given_video``: ``[1, 48, c, h, w]``, the latent of the given frames of THIS window
+    (its latent frames ``0..c-1``) or None. Returns a list of ``Guide`` (empty for window 0 without given media).
     """
     from ovi_core.sampling.guides import Guide
 
     win = plan.windows[index]
     la = plan.window_audio_latents
     guides = []
+    if index > 0 and previous is None:
+        raise ValueError(f"window {index} needs the latents of window {index - 1}")
+    vlat = torch.zeros(tuple(video_shape), dtype=torch.float32)
+    vmask = torch.zeros(video_shape[2], dtype=torch.bool)
     if index > 0:
-        if previous is None:
-            raise ValueError(f"window {index} needs the latents of window {index - 1}")
         o = win.video_overlap
-        vlat = torch.zeros(tuple(video_shape), dtype=torch.float32)
         vlat[:, :, :o] = previous.video[:1, :, -o:].float()
-        vmask = torch.zeros(video_shape[2], dtype=torch.bool)
         vmask[:o] = True
+    if given_video is not None:
+        c = min(given_video.shape[2], video_shape[2])
+        if tuple(given_video.shape[3:]) != tuple(video_shape[3:]):
+            raise ValueError(f"the given video's latent {tuple(given_video.shape)} does not fit the window "
+                             f"{tuple(video_shape)}; encode it at the clip's size")
+        vlat[:, :, :c] = given_video[:1, :, :c].float()  # the user's frames win over the carried ones
+        vmask[:c] = True
+    if bool(vmask.any()):
         guides.append(Guide("video", vlat, vmask, mode=mode, until=until))
     alat = torch.zeros(1, la, previous.audio.shape[-1] if previous is not None else 20, dtype=torch.float32)
     amask = torch.zeros(la, dtype=torch.bool)
@@ -86,6 +98,7 @@ def sample_windows(
     settings: SamplingSettings | None = None,
     image_latent: torch.Tensor | None = None,
     given_audio: torch.Tensor | None = None,
+    given_video: Callable[[int], torch.Tensor | None] | None = None,
     guide_mode: str = "replace",
     guide_until: float = 1.0,
     device: torch.device | str = "cpu",
@@ -100,6 +113,8 @@ def sample_windows(
 
     ``conds``: one :class:`Conditioning` per window; ``height``/``width``: pixels (with ``image_latent``
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
+    ``given_video(k)``: the latent ``[1, 48, c, h, w]`` of window ``k``'s given frames (or None), called just
+    before window ``k`` is sampled (so only one window's frames are ever encoded at once);
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``settings``:
     the sampling settings of every window (window ``k`` samples with ``settings.seed + k``); ``preview(window,
@@ -128,8 +143,10 @@ def sample_windows(
                 check_interrupt()
             logger.info("window %d/%d (frames %d-%d, seed %d)", k + 1, n, plan.windows[k].frame_start,
                         plan.windows[k].frame_start + plan.window_frames - 1, seed + k)
-            guides = window_guides(plan, k, previous, video_shape=vshape, given_audio=given_audio, mode=guide_mode,
-                                   until=guide_until)
+            vgiven = given_video(k) if given_video is not None else None
+            guides = window_guides(plan, k, previous, video_shape=vshape, given_audio=given_audio,
+                                   given_video=vgiven, mode=guide_mode, until=guide_until)
+            del vgiven
             cb = None
             if progress is not None:
                 def cb(i: int, total: int, _k: int = k) -> None:

@@ -1,0 +1,87 @@
+"""OviVideoGuide -> OviLongClipSampler for a video longer than one window (video -> audio of any length)."""
+
+import os
+import shutil
+
+import pytest
+import torch
+
+from nodes import NODE_CLASS_MAPPINGS, _runtime
+from nodes.decode import OviDecodeVideo
+from nodes.guides import OviRedoGuide, OviVideoGuide
+from nodes.longclip import OviLongClipSampler
+from nodes.sampling import OviJointSampler
+from ovi_core.longclip.plan import plan_windows
+from ovi_core.longclip.video_guide import TensorVideo, WindowVideo
+
+AUTO = "auto-download: "
+pytestmark = pytest.mark.usefixtures("one_thread")
+LONG = dict(prompts="A man says <S>Hi.<E> Audio: male voice.", aspect="1:1 square (960x960)", width=960, height=960,
+            steps=1, solver="unipc", shift=5.0, video_cfg=4.0, audio_cfg=3.0, slg_layer=11, seed=1)
+
+
+@pytest.fixture(scope="module")
+def comps(tmp_path_factory):
+    from ovi_core.tiny import write_tiny_weights
+
+    src = tmp_path_factory.mktemp("tiny")
+    paths = write_tiny_weights(str(src), version="1.1")
+    models = tmp_path_factory.mktemp("models")
+    for key, folder in {"fusion": "diffusion_models", "umt5": "text_encoders", "wan-vae": "vae"}.items():
+        os.makedirs(models / folder, exist_ok=True)
+        shutil.copy(paths[key], models / folder / os.path.basename(paths[key]))
+    shutil.copytree(paths["tokenizer"], models / "text_encoders" / "google" / "umt5-xxl")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OVI_MODELS_DIR", str(models))
+    N = NODE_CLASS_MAPPINGS
+    with torch.inference_mode():
+        model = N["OviFusionModelLoader"]().load(model=AUTO + "model_960x960.safetensors", precision="fp32",
+                                                 attention="auto", memory_mode="offload", blocks_on_gpu=10,
+                                                 audio_model="none", version="auto")[0]
+        te = N["OviTextEncoderLoader"]().load(text_encoder=AUTO + "models_t5_umt5-xxl-enc-bf16.pth",
+                                              tokenizer="auto", precision="fp32", device="default",
+                                              memory_mode="offload")[0]
+        vae = N["OviVideoVAELoader"]().load(vae=AUTO + "Wan2.2_VAE.pth", precision="fp32", memory_mode="offload")[0]
+    yield model, te, vae
+    mp.undo()
+
+
+def test_a_video_longer_than_one_window_guides_every_window_of_the_long_clip(comps):
+    model, te, vae = comps
+    frames = torch.rand(150, 64, 64, 3)  # 6.25 s at 24 fps: longer than the 121 frames of one window
+    with torch.inference_mode():
+        (g,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames)
+        assert g[0].guide is None and isinstance(g[0].source, TensorVideo)  # kept for the long clip, unencoded
+        with pytest.raises(ValueError, match="OviLongClipSampler"):
+            OviJointSampler().sample(model, None, aspect="1:1 square (960x960)", width=960, height=960,
+                                     seconds="auto", steps=1, solver="unipc", shift=5.0, video_cfg=4.0, audio_cfg=3.0,
+                                     slg_layer=11, seed=1, guides=g)
+        with pytest.raises(ValueError, match="video_vae"):
+            OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, guides=g)
+        lat, text = OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, video_vae=vae, guides=g)
+        assert "2 window(s)" in text and lat.video.shape[-2:] == (4, 4)  # the video's 64x64, not the preset
+        plan = plan_windows(6.0, version=model.version)
+        wv = WindowVideo(g[0].source, plan, area=model.target_area)
+        with _runtime.placed(vae) as v:
+            w0, w1 = wv.latent(0, v), wv.latent(1, v)
+        seam = plan.seams[0]
+        s1 = plan.windows[1].frame_start // 4  # window 1's latent frame 0 in clip latents
+        assert torch.equal(lat.video[:, :, : seam.latent0], w0[:, :, : seam.latent0])
+        assert torch.equal(lat.video[:, :, seam.latent1 : s1 + w1.shape[2]], w1[:, :, seam.latent1 - s1 :])
+        (out,) = OviDecodeVideo().decode(vae, lat, tile_size=0, guides=g)
+    assert out.shape[0] == 145
+    assert torch.equal(out, g[0].source.splice(out.clone()))  # the given frames, not their VAE round trip
+
+
+def test_long_clip_guides_refuse_what_they_cannot_take(comps):
+    model, te, vae = comps
+    lat = type("L", (), {"video": torch.zeros(1, 48, 31, 4, 4), "audio": torch.zeros(1, 157, 20), "version": "1.1"})
+    with torch.inference_mode():
+        (redo,) = OviRedoGuide().encode(lat, stream="audio", start=1.0, end=2.0, mode="replace")
+        with pytest.raises(ValueError, match="redo guide works on OviJointSampler"):
+            OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, video_vae=vae, guides=redo)
+        (g,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto",
+                                      images=torch.rand(150, 64, 64, 3))
+        with pytest.raises(ValueError, match="disconnect the image"):
+            OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, video_vae=vae, guides=g,
+                                        image=torch.rand(1, 64, 64, 3))
