@@ -127,8 +127,9 @@ def test_guides_trim_in_the_graph(comps):
     assert g[0].source.samples.shape[-1] == 4 * 16000
     frames = torch.rand(150, 36, 60, 3)  # 6.25 s at 24 fps
     with torch.inference_mode():
-        with pytest.raises(ValueError, match="Ovi 1.1 holds at most 121"):
-            OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames)
+        (whole,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto",
+                                          images=frames)  # longer than one clip: kept for OviLongClipSampler
         (v,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto",
                                       images=frames, start=1.0, max_seconds=2.0)
     assert v[0].source.frames.shape[0] == 48
+    assert whole[0].guide is None and whole[0].source.frames24 == 150  # unencoded, all 6.25 s of it

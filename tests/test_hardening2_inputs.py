@@ -243,11 +243,12 @@ def test_lora_values_are_checked_before_loading(broken_weights, tmp_path, capsys
         assert rc == 2 and f"{name}.safetensors" in err and message in err, err
 
 
-def test_long_clip_audio_longer_than_the_clip(broken_weights, tmp_path, capsys):
-    """Refused only after the weights had loaded; now with the plan, before them."""
-    wav = _wav(tmp_path / "long.wav", seconds=14.0)
+def test_long_clip_audio_too_short_for_the_clip(broken_weights, tmp_path, capsys):
+    """Refused only after the weights had loaded; now with the plan, before them. (A track longer than an explicit
+    --seconds is cut there with a note: the given media sets the length unless --seconds says otherwise.)"""
+    wav = _wav(tmp_path / "short.wav", seconds=0.05)
     rc, err = _run(broken_weights, tmp_path, capsys, "--seconds", "12", "--audio", wav)
-    assert rc == 2 and "the audio is 14.00 s but the clip is" in err
+    assert rc == 2 and "the audio is too short to encode" in err
 
 
 def test_long_clip_writer_clamps_its_track(tmp_path):
