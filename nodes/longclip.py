@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _comfy, _runtime
+from . import _comfy, _patcher
 from ._types import OVI_AUDIO_VAE, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 from .sampling import ASPECT_PRESETS, AUDIO_NEGATIVE, DEFAULT_PRESET, VIDEO_NEGATIVE
 
@@ -108,16 +108,16 @@ class OviLongClipSampler:
         height_px, width_px = sizes.snap_hw_to_area(h, w, area=model.target_area)
         _comfy.show_text(unique_id, "Ovi long clip: " + plan.describe())
 
-        with _runtime.placed(text_encoder) as te:
+        with _patcher.use(text_encoder) as te:
             conds = encode_window_prompts(te, window_prompts, video_negative=video_negative,
                                           audio_negative=audio_negative, version=model.version)
         image_latent = given_latents = None
         if image is not None:
-            with _runtime.placed(video_vae) as vae:
+            with _patcher.use(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         if given is not None:
-            with _runtime.placed(audio_vae) as codec:
+            with _patcher.use(audio_vae) as codec:
                 given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
             given_latents = given_latents.float().cpu()
         total = plan.num_windows * int(steps)
@@ -126,7 +126,7 @@ class OviLongClipSampler:
         def progress(win, wins, step, n):
             bar((win - 1) * n + step, wins * n)
 
-        with _runtime.placed_model(model) as dit:
+        with _patcher.use_model(model) as dit:
             latents = sample_long_clip(
                 dit, conds, plan, height=height_px, width=width_px, steps=int(steps), solver=solver,
                 shift=float(shift), video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),

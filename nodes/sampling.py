@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _runtime
+from . import _comfy, _patcher
 from ._types import (
     OVI_CONDITIONING,
     OVI_GUIDES,
@@ -95,7 +95,7 @@ class OviTextEncode:
         from ovi_core.text.conditioning import encode_prompts
 
         version = model.version if model is not None else None
-        with _runtime.placed(text_encoder) as te:
+        with _patcher.use(text_encoder) as te:
             cond = encode_prompts(te, prompt, video_negative=video_negative, audio_negative=audio_negative,
                                   version=version)
         cond = cond.to("cpu")
@@ -243,7 +243,7 @@ class OviJointSampler:
             if video_vae is None:
                 raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader to the sampler "
                                  "(the first frame is encoded with the Wan2.2 VAE).")
-            with _runtime.placed(video_vae) as vae:
+            with _patcher.use(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
@@ -258,7 +258,7 @@ class OviJointSampler:
                                                           prefix="Ovi: sampling ")] + warn_lines),
                          level=logging.WARNING if notes else logging.DEBUG)
         progress = _comfy.progress_bar(int(steps), node_id=unique_id)
-        with _runtime.placed_model(model) as dit:
+        with _patcher.use_model(model) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, steps=int(steps),
                 solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
