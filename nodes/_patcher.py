@@ -178,8 +178,6 @@ def plan(p, mm) -> tuple[str, int, int]:
             return "block_swap", 0, act
         return mode, p.blocks_on_gpu, act
     weights, block, n = dit_layout(p.module)
-    if p.patcher is not None and _is_loaded(p.patcher, p.device) and state != "LOW_VRAM":
-        return "gpu", n, act
     _free(mm, weights + act, p.device)  # ComfyUI unloads what it must (its models, our other components)
     d = plan_dit(int(mm.get_free_memory(p.device)), weight_bytes=weights, block_bytes=block, num_blocks=n,
                  tokens=tokens, rows=2, allow_full=state not in ("LOW_VRAM", "NO_VRAM"))
@@ -196,7 +194,10 @@ def use_model(p) -> Iterator[object]:
     from ovi_core.runtime.memory import dit_layout, dit_on_device
 
     mm = _comfy.model_management()
-    mode, blocks, act = plan(p, mm)
+    if p.patcher is not None and mm is not None and _is_loaded(p.patcher, p.device):
+        mode, blocks, act = "gpu", 0, plan(p, None)[2]  # ComfyUI holds it whole already: never stream a loaded model
+    else:
+        mode, blocks, act = plan(p, mm)
     try:
         if mode in ("gpu", "offload") and load(p, act):
             yield p.module

@@ -217,3 +217,61 @@ def test_cli_default_memory_mode_is_auto():
 
     args = build_parser().parse_args(["generate", "--weights", "w", "--prompt", "p", "--out", "o.mp4"])
     assert args.memory_mode == "auto"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the DiT's placement inside ComfyUI (ComfyUI's model_management stood in for: free memory and VRAM state)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class _StandInMM:
+    """What ``_patcher.plan`` reads of ``comfy.model_management``; records the ``free_memory`` requests."""
+
+    def __init__(self, free: int, state: str = "NORMAL_VRAM"):
+        import types
+
+        self.free, self.requests = free, []
+        self.vram_state = types.SimpleNamespace(name=state)
+
+    def free_memory(self, memory_required, device, keep_loaded=(), for_dynamic=False, pins_required=0,
+                    ram_required=0):
+        self.requests.append(int(memory_required))
+        return []
+
+    def get_free_memory(self, dev=None, torch_free_too=False):
+        return self.free
+
+    def extra_reserved_memory(self):
+        return 400 << 20
+
+
+@pytest.mark.parametrize("state,extra,expect", [
+    ("NORMAL_VRAM", estimate.MARGIN, "gpu"),  # whole DiT + activations + margin fit
+    ("NORMAL_VRAM", 0, "block_swap"),  # 1 GiB short: stream
+    ("LOW_VRAM", 100 * GIB, "block_swap"),  # --lowvram always streams
+    ("NO_VRAM", 100 * GIB, "block_swap"),  # --novram streams with no resident block
+    ("HIGH_VRAM", 0, "gpu"),  # --gpu-only / --highvram: whole
+])
+def test_auto_placement_follows_comfyui(state, extra, expect):
+    from nodes import _patcher
+    from nodes._types import OviModel
+    from ovi_core.model.config import TINY
+    from ovi_core.model.fusion import OviFusionModel
+    from ovi_core.runtime.memory import dit_layout
+
+    model = OviFusionModel(TINY, device="meta", dtype=torch.bfloat16)
+    handle = OviModel(module=model, device=torch.device("cuda"), dtype=torch.bfloat16, version="1.1",
+                      target_area=960 * 960, memory_mode="auto")
+    weights, _, n = dit_layout(model)
+    act = activation_bytes(dit_tokens_for_area(960 * 960, version="1.1"))
+    mm = _StandInMM(weights + act + extra, state)
+    mode, blocks, got_act = _patcher.plan(handle, mm)
+    assert (mode, got_act) == (expect, act)
+    if state == "NO_VRAM":
+        assert blocks == 0
+    if state in ("NORMAL_VRAM", "LOW_VRAM"):
+        assert mm.requests and mm.requests[0] >= weights + act  # ComfyUI was asked for weights + activations
+    explicit = OviModel(module=model, device=torch.device("cuda"), dtype=torch.bfloat16, version="1.1",
+                        target_area=960 * 960, memory_mode="offload")
+    assert _patcher.plan(explicit, _StandInMM(0, "NORMAL_VRAM"))[0] == "offload"  # a saved value is obeyed
+    assert _patcher.plan(explicit, _StandInMM(0, "NO_VRAM"))[:2] == ("block_swap", 0)  # ComfyUI loads nothing
