@@ -1,11 +1,12 @@
-"""The one place that talks to ComfyUI (``comfy``, ``folder_paths``, ``server``, ``comfy_api``).
+"""The place that talks to ComfyUI (``comfy``, ``folder_paths``, ``server``, ``comfy_api``); model loading and
+unloading through ComfyUI's model management is ``_patcher``'s. Nothing here replaces or patches ComfyUI.
 
 Every import is lazy and guarded: without ComfyUI (CI, notebooks) the functions fall back to plain
 behaviour so the node classes can be exercised directly:
 
 * model folders: ``$OVI_MODELS_DIR/<folder>`` (default ``./models/<folder>``);
 * output / input folders: ``$OVI_OUTPUT_DIR`` / ``$OVI_INPUT_DIR`` (default ``./output``, ``./input``);
-* progress bar, interrupt check, memory hooks, UI messages: no-ops;
+* progress bar, interrupt check, UI messages: no-ops;
 * torch device: CUDA when available, else CPU.
 """
 
@@ -14,8 +15,6 @@ from __future__ import annotations
 import html
 import logging
 import os
-import threading
-import weakref
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
@@ -245,94 +244,3 @@ def video_output(path: str):
         if cls is not None:
             return cls(path)
     return path
-
-
-# ----------------------------------------------------------------------------------------------
-# Memory management
-# ----------------------------------------------------------------------------------------------
-
-_lock = threading.RLock()
-_modules: list[weakref.ref] = []
-_hook_installed = False
-_inside_own_request = threading.local()
-
-
-def register_module(module) -> None:
-    """Track a loaded Ovi module so ComfyUI's "unload models" / "free memory" moves it to CPU."""
-    with _lock:
-        _modules[:] = [r for r in _modules if r() is not None]
-        _modules.append(weakref.ref(module))
-    install_memory_hook()
-
-
-def tracked_modules() -> list:
-    with _lock:
-        return [m for m in (r() for r in _modules) if m is not None]
-
-
-def offload_all(*, keep: tuple = ()) -> int:
-    """Move every tracked module (except ``keep``) that sits on a GPU to CPU; return how many moved."""
-    import torch
-
-    moved = 0
-    for m in tracked_modules():
-        if any(m is k for k in keep):
-            continue
-        try:
-            p = next(m.parameters(), None)
-        except Exception:  # noqa: BLE001
-            continue
-        if p is not None and p.device.type != "cpu":
-            hook = getattr(m, "block_hook", None)
-            if hook is not None and hasattr(hook, "detach"):
-                hook.detach()
-            m.to("cpu")
-            moved += 1
-    if moved and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    return moved
-
-
-def install_memory_hook() -> bool:
-    """Wrap ``comfy.model_management.free_memory`` (which ``unload_all_models``, the /free endpoint and every
-    model load go through) so that a request ComfyUI cannot satisfy from its own models also offloads ours."""
-    global _hook_installed
-    mm = model_management()
-    if mm is None or _hook_installed:
-        return _hook_installed
-    original = mm.free_memory
-    if getattr(original, "_ovi_wrapped", False):
-        _hook_installed = True
-        return True
-
-    def free_memory(memory_required, device, keep_loaded=[]):  # noqa: B006 (ComfyUI's signature)
-        result = original(memory_required, device, keep_loaded)
-        if getattr(_inside_own_request, "active", False):
-            return result
-        try:
-            if memory_required >= 1e20 or mm.get_free_memory(device) < memory_required:
-                n = offload_all()
-                if n:
-                    logger.info("Ovi: moved %d model(s) to CPU to free %s", n, device)
-        except Exception as e:  # noqa: BLE001 (never break ComfyUI's own memory management)
-            logger.debug("Ovi memory hook: %s", e)
-        return result
-
-    free_memory._ovi_wrapped = True  # type: ignore[attr-defined]
-    mm.free_memory = free_memory
-    _hook_installed = True
-    return True
-
-
-def make_room(num_bytes: int, device) -> None:
-    """Ask ComfyUI to unload its own models until ``num_bytes`` (plus a margin) fit on ``device``."""
-    mm = model_management()
-    if mm is None or getattr(device, "type", str(device)) == "cpu":
-        return
-    _inside_own_request.active = True
-    try:
-        mm.free_memory(int(num_bytes * 1.1) + (512 << 20), device)
-    except Exception as e:  # noqa: BLE001
-        logger.debug("Ovi: free_memory request failed: %s", e)
-    finally:
-        _inside_own_request.active = False

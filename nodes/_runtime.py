@@ -1,18 +1,14 @@
 """Helpers shared by the nodes: file choices (with auto-download) and where modules run.
 
-No tensor maths here: only choosing files and moving whole modules between CPU and GPU according to
-the memory mode chosen in the loader.
+No tensor maths here: only choosing files and compute dtypes (placement is ``_patcher``'s job).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 
 from . import _comfy
-from ._types import Placed
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +126,7 @@ def ensure_tokenizer(encoder_path: str) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Placement
+# Precision
 # ----------------------------------------------------------------------------------------------
 
 
@@ -145,38 +141,3 @@ def compute_dtype(precision: str, device):
     if precision == "auto":
         return pick_dtype(None, torch.device(device))
     return pick_dtype(precision, torch.device(device))
-
-
-def load_device(device, memory_mode: str):
-    """Where a loader builds the module: CPU unless it stays on the GPU for good."""
-    import torch
-
-    device = torch.device(device)
-    return device if memory_mode == "gpu" or device.type == "cpu" else torch.device("cpu")
-
-
-@contextlib.contextmanager
-def placed(p: Placed) -> Iterator[object]:
-    """Run ``p.module`` on its device for the block, then offload it according to its memory mode."""
-    from ovi_core.runtime.memory import on_device, parameter_bytes
-
-    dev = p.device
-    if dev.type != "cpu":
-        _comfy.make_room(parameter_bytes(p.module), dev)
-    with on_device(p.module, dev, offload=p.offload) as m:
-        yield m
-
-
-@contextlib.contextmanager
-def placed_model(p) -> Iterator[object]:
-    """Like :func:`placed` for the fusion DiT, with block swapping when its memory mode asks for it."""
-    from ovi_core.runtime.memory import dit_on_device, parameter_bytes
-
-    if p.device.type != "cpu":
-        need = parameter_bytes(p.module)
-        if p.memory_mode == "block_swap":
-            n = len(p.module.video_model.blocks)
-            need = need * min(p.blocks_on_gpu + 2, n) // max(n, 1)
-        _comfy.make_room(need, p.device)
-    with dit_on_device(p.module, p.device, memory_mode=p.memory_mode, blocks_on_gpu=p.blocks_on_gpu) as m:
-        yield m

@@ -23,8 +23,11 @@ class Placed:
     module: Any
     device: torch.device
     dtype: torch.dtype
-    memory_mode: str = "offload"  # "gpu" (stays on the GPU), "offload" (CPU between uses), "block_swap"
+    # "auto" (ComfyUI places it; the DiT streams its blocks when it does not fit), "offload" (loaded by ComfyUI for
+    # each use, unloaded when ComfyUI needs the room), "gpu" (loaded at once), "block_swap" (DiT: blocks streamed)
+    memory_mode: str = "auto"
     path: str = ""
+    patcher: Any = field(default=None, repr=False, compare=False)  # comfy ModelPatcher (None without ComfyUI)
 
     @property
     def offload(self) -> bool:

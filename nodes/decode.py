@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _comfy, _runtime
+from . import _comfy, _patcher
 from ._types import OVI_AUDIO_VAE, OVI_GUIDES, OVI_LATENTS, OVI_VIDEO_VAE
 
 _ORIGINAL_TIP = ("Optional: the guides given to the sampler. Where they hold your own {what}, the output carries "
@@ -43,7 +43,7 @@ class OviDecodeVideo:
         from ovi_core.pipeline import decode_video
 
         progress = _comfy.progress_bar(1, node_id=unique_id)
-        with _runtime.placed(video_vae) as vae:
+        with _patcher.use(video_vae) as vae:
             frames, plan = decode_video(vae, latents.video, device=video_vae.device, dtype=video_vae.dtype,
                                         tile_latent=int(tile_size) or None, progress=progress, return_plan=True)
         if plan.tiled:  # say on the node when memory (or tile_size) made it tile: tiles can leave faint seams
@@ -78,7 +78,7 @@ class OviDecodeAudio:
     def decode(self, audio_vae, latents, guides=None):
         from ovi_core.pipeline import SAMPLE_RATE, decode_audio
 
-        with _runtime.placed(audio_vae) as codec:
+        with _patcher.use(audio_vae) as codec:
             wav = decode_audio(codec, latents.audio, device=audio_vae.device, dtype=audio_vae.dtype)  # [1, T]
         if guides:
             from ovi_core.conditioning.apply import splice_originals

@@ -5,7 +5,7 @@ Each node appends to an optional incoming OVI_GUIDES list, so several guides cha
 
 from __future__ import annotations
 
-from . import _runtime
+from . import _patcher
 from ._types import OVI_AUDIO_VAE, OVI_GUIDES, OVI_LATENTS, OVI_MODEL, OVI_VIDEO_VAE, GuideItem
 
 MODES = ["replace", "clean"]
@@ -113,7 +113,7 @@ class OviAudioGuide:
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError("audio must be a ComfyUI AUDIO (a dict with waveform [B, C, T] and sample_rate).")
         waveform = trim_audio(audio["waveform"], int(audio["sample_rate"]), start=start, max_seconds=max_seconds)
-        with _runtime.placed(audio_vae) as codec:
+        with _patcher.use(audio_vae) as codec:
             inp, guide = encode_audio_guide(codec, waveform, int(audio["sample_rate"]),
                                             version=_version(model, seconds), offset=float(offset), mode=mode,
                                             until=float(until), device=audio_vae.device)
@@ -187,7 +187,7 @@ class OviVideoGuide:
         long_item = _long_video(images, float(fps), model, seconds)
         if long_item is not None:
             return (list(guides or []) + [long_item],)
-        with _runtime.placed(video_vae) as vae:
+        with _patcher.use(video_vae) as vae:
             inp, guide = encode_video_guide(vae, images, float(fps), version=_version(model, seconds),
                                             area=model.target_area, mode=mode, until=float(until),
                                             device=video_vae.device)

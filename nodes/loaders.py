@@ -7,20 +7,23 @@ import os
 
 import torch
 
-from . import _comfy, _runtime
+from . import _comfy, _patcher, _runtime
 from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE, OviModel, Placed
 
 logger = logging.getLogger(__name__)
 
-MEMORY_MODES = ("offload", "gpu", "block_swap")
+MEMORY_MODES = ("auto", "offload", "gpu", "block_swap")
+COMPONENT_MEMORY_MODES = ("auto", "offload", "gpu")
 # "auto" (bf16 on a GPU, fp32 on CPU) is the default of new nodes; the explicit values of saved workflows stay valid
 PRECISIONS = ("auto", "bf16", "fp16", "fp32", "fp8")
 ATTENTION = ("auto", "sdpa", "flash_attn_3", "flash_attn_2", "xformers", "sage")
 CATEGORY = "Ovi/loaders"
 
-_MEMORY_TIP = ("Where the weights live between uses. offload: in CPU memory, moved to the GPU only while used "
-               "(recommended); gpu: stay on the GPU (fastest, needs the most VRAM); block_swap (DiT only): "
-               "stream the DiT's blocks through the GPU during sampling (lowest VRAM).")
+_MEMORY_TIP = ("Where the weights live. auto (recommended): ComfyUI's model management loads the model onto the "
+               "GPU when it is used and unloads it when another model needs the room (or on 'Free model and node "
+               "cache'); the DiT streams its blocks through the GPU when it does not fit with its activations. "
+               "offload: the same, without streaming; gpu: loaded onto the GPU at once; block_swap (DiT only): "
+               "always stream the DiT's blocks (lowest VRAM). ComfyUI's --lowvram/--novram make auto stream.")
 
 
 PAIR_SEP = " + "
@@ -73,6 +76,11 @@ def _resolve_fusion(choice: str) -> list[str]:
     return out
 
 
+def _check_mode(memory_mode: str) -> None:
+    if memory_mode not in COMPONENT_MEMORY_MODES:
+        raise ValueError(f"memory_mode must be one of {COMPONENT_MEMORY_MODES}, got {memory_mode!r}.")
+
+
 def _device_choice(choice: str):
     return torch.device("cpu") if choice == "cpu" else _comfy.torch_device()
 
@@ -104,7 +112,7 @@ class OviFusionModelLoader:
                     "default": "auto",
                     "tooltip": "Attention kernel. auto/sdpa use PyTorch; flash-attn, xformers and sage are used "
                                "when installed (otherwise SDPA)."}),
-                "memory_mode": (list(MEMORY_MODES), {"default": "offload", "tooltip": _MEMORY_TIP}),
+                "memory_mode": (list(MEMORY_MODES), {"default": "auto", "tooltip": _MEMORY_TIP}),
                 "blocks_on_gpu": ("INT", {
                     "default": 10, "min": 0, "max": 64, "step": 1,
                     "tooltip": "block_swap only: fused blocks kept on the GPU (of 30); fewer = less VRAM, slower."}),
@@ -143,9 +151,7 @@ class OviFusionModelLoader:
             paths.append(audio_path)
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
-        load_dev = _runtime.load_device(device, memory_mode)
-        if load_dev.type != "cpu":
-            _comfy.make_room(sum(os.path.getsize(p) for p in paths), load_dev)
+        load_dev = _patcher.build_device(device, memory_mode)
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
                              attention_backend=attention)
         if precision == "fp8":
@@ -163,11 +169,10 @@ class OviFusionModelLoader:
         from ovi_core import sizes
 
         spec = sizes.MODEL_SPECS[ver]
-        _comfy.register_module(module)
         handle = OviModel(module=module, device=torch.device(device), dtype=dtype, memory_mode=memory_mode,
                           path=path, version=ver, target_area=int(info.get("target_area") or spec.area),
                           blocks_on_gpu=int(blocks_on_gpu), audio_path=audio_path)
-        return (handle,)
+        return (_patcher.hold(handle, "dit"),)
 
 
 class OviTextEncoderLoader:
@@ -193,7 +198,7 @@ class OviTextEncoderLoader:
                 "device": (["default", "cpu"], {
                     "default": "default",
                     "tooltip": "default: the GPU ComfyUI uses. cpu: encode on the CPU (slow, saves ~11 GB VRAM)."}),
-                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+                "memory_mode": (list(COMPONENT_MEMORY_MODES), {"default": "auto", "tooltip": _MEMORY_TIP}),
             }
         }
 
@@ -207,13 +212,13 @@ class OviTextEncoderLoader:
     def load(self, text_encoder, tokenizer, precision, device, memory_mode):
         from ovi_core.text.umt5 import load_text_encoder
 
+        _check_mode(memory_mode)
         path = _runtime.resolve("text_encoders", text_encoder, _runtime.TEXT_AUTO)
         tok = _runtime.find_tokenizer(tokenizer, path) if tokenizer != "auto" else _runtime.ensure_tokenizer(path)
         dev = _device_choice(device)
         dtype = _runtime.compute_dtype(precision, dev)
-        module = load_text_encoder(path, tokenizer_path=tok, device=_runtime.load_device(dev, memory_mode), dtype=dtype)
-        _comfy.register_module(module)
-        return (Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path),)
+        module = load_text_encoder(path, tokenizer_path=tok, device=_patcher.build_device(dev, memory_mode), dtype=dtype)
+        return (_patcher.hold(Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path), "text"),)
 
 
 class OviVideoVAELoader:
@@ -231,7 +236,7 @@ class OviVideoVAELoader:
                     "default": "auto",
                     "tooltip": "auto: bf16 on a GPU, fp32 on CPU. bf16 halves memory; fp32 is slightly more exact "
                                "(always used on CPU)."}),
-                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+                "memory_mode": (list(COMPONENT_MEMORY_MODES), {"default": "auto", "tooltip": _MEMORY_TIP}),
             }
         }
 
@@ -245,12 +250,12 @@ class OviVideoVAELoader:
     def load(self, vae, precision, memory_mode):
         from ovi_core.vae.wan_vae import load_wan_vae
 
+        _check_mode(memory_mode)
         path = _runtime.resolve("vae", vae, _runtime.VAE_AUTO)
         dev = _comfy.torch_device()
         dtype = torch.float32 if dev.type == "cpu" else _runtime.compute_dtype(precision, dev)
-        module = load_wan_vae(path, device=_runtime.load_device(dev, memory_mode), dtype=dtype)
-        _comfy.register_module(module)
-        return (Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path),)
+        module = load_wan_vae(path, device=_patcher.build_device(dev, memory_mode), dtype=dtype)
+        return (_patcher.hold(Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path), "vae"),)
 
 
 class OviAudioVAELoader:
@@ -269,7 +274,7 @@ class OviAudioVAELoader:
                     "default": _runtime.default_choice(vocoders, "best_netG.pt"),
                     "tooltip": "BigVGAN 16 kHz vocoder: best_netG.pt (hkchengrex/MMAudio, ext_weights/) in "
                                "models/vae."}),
-                "memory_mode": (["offload", "gpu"], {"default": "offload", "tooltip": _MEMORY_TIP}),
+                "memory_mode": (list(COMPONENT_MEMORY_MODES), {"default": "auto", "tooltip": _MEMORY_TIP}),
             }
         }
 
@@ -283,10 +288,11 @@ class OviAudioVAELoader:
     def load(self, audio_vae, vocoder, memory_mode):
         from ovi_core.audio.codec import load_audio_codec
 
+        _check_mode(memory_mode)
         vae_path = _runtime.resolve("vae", audio_vae, _runtime.AUDIO_VAE_AUTO)
         voc_path = _runtime.resolve("vae", vocoder, _runtime.VOCODER_AUTO)
         dev = _comfy.torch_device()
-        module = load_audio_codec(vae_path, voc_path, device=_runtime.load_device(dev, memory_mode),
+        module = load_audio_codec(vae_path, voc_path, device=_patcher.build_device(dev, memory_mode),
                                   dtype=torch.float32)
-        _comfy.register_module(module)
-        return (Placed(module=module, device=dev, dtype=torch.float32, memory_mode=memory_mode, path=vae_path),)
+        placed = Placed(module=module, device=dev, dtype=torch.float32, memory_mode=memory_mode, path=vae_path)
+        return (_patcher.hold(placed, "audio"),)

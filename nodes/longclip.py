@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _preview, _runtime
+from . import _comfy, _patcher, _preview
 from ._types import OVI_AUDIO_VAE, OVI_GUIDES, OVI_LATENTS, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 from .sampling import (
     ASPECT_PRESETS,
@@ -155,22 +155,22 @@ class OviLongClipSampler:
             plan_text += f"\nOvi warning: {note}" if note else ""
         _comfy.show_text(unique_id, plan_text, level=logging.INFO)  # on the node before anything is sampled
 
-        with _runtime.placed(text_encoder) as te:
+        with _patcher.use(text_encoder) as te:
             conds = encode_window_prompts(te, window_prompts, video_negative=video_negative,
                                           audio_negative=audio_negative, version=model.version)
         image_latent = given_latents = None
         if image is not None:
-            with _runtime.placed(video_vae) as vae:
+            with _patcher.use(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
                                             if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
         if given is not None:
-            with _runtime.placed(audio_vae) as codec:
+            with _patcher.use(audio_vae) as codec:
                 given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
             given_latents = given_latents.float().cpu()
 
         def encode_window(k):
-            with _runtime.placed(video_vae) as vae:
+            with _patcher.use(video_vae) as vae:
                 return windows_video.latent(k, vae, device=video_vae.device)
 
         total = plan.num_windows * int(steps)
@@ -183,7 +183,7 @@ class OviLongClipSampler:
         def preview(win, wins, step, n, x0):
             shown((win - 1) * n + step, wins * n, x0)
 
-        with _runtime.placed_model(model) as dit:
+        with _patcher.use_model(model) as dit:
             latents = sample_long_clip(
                 dit, conds, plan, height=height_px, width=width_px,
                 settings=SamplingSettings(steps=int(steps), solver=solver, shift=float(shift),

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 
-from . import _comfy, _runtime
+from . import _comfy, _patcher
 from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
 
 logger = logging.getLogger(__name__)
@@ -153,8 +153,7 @@ class OviTrainLoRA:
                                  audio_tokens=None if frames else spec.audio_latent_length, version=model.version)
             data_dir = os.path.join(run_dir, "latents")
             bar = _comfy.progress_bar(1, node_id=unique_id)
-            with _runtime.placed(text_encoder) as te, _runtime.placed(video_vae) as vae, \
-                    _runtime.placed(audio_vae) as codec:
+            with _patcher.use_all(text_encoder, video_vae, audio_vae) as (te, vae, codec):
                 rep = prepare_dataset(folder, data_dir, video_vae=vae, audio_codec=codec, text_encoder=te,
                                       config=pcfg, device=video_vae.device, progress=bar)
             if rep.skipped:
@@ -171,7 +170,7 @@ class OviTrainLoRA:
         )
         bar = _comfy.progress_bar(int(steps), node_id=unique_id)
         # ComfyUI runs nodes under torch.inference_mode; training needs autograd back
-        with torch.inference_mode(False), torch.enable_grad(), _runtime.placed(model) as dit:
+        with torch.inference_mode(False), torch.enable_grad(), _patcher.use(model) as dit:
             trainer = Trainer(cfg, model=dit, progress=lambda s, n, loss: bar(s, n),
                               check_interrupt=_comfy.check_interrupt)
             try:

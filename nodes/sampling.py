@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from . import _comfy, _preview, _runtime
+from . import _comfy, _patcher, _preview
 from ._types import (
     OVI_CONDITIONING,
     OVI_GUIDES,
@@ -119,7 +119,7 @@ class OviTextEncode:
         from ovi_core.text.conditioning import encode_prompts
 
         version = model.version if model is not None else None
-        with _runtime.placed(text_encoder) as te:
+        with _patcher.use(text_encoder) as te:
             cond = encode_prompts(te, prompt, video_negative=video_negative, audio_negative=audio_negative,
                                   version=version)
         cond = cond.to("cpu")
@@ -276,7 +276,7 @@ class OviJointSampler:
             if video_vae is None:
                 raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader to the sampler "
                                  "(the first frame is encoded with the Wan2.2 VAE).")
-            with _runtime.placed(video_vae) as vae:
+            with _patcher.use(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
                                             if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
@@ -306,7 +306,7 @@ class OviJointSampler:
         # a latent preview each step where ComfyUI's preview settings give one, else the step count only
         preview = _preview.video_preview(int(steps), unique_id, model.device)
         progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)
-        with _runtime.placed_model(model) as dit:
+        with _patcher.use_model(model) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, settings=settings,
                 image_latent=image_latent, device=model.device, dtype=model.dtype, callback=progress,

@@ -24,6 +24,7 @@ from ovi_core import sizes, validate
 from ovi_core.io.latents import AUDIO_LATENT_CHANNELS, VIDEO_LATENT_CHANNELS, AVLatents
 from ovi_core.runtime.attention import probe_backend
 from ovi_core.runtime.devices import check_gpu, pick_device, pick_dtype
+from ovi_core.runtime.estimate import dit_tokens
 from ovi_core.runtime.memory import MEMORY_MODES, dit_on_device, on_device, release_memory
 from ovi_core.sampling.av import FPS, InterruptFn, ProgressFn, encode_image, make_noise, sample_av
 from ovi_core.sampling.settings import SamplingSettings
@@ -334,7 +335,8 @@ class OviPipeline:
                 with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
                     encoded = encode_inputs(guides, video_vae=self.video_vae, audio_codec=self.audio_codec,
                                             device=dev)
-            with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu):
+            with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu,
+                               tokens=dit_tokens(*((h, w) if h else image_hw or (0, 0)), version=version)):
                 lat = sample_av(
                     self.model, cond, height=h, width=w, version=version, settings=settings,
                     image_latent=image_latent, device=dev, dtype=self.dtype,

@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--negative-audio", default=d["audio_negative_prompt"])
     g.add_argument("--device", default="auto")
     g.add_argument("--precision", default="auto", help="auto (bf16 on GPU, fp32 on CPU), bf16 or fp32")
-    g.add_argument("--memory-mode", default="gpu", choices=("gpu", "offload", "block_swap"))
+    g.add_argument("--memory-mode", default="auto", choices=("auto", "gpu", "offload", "block_swap"),
+                   help="auto (default): offload when the DiT fits in the free VRAM with its activations, else "
+                        "block_swap with as many resident blocks as fit; on CPU every mode is the same")
     g.add_argument("--blocks-on-gpu", type=int, default=10, help="resident fused blocks with --memory-mode block_swap")
     g.add_argument("--fp8", action="store_true", help="use the fp8 fusion checkpoint (Ovi 1.0)")
     g.add_argument("--fusion", nargs="+", metavar="FILE", default=None,

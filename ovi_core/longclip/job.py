@@ -28,6 +28,7 @@ from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows
 from ovi_core.longclip.runner import WindowProgress, sample_windows
 from ovi_core.longclip.store import WindowStore, job_key, stored, tensor_digest
 from ovi_core.longclip.stream import ClipStreamWriter
+from ovi_core.runtime.estimate import dit_tokens_for_area
 from ovi_core.runtime.memory import dit_on_device, on_device, release_memory
 from ovi_core.sampling.settings import SamplingSettings
 
@@ -178,7 +179,8 @@ def generate_long_clip(
             progress=progress,
             check_interrupt=check_interrupt, load_window=store.load if store is not None else None,
             place=lambda: dit_on_device(pipe.model, dev, memory_mode=pipe.memory_mode,
-                                        blocks_on_gpu=pipe.blocks_on_gpu),
+                                        blocks_on_gpu=pipe.blocks_on_gpu,
+                                        tokens=dit_tokens_for_area(pipe.target_area, version=pipe.version)),
         )
         asm = SeamAssembler(plan)
         wav_path = os.path.splitext(out)[0] + ".wav" if wav else None

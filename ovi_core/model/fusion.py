@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ovi_core.model import rope
 from ovi_core.model.config import FusionConfig
 from ovi_core.model.tower import OviTower, Rope
 
@@ -80,6 +81,13 @@ class OviFusionModel(nn.Module):
             yield
         finally:
             self._text_cache = None
+
+    def clear_caches(self) -> None:
+        """Free what outlives a forward: the text contexts and k/v of the current run (the run keeps caching
+        afresh) and the RoPE tables (:func:`ovi_core.model.rope.clear_caches`). Called when the model is unloaded."""
+        if self._text_cache is not None:
+            self._text_cache.clear()
+        rope.clear_caches()
 
     def text_cache_stats(self) -> dict[str, int]:
         """Counters of the text cache since the model was built: context ``hits``/``misses`` and k/v

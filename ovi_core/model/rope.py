@@ -127,6 +127,19 @@ def audio_rope_table(length: int, head_dim: int, scale: float, device: torch.dev
     return _complex_table("audio", (int(length), int(head_dim), float(scale)), torch.device(device))
 
 
+def clear_caches() -> None:
+    """Drop every cached table (they may sit on a GPU and are no module buffers, so ``.to("cpu")`` leaves
+    them): called when a model is unloaded or a run ends. The next forward rebuilds what it needs."""
+    _complex_table.cache_clear()
+    _video_table.cache_clear()
+    _audio_table.cache_clear()
+
+
+def cached_tables() -> int:
+    """How many tables the caches hold now (all three caches together)."""
+    return sum(f.cache_info().currsize for f in (_complex_table, _video_table, _audio_table))
+
+
 # elements of one float64 chunk of the CPU rotation (2 MiB: stays in a core's L2 cache)
 CPU_CHUNK_ELEMS = 1 << 18
 

@@ -8,6 +8,9 @@ Memory modes (``MEMORY_MODES``):
 * ``"block_swap"``: like ``offload``, and during sampling only ``blocks_on_gpu`` fused blocks of the DiT stay
   resident; the others are streamed from pinned CPU memory, one block ahead of the computation, on a
   separate CUDA stream.
+* ``"auto"`` (the command line's default): like ``offload`` when the whole DiT fits in the free VRAM with its
+  activations (:mod:`ovi_core.runtime.estimate`), else ``block_swap`` with as many resident blocks as fit
+  (:func:`auto_plan`, decided at each sampling run from the free memory then).
 
 With fp8 weights (kept fp8 in memory and upcast per layer) the streamed bytes halve as well.
 """
@@ -23,9 +26,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from ovi_core.runtime.estimate import DitPlan, plan_dit
+
 logger = logging.getLogger(__name__)
 
-MEMORY_MODES = ("gpu", "offload", "block_swap")
+MEMORY_MODES = ("gpu", "offload", "block_swap", "auto")
 
 
 def release_memory() -> None:
@@ -50,18 +55,56 @@ def on_device(module: nn.Module, device: torch.device | str, *, offload: bool) -
             release_memory()
 
 
+def dit_layout(model: nn.Module) -> tuple[int, int, int]:
+    """``(weight bytes, bytes of one fused block (video + audio), fused blocks)`` of a fusion DiT."""
+    base = getattr(model, "base", model)  # a LoRA view
+    n = len(base.video_model.blocks)
+    block = parameter_bytes(base.video_model.blocks[0]) + parameter_bytes(base.audio_model.blocks[0]) if n else 0
+    return parameter_bytes(base), block, n
+
+
+def auto_plan(model: nn.Module, free_bytes: int, tokens: int, rows: int = 2) -> DitPlan:
+    """The ``auto`` placement of ``model`` for ``rows`` x ``tokens`` with ``free_bytes`` free on the device:
+    ``gpu`` (the whole DiT fits with its activations) or ``block_swap`` with the resident blocks that fit."""
+    weights, block, n = dit_layout(model)
+    return plan_dit(int(free_bytes), weight_bytes=weights, block_bytes=block, num_blocks=n, tokens=tokens, rows=rows)
+
+
+def free_device_bytes(device: torch.device) -> int | None:
+    """Free memory on a CUDA ``device`` (what the driver reports plus PyTorch's cached blocks); None elsewhere."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
 @contextlib.contextmanager
-def dit_on_device(model: nn.Module, device: torch.device | str, *, memory_mode: str, blocks_on_gpu: int = 10
-                  ) -> Iterator[nn.Module]:
+def dit_on_device(model: nn.Module, device: torch.device | str, *, memory_mode: str, blocks_on_gpu: int = 10,
+                  tokens: int | None = None, rows: int = 2) -> Iterator[nn.Module]:
     """Place the fusion DiT for sampling according to ``memory_mode`` (see the module docstring).
 
     ``gpu``: moved to ``device`` and left there; ``offload``: moved there and back to CPU afterwards;
     ``block_swap`` (CUDA): ``blocks_on_gpu`` fused blocks resident, the rest streamed, all back on CPU
-    afterwards. On a CPU device every mode is a plain placement.
+    afterwards; ``auto``: ``offload`` or ``block_swap`` per :func:`auto_plan` for a forward of ``rows`` x
+    ``tokens`` (required for ``auto`` on CUDA). On a CPU device every mode is a plain placement.
     """
     if memory_mode not in MEMORY_MODES:
         raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
     device = torch.device(device)
+    if memory_mode == "auto":
+        free = free_device_bytes(device)
+        if free is None:
+            memory_mode = "offload"
+        else:
+            if tokens is None:
+                raise ValueError("memory_mode 'auto' needs the run's tokens (ovi_core.runtime.estimate.dit_tokens).")
+            on_dev = sum(p.numel() * p.element_size() for p in model.parameters() if p.device == device)
+            plan = auto_plan(model, free + on_dev, tokens, rows)
+            memory_mode = "offload" if plan.mode == "gpu" else "block_swap"
+            blocks_on_gpu = plan.blocks_on_gpu
+            logger.info("memory mode auto: %s (%d resident blocks), about %.1f GiB needed, %.1f GiB free",
+                        memory_mode, blocks_on_gpu, plan.need_bytes / 2**30, (free + on_dev) / 2**30)
     if memory_mode != "block_swap" or device.type == "cpu":
         with on_device(model, device, offload=memory_mode != "gpu") as m:
             yield m
