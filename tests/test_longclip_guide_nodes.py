@@ -6,7 +6,7 @@ import shutil
 import pytest
 import torch
 
-from nodes import NODE_CLASS_MAPPINGS, _runtime
+from nodes import NODE_CLASS_MAPPINGS, _patcher
 from nodes.decode import OviDecodeVideo
 from nodes.guides import OviRedoGuide, OviVideoGuide
 from nodes.longclip import OviLongClipSampler
@@ -62,7 +62,7 @@ def test_a_video_longer_than_one_window_guides_every_window_of_the_long_clip(com
         assert "2 window(s)" in text and lat.video.shape[-2:] == (4, 4)  # the video's 64x64, not the preset
         plan = plan_windows(6.0, version=model.version)
         wv = WindowVideo(g[0].source, plan, area=model.target_area)
-        with _runtime.placed(vae) as v:
+        with _patcher.use(vae) as v:
             w0, w1 = wv.latent(0, v), wv.latent(1, v)
         seam = plan.seams[0]
         s1 = plan.windows[1].frame_start // 4  # window 1's latent frame 0 in clip latents
