@@ -2,7 +2,9 @@
 header with an absurd number of metadata keys: each refused through the CLI before any weights load."""
 
 import os
+import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +64,53 @@ def test_lora_for_another_width_is_refused_before_loading(broken_weights, tmp_pa
     rc, err = _run(broken_weights, tmp_path, capsys, "--lora", bad)
     assert rc == 2, err
     assert "wide.safetensors" in err and "does not fit" in err and str(dim + 8) in err and str(dim) in err, err
+
+
+def _q8_gguf(weights, path):
+    from ovi_core.io.weights import resolve_weights
+    from ovi_core.quant.convert import quantize_file
+
+    quantize_file(resolve_weights(weights, download=False).fusion, str(path), format="q8_0")
+    return str(path)
+
+
+def test_gguf_with_nan_block_scales_is_refused_before_loading(broken_weights, tmp_path, capsys):
+    """A Q8_0 block whose fp16 scale is NaN (or Inf) loaded and sampled NaN frames without a word."""
+    from ovi_core.quant import ggml
+    from ovi_core.quant.gguf_file import check_gguf_values, read_gguf_index
+
+    ok = _q8_gguf(broken_weights, tmp_path / "ok.gguf")
+    check_gguf_values(ok)
+    _run(broken_weights, tmp_path, capsys, "--fusion", ok, loads=True)  # the control gets as far as loading
+    index, _ = read_gguf_index(ok)
+    name, t = next((n, t) for n, t in index.items() if t.qtype == ggml.Q8_0)
+    for label, bits in (("nan", b"\x00\x7e"), ("inf", b"\x00\x7c")):
+        bad = tmp_path / f"{label}.gguf"
+        data = bytearray(open(ok, "rb").read())
+        block = t.offset + (t.nbytes // 34 // 2) * 34  # a block in the middle of the tensor: its fp16 scale
+        data[block:block + 2] = bits
+        bad.write_bytes(bytes(data))
+        rc, err = _run(broken_weights, tmp_path, capsys, "--fusion", str(bad))
+        assert rc == 2 and f"{label}.gguf" in err and name in err and "NaN or infinite" in err, err
+
+
+def test_gguf_with_a_huge_header_is_refused_fast(tmp_path):
+    """400,000 metadata keys (a 13 MB header) took the reader over 90 s to refuse; the counts are capped first."""
+    import gguf
+
+    from ovi_core.quant.gguf_file import ARCH, MAX_KV, read_gguf_index
+
+    path = tmp_path / "keys.gguf"
+    w = gguf.GGUFWriter(path=None, arch=ARCH)
+    for i in range(MAX_KV + 10):
+        w.add_uint32(f"junk.{i}", i)
+    w.add_tensor_info("blocks.0.ffn.0.weight", (4, 128), np.dtype(np.uint8), 512, raw_dtype=0)
+    w.write_header_to_file(path=str(path))
+    w.write_kv_data_to_file()
+    w.write_ti_data_to_file()
+    w.write_tensor_data(np.zeros((4, 128), np.uint8))
+    w.close()
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"keys\.gguf.*metadata keys"):
+        read_gguf_index(path)
+    assert time.perf_counter() - t0 < 1.0
