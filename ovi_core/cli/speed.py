@@ -134,7 +134,8 @@ def _fusion_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
         from ovi_core.io.weights import resolve_weights
 
         try:
-            paths = resolve_weights(args.weights, version=getattr(args, "model_version", "auto"),
+            paths = resolve_weights(getattr(args, "weights", None) or "",
+                                    version=getattr(args, "model_version", "auto"),
                                     seconds=getattr(args, "seconds", None), fp8=getattr(args, "fp8", False),
                                     download=False)
         except (OSError, ValueError):
