@@ -235,4 +235,5 @@ def read_raw(f, t: GGUFTensor) -> torch.Tensor:
     return buf
 
 
-__all__ = ["ARCH", "GGUFTensor", "write_gguf", "read_gguf_index", "check_gguf_header", "check_gguf_values", "read_raw", "stored_shape"]
+__all__ = ["ARCH", "GGUFTensor", "write_gguf", "read_gguf_index", "check_gguf_header", "check_gguf_values", "read_raw",
+           "stored_shape"]
