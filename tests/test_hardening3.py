@@ -92,6 +92,10 @@ def test_gguf_with_nan_block_scales_is_refused_before_loading(broken_weights, tm
         bad.write_bytes(bytes(data))
         rc, err = _run(broken_weights, tmp_path, capsys, "--fusion", str(bad))
         assert rc == 2 and f"{label}.gguf" in err and name in err and "NaN or infinite" in err, err
+    from ovi_core.model.loader import load_fusion
+
+    with pytest.raises(ValueError, match=rf"{name}.*NaN or infinite"):  # the node path: refused as it loads
+        load_fusion(str(bad), dtype=torch.float32)
 
 
 def test_gguf_with_a_huge_header_is_refused_fast(tmp_path):

@@ -198,7 +198,7 @@ _FLOAT_NP = {ggml.F32: np.float32, ggml.F16: np.float16}
 
 def check_gguf_values(path: str | os.PathLike, index: Mapping[str, GGUFTensor] | None = None) -> None:
     """Refuse a GGUF file with a NaN/Inf block scale (or a NaN/Inf value in an F32/F16 tensor), naming the first
-    bad tensor: read through a memory map, vectorized (the scales are viewed as fp16 in place), before any
+    bad tensor: read through a memory map, vectorized (exponent bits of the fp16 scales, in place), before any
     weights load. ``ValueError``."""
     path = os.fspath(path)
     if index is None:
@@ -206,23 +206,31 @@ def check_gguf_values(path: str | os.PathLike, index: Mapping[str, GGUFTensor] |
     mm = np.memmap(path, dtype=np.uint8, mode="r")
     try:
         for t in index.values():
-            raw = mm[t.offset:t.offset + t.nbytes]
-            if t.qtype in SCALE_FIELDS:  # fp16 exponent all ones = NaN/Inf; integer ops on a strided view, no copy
-                per = ggml.BLOCK[t.qtype][1]
-                bad = any(bool(((np.ndarray((t.nbytes // per,), np.uint16, mm, t.offset + o, (per,)) & 0x7C00)
-                                == 0x7C00).any()) for o in SCALE_FIELDS[t.qtype])
-            elif t.qtype in _FLOAT_NP:
-                bad = not np.isfinite(raw.view(_FLOAT_NP[t.qtype])).all()
-            elif t.qtype == ggml.BF16:  # bf16 is the top half of an f32: exponent all ones = NaN/Inf
-                bad = bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
-            else:
-                continue
-            if bad:
-                raise ValueError(f"{path!r}: tensor {t.name!r} ({ggml.TYPE_NAMES[t.qtype]}) holds NaN or infinite "
-                                 "block scales or values; the file is damaged (or was quantized from a diverged "
-                                 "model). Download it again or re-quantize with `python -m ovi_core quantize`.")
+            if _has_bad_values(mm, t.offset, t):
+                raise ValueError(f"{path!r}: {_bad_message(t)}")
     finally:
         del mm
+
+
+def _bad_message(t: GGUFTensor) -> str:
+    return (f"tensor {t.name!r} ({ggml.TYPE_NAMES[t.qtype]}) holds NaN or infinite block scales or values; the file "
+            "is damaged (or was quantized from a diverged model). Download it again or re-quantize with "
+            "`python -m ovi_core quantize`.")
+
+
+def _has_bad_values(buf: np.ndarray, offset: int, t: GGUFTensor) -> bool:
+    """Whether tensor ``t`` (its bytes at ``offset`` of the uint8 array ``buf``) has a NaN/Inf scale or value:
+    integer tests of the exponent bits on strided views, no copy."""
+    if t.qtype in SCALE_FIELDS:  # fp16 exponent all ones = NaN/Inf
+        per = ggml.BLOCK[t.qtype][1]
+        return any(bool(((np.ndarray((t.nbytes // per,), np.uint16, buf, offset + o, (per,)) & 0x7C00)
+                         == 0x7C00).any()) for o in SCALE_FIELDS[t.qtype])
+    raw = buf[offset:offset + t.nbytes]
+    if t.qtype in _FLOAT_NP:
+        return not bool(np.isfinite(raw.view(_FLOAT_NP[t.qtype])).all())
+    if t.qtype == ggml.BF16:  # bf16 is the top half of an f32: exponent all ones = NaN/Inf
+        return bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
+    return False
 
 
 def read_raw(f, t: GGUFTensor) -> torch.Tensor:
@@ -232,6 +240,8 @@ def read_raw(f, t: GGUFTensor) -> torch.Tensor:
     got = f.readinto(memoryview(buf.numpy()))
     if got != t.nbytes:
         raise ValueError(f"tensor {t.name!r}: read {got} of {t.nbytes} bytes; the file is truncated.")
+    if _has_bad_values(buf.numpy(), 0, t):  # the same check as check_gguf_values, on bytes already read
+        raise ValueError(_bad_message(t))
     return buf
 
 
