@@ -59,6 +59,12 @@ def check_fusion(files: list[str] | None) -> str | list[str] | None:
     for f in files:
         regular_file(f, "--fusion file")
     from ovi_core.model.loader import describe_files
+    from ovi_core.quant.gguf_file import check_gguf_values
+    from ovi_core.quant.sources import is_gguf
+
+    for f in files:
+        if is_gguf(f):
+            check_gguf_values(f)  # NaN/Inf block scales, before the weights load
 
     logger.info("fusion model: %s", describe_files(files))
     return files[0] if len(files) == 1 else files

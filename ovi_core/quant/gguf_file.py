@@ -107,6 +107,33 @@ def _field_str(reader, key: str) -> str | None:
     return bytes(f.parts[f.data[-1]]).decode("utf-8")
 
 
+#: caps checked from the fixed 24-byte header before anything else is parsed. An Ovi fusion GGUF has about 2,500
+#: tensors and a dozen metadata keys; beyond these the file is damaged or hostile (parsing 400,000 keys took the
+#: ``gguf`` reader over 90 s)
+MAX_TENSORS = 65536
+MAX_KV = 4096
+MAX_HEADER_BYTES = 64 << 20
+
+
+def check_gguf_header(path: str) -> None:
+    """Refuse, from the fixed header alone, a GGUF file whose tensor or metadata counts are absurd."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(24)
+    if len(head) < 24 or head[:4] != b"GGUF":
+        raise ValueError(f"{path!r} is not a GGUF file (no GGUF magic at its start); download it again.")
+    version = struct.unpack("<I", head[4:8])[0]
+    if version not in (2, 3):
+        raise ValueError(f"{path!r}: GGUF version {version} is not supported (2 or 3); download it again "
+                         "(or re-quantize with `python -m ovi_core quantize`).")
+    n_tensors, n_kv = struct.unpack("<QQ", head[8:24])
+    if n_tensors > MAX_TENSORS or n_kv > MAX_KV:
+        raise ValueError(f"{path!r} declares {n_tensors} tensors and {n_kv} metadata keys; an Ovi fusion GGUF has "
+                         f"at most {MAX_TENSORS} tensors and {MAX_KV} keys. The file is damaged or not a model "
+                         "file; download it again or re-quantize with `python -m ovi_core quantize`.")
+
+
 def read_gguf_index(path: str | os.PathLike) -> tuple[dict[str, GGUFTensor], dict[str, str]]:
     """``({name: GGUFTensor}, {"general.architecture": ..., other string fields})`` without reading tensors.
 
@@ -117,6 +144,7 @@ def read_gguf_index(path: str | os.PathLike) -> tuple[dict[str, GGUFTensor], dic
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GGUF file not found: {path!r}.")
+    check_gguf_header(path)
     try:
         reader = gguf.GGUFReader(path, "r")
     except Exception as e:  # noqa: BLE001  (ValueError, struct errors, truncated files)
@@ -151,12 +179,58 @@ def read_gguf_index(path: str | os.PathLike) -> tuple[dict[str, GGUFTensor], dic
             if t.data_offset + nb > size:
                 raise ValueError(f"{path!r} is truncated (tensor {t.name!r} ends past the file); download it again.")
             out[t.name] = GGUFTensor(t.name, qtype, shape, int(t.data_offset), nb)
+        start = min((t.offset for t in out.values()), default=size)
+        if start > MAX_HEADER_BYTES:
+            raise ValueError(f"{path!r} has a {start >> 20} MiB header (over {MAX_HEADER_BYTES >> 20} MiB); an Ovi "
+                             "GGUF header is well under 1 MiB. The file is damaged; download it again.")
     finally:
         mm = getattr(reader, "data", None)
         if mm is not None and hasattr(mm, "_mmap") and mm._mmap is not None:
             del mm
         del reader
     return out, meta
+
+
+#: byte offsets (within one block) of the fp16 scale fields of each quantized GGML type
+SCALE_FIELDS = {ggml.Q8_0: (0,), ggml.Q6_K: (208,), ggml.Q4_K: (0, 2)}
+_FLOAT_NP = {ggml.F32: np.float32, ggml.F16: np.float16}
+
+
+def check_gguf_values(path: str | os.PathLike, index: Mapping[str, GGUFTensor] | None = None) -> None:
+    """Refuse a GGUF file with a NaN/Inf block scale (or a NaN/Inf value in an F32/F16 tensor), naming the first
+    bad tensor: read through a memory map, vectorized (exponent bits of the fp16 scales, in place), before any
+    weights load. ``ValueError``."""
+    path = os.fspath(path)
+    if index is None:
+        index = read_gguf_index(path)[0]
+    mm = np.memmap(path, dtype=np.uint8, mode="r")
+    try:
+        for t in index.values():
+            if _has_bad_values(mm, t.offset, t):
+                raise ValueError(f"{path!r}: {_bad_message(t)}")
+    finally:
+        del mm
+
+
+def _bad_message(t: GGUFTensor) -> str:
+    return (f"tensor {t.name!r} ({ggml.TYPE_NAMES[t.qtype]}) holds NaN or infinite block scales or values; the file "
+            "is damaged (or was quantized from a diverged model). Download it again or re-quantize with "
+            "`python -m ovi_core quantize`.")
+
+
+def _has_bad_values(buf: np.ndarray, offset: int, t: GGUFTensor) -> bool:
+    """Whether tensor ``t`` (its bytes at ``offset`` of the uint8 array ``buf``) has a NaN/Inf scale or value:
+    integer tests of the exponent bits on strided views, no copy."""
+    if t.qtype in SCALE_FIELDS:  # fp16 exponent all ones = NaN/Inf
+        per = ggml.BLOCK[t.qtype][1]
+        return any(bool(((np.ndarray((t.nbytes // per,), np.uint16, buf, offset + o, (per,)) & 0x7C00)
+                         == 0x7C00).any()) for o in SCALE_FIELDS[t.qtype])
+    raw = buf[offset:offset + t.nbytes]
+    if t.qtype in _FLOAT_NP:
+        return not bool(np.isfinite(raw.view(_FLOAT_NP[t.qtype])).all())
+    if t.qtype == ggml.BF16:  # bf16 is the top half of an f32: exponent all ones = NaN/Inf
+        return bool(((raw.view(np.uint16) & 0x7F80) == 0x7F80).any())
+    return False
 
 
 def read_raw(f, t: GGUFTensor) -> torch.Tensor:
@@ -166,7 +240,10 @@ def read_raw(f, t: GGUFTensor) -> torch.Tensor:
     got = f.readinto(memoryview(buf.numpy()))
     if got != t.nbytes:
         raise ValueError(f"tensor {t.name!r}: read {got} of {t.nbytes} bytes; the file is truncated.")
+    if _has_bad_values(buf.numpy(), 0, t):  # the same check as check_gguf_values, on bytes already read
+        raise ValueError(_bad_message(t))
     return buf
 
 
-__all__ = ["ARCH", "GGUFTensor", "write_gguf", "read_gguf_index", "read_raw", "stored_shape"]
+__all__ = ["ARCH", "GGUFTensor", "write_gguf", "read_gguf_index", "check_gguf_header", "check_gguf_values", "read_raw",
+           "stored_shape"]
