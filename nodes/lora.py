@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import os
 import re
+import time
 
 from . import _comfy, _patcher
 from ._types import OVI_AUDIO_VAE, OVI_MODEL, OVI_TEXT_ENCODER, OVI_VIDEO_VAE
@@ -23,6 +24,7 @@ TARGET_CHOICES = {
     "self-attention only": ("self_attn",),
     "text cross-attention only": ("cross_attn",),
 }
+LOSS_TEXT_INTERVAL = 1.0  # seconds between loss texts on the training node
 TOWER_CHOICES = {"both": ("video_model", "audio_model"), "video": ("video_model",), "audio": ("audio_model",)}
 
 
@@ -128,7 +130,7 @@ class OviTrainLoRA:
         from ovi_core import sizes
         from ovi_core.lora.model import lora_model
         from ovi_core.training.config import TrainConfig
-        from ovi_core.training.dataset import INDEX_FILE, PrepareConfig, prepare_dataset
+        from ovi_core.training.dataset import INDEX_FILE, dataset_requirements, find_clips, prepare_dataset
         from ovi_core.training.plot import loss_curve_image
         from ovi_core.training.trainer import Trainer
 
@@ -138,27 +140,33 @@ class OviTrainLoRA:
         if not re.fullmatch(r"[A-Za-z0-9_.\- ]+", name) or name.startswith("."):
             raise ValueError(f"output_name {output_name!r} must be a plain file name (letters, digits, _ - . space).")
         folder = dataset_folder if os.path.isabs(dataset_folder) else os.path.join(_comfy.input_dir(), dataset_folder)
-        if not os.path.isdir(folder):
-            raise FileNotFoundError(f"Dataset folder {folder!r} does not exist.")
+        spec = sizes.MODEL_SPECS.get(model.version, sizes.MODEL_SPECS["1.0"])
+        prepared = os.path.isfile(os.path.join(folder, INDEX_FILE))
+        if not os.path.isdir(folder) or not (prepared or find_clips(folder)):
+            pcfg = _prepare_config(model, spec, frames)
+            what = "does not exist" if not os.path.isdir(folder) else "holds no clips and no index.json"
+            raise FileNotFoundError(
+                f"Dataset folder {folder!r} {what}. Relative paths are inside ComfyUI's input folder "
+                f"({_comfy.input_dir()}); copy the example folder there or give an absolute path. "
+                f"{dataset_requirements(pcfg)}")
         run_dir = os.path.join(_comfy.output_dir(), "ovi_lora_training", name)
         os.makedirs(run_dir, exist_ok=True)
         data_dir = folder
-        if not os.path.isfile(os.path.join(folder, INDEX_FILE)):
+        note = ""
+        if not prepared:
             if text_encoder is None or video_vae is None or audio_vae is None:
                 raise ValueError("The dataset folder is not prepared yet: connect text_encoder, video_vae and "
                                  "audio_vae so the clips can be encoded (or prepare it with "
                                  "`python -m ovi_core prepare-dataset`).")
-            spec = sizes.MODEL_SPECS.get(model.version, sizes.MODEL_SPECS["1.0"])
-            pcfg = PrepareConfig(frames=int(frames) or spec.frames, area=int(model.target_area),
-                                 audio_tokens=None if frames else spec.audio_latent_length, version=model.version)
+            pcfg = _prepare_config(model, spec, frames)
             data_dir = os.path.join(run_dir, "latents")
             bar = _comfy.progress_bar(1, node_id=unique_id)
             with _patcher.use_all(text_encoder, video_vae, audio_vae) as (te, vae, codec):
                 rep = prepare_dataset(folder, data_dir, video_vae=vae, audio_codec=codec, text_encoder=te,
                                       config=pcfg, device=video_vae.device, progress=bar)
             if rep.skipped:
-                _comfy.show_text(unique_id, "Ovi: skipped clips: " + "; ".join(
-                    f"{s['file']} ({s['reason']})" for s in rep.skipped))
+                note = "Ovi: skipped clips: " + "; ".join(f"{s['file']} ({s['reason']})" for s in rep.skipped)
+                _comfy.show_text(unique_id, note)
         lora_dir = (_comfy.model_dirs(LORA_FOLDER) or [run_dir])[0]
         cfg = TrainConfig(
             dataset=data_dir, model=model.path or "model", output_dir=run_dir, output_name=name,
@@ -171,7 +179,7 @@ class OviTrainLoRA:
         bar = _comfy.progress_bar(int(steps), node_id=unique_id)
         # ComfyUI runs nodes under torch.inference_mode; training needs autograd back
         with torch.inference_mode(False), torch.enable_grad(), _patcher.use(model) as dit:
-            trainer = Trainer(cfg, model=dit, progress=lambda s, n, loss: bar(s, n),
+            trainer = Trainer(cfg, model=dit, progress=_loss_progress(bar, unique_id, note),
                               check_interrupt=_comfy.check_interrupt)
             try:
                 res = trainer.train()
@@ -186,6 +194,30 @@ class OviTrainLoRA:
         logger.info("Ovi: LoRA %s trained for %d steps (last loss %.4f)", final, res.steps,
                     res.losses[-1] if res.losses else float("nan"))
         return (trained, final, curve)
+
+
+def _prepare_config(model, spec, frames: int):
+    """How the node prepares raw clips for ``model``: its own length unless ``frames`` is given."""
+    from ovi_core.training.dataset import PrepareConfig
+
+    return PrepareConfig(frames=int(frames) or spec.frames, area=int(model.target_area),
+                         audio_tokens=None if frames else spec.audio_latent_length, version=model.version)
+
+
+def _loss_progress(bar, node_id, note: str = "", *, interval: float = LOSS_TEXT_INTERVAL, clock=time.monotonic):
+    """The trainer's ``progress(step, total, loss)``: drives the progress bar every step and shows "step N/M, loss
+    X" on the node at most every ``interval`` seconds (and always the first and last step), under ``note``."""
+    last = [None]
+
+    def update(step: int, total: int, loss: float) -> None:
+        bar(step, total)
+        now = clock()
+        if step in (1, total) or last[0] is None or now - last[0] >= interval:
+            last[0] = now
+            text = f"step {step}/{total}, loss {loss:.4f}"
+            _comfy.show_text(node_id, f"{note}\n{text}" if note else text, level=logging.DEBUG)
+
+    return update
 
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {

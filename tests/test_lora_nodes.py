@@ -142,8 +142,13 @@ def _inputs():
     return torch.randn(1, 48, 3, 4, 4, generator=g), torch.randn(1, 15, 20, generator=g), torch.tensor([600.0]), ctx, ctx
 
 
-def test_train_node_then_loader_node(dirs):
+def test_train_node_then_loader_node(dirs, monkeypatch):
     from train_utils import write_latent_dataset, write_tiny_model
+
+    import nodes.lora as lora_node
+
+    shown = []
+    monkeypatch.setattr(lora_node._comfy, "show_text", lambda node_id, text, **kw: shown.append((node_id, text)))
 
     from nodes.lora import OviLoraLoader, OviTrainLoRA
     from ovi_core.lora.files import load_lora
@@ -160,11 +165,14 @@ def test_train_node_then_loader_node(dirs):
     with torch.inference_mode():
         trained, path, curve = OviTrainLoRA().train(handle, "prepared", 3, 1e-2, 4, "all attention (paper)",
                                                     "my_lora", warmup_steps=0, save_every=2,
-                                                    gradient_checkpointing=False)
+                                                    gradient_checkpointing=False, unique_id="7")
     assert path == str(dirs / "models" / "loras" / "my_lora.safetensors") and os.path.isfile(path)
     assert curve.shape == (1, 256, 512, 3) and curve.dtype == torch.float32
     assert isinstance(trained.module, LoRAModel) and trained.version == "1.0"
-    assert os.path.isfile(dirs / "output" / "ovi_lora_training" / "my_lora" / "metrics.jsonl")
+    metrics = dirs / "output" / "ovi_lora_training" / "my_lora" / "metrics.jsonl"
+    losses = [json.loads(line)["loss"] for line in metrics.read_text().splitlines()]
+    # the loss reaches the node while training runs: the first and the last step always, in between at most 1/s
+    assert shown[0] == ("7", f"step 1/3, loss {losses[0]:.4f}") and shown[-1] == ("7", f"step 3/3, loss {losses[2]:.4f}")
     assert os.path.isdir(ds)
     with torch.no_grad():
         assert all(torch.equal(a, b) for a, b in zip(ref, handle.module(*inp), strict=True))  # base untouched
@@ -189,6 +197,42 @@ def test_train_node_then_loader_node(dirs):
         loader.apply(handle, "missing.safetensors", 1.0)
 
 
+def test_loss_text_is_sent_at_a_bounded_rate(monkeypatch):
+    import nodes.lora as lora_node
+
+    shown, bar = [], []
+    monkeypatch.setattr(lora_node._comfy, "show_text", lambda node_id, text, **kw: shown.append(text))
+    t = [0.0]
+    update = lora_node._loss_progress(lambda s, n: bar.append(s), "3", "Ovi: skipped clips: x.mp4 (too short)",
+                                      interval=1.0, clock=lambda: t[0])
+    for step in range(1, 11):
+        update(step, 10, 1.0 / step)
+        t[0] += 0.3  # 0.3 s per step: a text at most every 4th step, plus the last
+    assert bar == list(range(1, 11))  # the progress bar still moves every step
+    assert [x.splitlines()[1] for x in shown] == ["step 1/10, loss 1.0000", "step 5/10, loss 0.2000",
+                                                  "step 9/10, loss 0.1111", "step 10/10, loss 0.1000"]
+    assert all(x.splitlines()[0] == "Ovi: skipped clips: x.mp4 (too short)" for x in shown)  # the note stays
+
+
+def test_train_node_says_what_the_dataset_folder_must_hold(dirs):
+    from train_utils import write_tiny_model
+
+    from nodes.lora import OviTrainLoRA
+    from ovi_core.training.dataset import EXAMPLE_DATASET
+
+    handle = _handle(write_tiny_model(str(dirs / "tiny.safetensors")))
+    with pytest.raises(FileNotFoundError) as e:
+        OviTrainLoRA().train(handle, "ovi_dataset", 1, 1e-4, 4, "all attention (paper)", "x")
+    msg = str(e.value)
+    for part in ("does not exist", str(dirs / "input"), "audio track", "at least 5.04 s (121 frames at 24 fps)",
+                 "same-name .txt caption", "<S>...<E>", EXAMPLE_DATASET):
+        assert part in msg, part
+    (dirs / "input" / "empty").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="holds no clips and no index.json"):
+        OviTrainLoRA().train(handle, "empty", 1, 1e-4, 4, "all attention (paper)", "x", frames=9)
+    assert not (dirs / "output" / "ovi_lora_training").exists()  # refused before any work
+
+
 def test_train_node_needs_codecs_for_raw_clips(dirs):
     from train_utils import write_tiny_model
 
@@ -196,6 +240,7 @@ def test_train_node_needs_codecs_for_raw_clips(dirs):
 
     handle = _handle(write_tiny_model(str(dirs / "tiny.safetensors")))
     (dirs / "input" / "raw").mkdir(parents=True)
+    (dirs / "input" / "raw" / "clip.mp4").write_bytes(b"")  # a clip to prepare (read only once codecs are given)
     with pytest.raises(ValueError, match="not prepared"):
         OviTrainLoRA().train(handle, "raw", 1, 1e-4, 4, "all attention (paper)", "x")
     with pytest.raises(ValueError, match="output_name"):

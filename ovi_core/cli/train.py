@@ -22,7 +22,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=_train)
 
     p = sub.add_parser("prepare-dataset", help="encode a folder of clips + .txt captions into training latents")
-    p.add_argument("clips", help="folder of .mp4/.mov/.mkv clips with audio and same-name .txt captions")
+    p.add_argument("clips", help="folder of .mp4/.mov/.mkv clips with audio (at least one clip long: 5.04 s for "
+                                 "Ovi 1.0/1.1) and same-name .txt captions in Ovi's prompt format; example: "
+                                 "examples/ovi_dataset")
     p.add_argument("out", help="output folder (index.json + one .safetensors per clip)")
     p.add_argument("--weights", required=True, help="weights folder (official layout, see ovi_core.io.weights)")
     p.add_argument("--model-version", default="1.0", choices=("1.0", "1.1", "1.1-10s"))

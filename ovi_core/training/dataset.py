@@ -37,6 +37,9 @@ AUDIO_HOP = 512  # 16 kHz samples per audio latent (mel hop 256 x VAE downsampli
 AUDIO_SR = 16000
 AREA_SLACK = 1.1  # a fixed size may exceed the model's area by this factor (sides round to multiples of 32)
 MAX_FPS = 120
+# two 64x64 clips of 5.2 s with audio + captions, shipped with the repository (tools/make_example_dataset.py)
+EXAMPLE_DATASET = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               "examples", "ovi_dataset")
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,27 @@ def snap_hw(h: int, w: int, *, area: int) -> tuple[int, int]:
     return max(32, round(h * s / 32) * 32), max(32, round(w * s / 32) * 32)
 
 
+def min_clip_seconds(config: PrepareConfig) -> float:
+    """Shortest clip :func:`read_clip` keeps for ``config``: its video frames and the audio its latents need."""
+    return max(config.frames / config.fps, config.audio_samples(AUDIO_SR) / AUDIO_SR)
+
+
+def dataset_requirements(config: PrepareConfig | None = None) -> str:
+    """What a folder of training clips must hold (for error messages and help), with the shipped example."""
+    if config is None:
+        length = "at least 5.04 s for Ovi 1.0/1.1 (121 frames at 24 fps), 10.04 s for Ovi 1.1-10s (241 frames)"
+    else:
+        length = f"at least {min_clip_seconds(config):.2f} s ({config.frames} frames at {config.fps:g} fps)"
+    return (f"The folder must hold video clips ({', '.join(VIDEO_EXTS)}) with an audio track, each {length}: "
+            "longer clips are cut, shorter ones are skipped. Next to each clip goes a same-name .txt caption in "
+            "Ovi's prompt format (e.g. clip.mp4 + clip.txt: 'A man at a desk. <S>Hello there.<E> Audio: a quiet "
+            f"office.'; speech in <S>...<E>, sound as 'Audio: ...' or <AUDCAP>...<ENDAUDCAP>). A ready example "
+            f"with two clips: {EXAMPLE_DATASET}")
+
+
 def find_clips(src_dir: str) -> list[str]:
     if not os.path.isdir(src_dir):
-        raise FileNotFoundError(f"Dataset folder {src_dir!r} does not exist.")
+        raise FileNotFoundError(f"Dataset folder {src_dir!r} does not exist. {dataset_requirements()}")
     return sorted(os.path.join(src_dir, f) for f in os.listdir(src_dir) if f.lower().endswith(VIDEO_EXTS))
 
 
@@ -370,8 +391,7 @@ def prepare_from_weights(src_dir: str, out_dir: str, *, weights: str, config: Pr
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"Output {out_dir!r} is a file; give a folder for the prepared dataset.")
     if not clips:
-        raise ValueError(f"No clips in {src_dir!r} (looked for {', '.join(VIDEO_EXTS)} files with same-name .txt "
-                         "captions).")
+        raise ValueError(f"No clips in {src_dir!r}. {dataset_requirements(config)}")
     paths = resolve_weights(weights, version=config.version if config.version != "auto" else "auto")
     dev = pick_device(device)
     dt = pick_dtype(None, dev)
