@@ -94,7 +94,7 @@ def _spec(image: bool) -> list[dict]:
                      "video_negative": "jitter, bad hands, blur, distortion",
                      "audio_negative": "robotic, muffled, echo, distorted"},
          "links": {"text_encoder": (2, 0), "model": (1, 0)}},
-        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 460],
+        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 780],
          "widgets": dict(SAMPLER),
          "links": {"model": (1, 0), "conditioning": (5, 0)}},
         {"id": 7, "type": "OviDecodeVideo", "pos": [1340, 60], "size": [300, 100],
@@ -133,14 +133,14 @@ def _guide_spec(kind: str) -> list[dict]:
     if kind == "audio":
         nodes.append({"id": 10, "type": "LoadAudio", "pos": [460, 520], "size": [420, 140],
                       "widgets": {"audio": EXAMPLE_VOICE}})
-        nodes.append({"id": 11, "type": "OviAudioGuide", "pos": [920, 560], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviAudioGuide", "pos": [920, 880], "size": [380, 220],
                       "widgets": {"offset": 0.0, **GUIDE},
                       "links": {"audio_vae": (4, 0), "model": (1, 0), "audio": (10, 0)}})
         nodes[7]["links"]["guides"] = (11, 0)  # OviDecodeAudio: the MP4 carries the original recording
     else:
         nodes.append({"id": 10, "type": "LoadVideo", "pos": [460, 520], "size": [420, 320],
                       "widgets": {"file": EXAMPLE_CLIP}})
-        nodes.append({"id": 11, "type": "OviVideoGuide", "pos": [920, 560], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviVideoGuide", "pos": [920, 880], "size": [380, 220],
                       "widgets": {"fps": 24.0, **GUIDE},
                       "links": {"video_vae": (3, 0), "model": (1, 0), "video": (10, 0)}})
         nodes[6]["links"]["guides"] = (11, 0)  # OviDecodeVideo: the MP4 carries the original frames
