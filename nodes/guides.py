@@ -123,7 +123,8 @@ class OviAudioGuide:
 def _long_video(images, fps: float, model, seconds) -> GuideItem | None:
     """A video longer than one clip of the model: an unencoded item for OviLongClipSampler (None otherwise)."""
     from ovi_core import sizes
-    from ovi_core.longclip.video_guide import TensorVideo, output_size
+    from ovi_core.conditioning.video_in import output_size
+    from ovi_core.longclip.video_guide import TensorVideo
 
     src = TensorVideo(images if images.ndim == 4 else images[None], fps)
     if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames:

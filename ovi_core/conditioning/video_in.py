@@ -127,6 +127,21 @@ class VideoInput:
         return out
 
 
+def output_size(height: int, width: int, *, area: int) -> tuple[int, int]:
+    """``(height, width)`` of a clip guided by a ``width x height`` video at the model's ``area`` (as image->AV);
+    ValueError when it is too small or its aspect does not fit the model."""
+    if height < MIN_SIDE or width < MIN_SIDE:
+        raise ValueError(f"video frames of {width}x{height} are too small; give at least {MIN_SIDE}x{MIN_SIDE} "
+                         "pixels")
+    th, tw = sizes.i2v_size_for_image(height, width, area=area)
+    try:
+        sizes.validate_size(th, tw)
+    except ValueError as e:
+        raise ValueError(f"video of {width}x{height} does not fit the model: at its area it would be {tw}x{th}. {e}. "
+                         "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
+    return th, tw
+
+
 def prepare_video(
     frames: torch.Tensor,
     fps: float,
@@ -154,15 +169,7 @@ def prepare_video(
     frames = frames[..., :3]
     check_mode(mode, until)
     spec = sizes.get_spec(version)
-    h, w = int(frames.shape[1]), int(frames.shape[2])
-    if h < MIN_SIDE or w < MIN_SIDE:
-        raise ValueError(f"video frames of {w}x{h} are too small; give at least {MIN_SIDE}x{MIN_SIDE} pixels")
-    th, tw = sizes.i2v_size_for_image(h, w, area=area)
-    try:
-        sizes.validate_size(th, tw)
-    except ValueError as e:
-        raise ValueError(f"video of {w}x{h} does not fit the model: at its area it would be {tw}x{th}. {e}. "
-                         "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
+    th, tw = output_size(int(frames.shape[1]), int(frames.shape[2]), area=area)
     at24 = to_24fps(frames, fps)
     if at24.shape[0] > spec.frames:
         if not trim:

@@ -25,9 +25,8 @@ from fractions import Fraction
 import torch
 import torch.nn.functional as F
 
-from ovi_core import sizes
 from ovi_core.conditioning import ranges
-from ovi_core.conditioning.video_in import MIN_SIDE, VideoInput
+from ovi_core.conditioning.video_in import VideoInput, output_size
 from ovi_core.longclip.plan import WindowPlan
 
 logger = logging.getLogger(__name__)
@@ -68,19 +67,6 @@ class FileVideo:
         return torch.stack(out)
 
 
-def output_size(height: int, width: int, *, area: int) -> tuple[int, int]:
-    """``(height, width)`` of a clip guided by a ``width x height`` video at the model's ``area`` (as image->AV);
-    ValueError when it is too small or its aspect does not fit the model."""
-    if height < MIN_SIDE or width < MIN_SIDE:
-        raise ValueError(f"video frames of {width}x{height} are too small; give at least {MIN_SIDE}x{MIN_SIDE} "
-                         "pixels")
-    th, tw = sizes.i2v_size_for_image(height, width, area=area)
-    try:
-        sizes.validate_size(th, tw)
-    except ValueError as e:
-        raise ValueError(f"video of {width}x{height} does not fit the model: at its area it would be {tw}x{th}. {e}. "
-                         "Crop it to a usual aspect ratio (between about 1:3 and 3:1).") from None
-    return th, tw
 
 
 class TensorVideo:
