@@ -307,8 +307,8 @@ class OviPipeline:
         image_area = self.target_area
         if image is not None:
             ih, iw = (image.shape[-3], image.shape[-2])
-            if draft:  # the asked size's area (or the image's own), never above the trained area
-                image_area = min(self.target_area, int(width) * int(height) if width and height else int(ih * iw))
+            image_area = sizes.first_frame_area((int(ih), int(iw)), area=self.target_area, draft=draft, width=width,
+                                                height=height)
             image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=image_area)
         fixed = guide_size(guides, image_hw=image_hw)
         h, w = validate.check_size(width, height, area=self.target_area, draft=draft) if image is None else (0, 0)

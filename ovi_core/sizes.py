@@ -95,6 +95,15 @@ def draft_hw(h: int, w: int, *, area: int) -> tuple[int, int]:
     return snap_hw_to_area(h, w, area=area if h * w > area else 0)
 
 
+def first_frame_area(image_hw: tuple[int, int], *, area: int, draft: bool = False, width: int | None = None,
+                     height: int | None = None) -> int:
+    """The pixel area a first frame of ``image_hw`` is encoded at: the trained ``area``, or for a draft the asked
+    ``width x height`` (else the image's own area), never above the trained one."""
+    if not draft:
+        return area
+    return min(area, int(width) * int(height) if width and height else int(image_hw[0]) * int(image_hw[1]))
+
+
 def is_draft_size(h: int, w: int, *, area: int) -> bool:
     """True when ``h x w`` is clearly below the trained ``area``: under 90 % of it (snapping a rescaled size to
     multiples of 32 loses a few percent at most, so such sizes never count)."""

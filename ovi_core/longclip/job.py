@@ -123,10 +123,8 @@ def generate_long_clip(
         h, w = given_video.height, given_video.width
     else:
         h, w = pipe.size_for(width, height, draft=draft) if image is None else (0, 0)
-    image_area = pipe.target_area
-    if draft and image is not None:  # as OviPipeline.generate: the asked (or the image's) area, at most the trained
-        image_area = min(pipe.target_area, int(width) * int(height) if width and height else
-                         int(image.shape[-3] * image.shape[-2]))
+    image_area = pipe.target_area if image is None else sizes.first_frame_area(
+        (image.shape[-3], image.shape[-2]), area=pipe.target_area, draft=draft, width=width, height=height)
     if image is None:
         sizes.validate_size(h, w)
     out = os.fspath(out)
