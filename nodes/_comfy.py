@@ -41,6 +41,18 @@ def has_comfy() -> bool:
     return folder_paths() is not None
 
 
+def operations():
+    """ComfyUI's layer classes (``comfy.ops.manual_cast``) for Ovi's networks, so that a ``ModelPatcher`` can load
+    them partially (stream the layers that do not fit); None without ComfyUI or in one that lacks a class Ovi
+    builds on (then the networks use plain ``torch.nn`` and are only ever loaded whole)."""
+    from ovi_core.runtime.ops import REQUIRED
+
+    ops = getattr(_try_import("comfy.ops"), "manual_cast", None)
+    if ops is None or not all(isinstance(getattr(ops, n, None), type) for n in REQUIRED):
+        return None
+    return ops
+
+
 # ----------------------------------------------------------------------------------------------
 # Folders
 # ----------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ Each heavy component (fusion DiT, UMT5, Wan2.2 VAE, MMAudio VAE + BigVGAN) is he
 GPU, unloads other models (or ours) when something needs the room, and ``/free`` releases ours like its own.
 Nothing of ComfyUI is replaced or patched: the pack only calls its public functions.
 
-* The modules are plain ``torch.nn`` (no ``comfy.ops``), so ComfyUI cannot stream single layers of them: every
-  load is a full load (``force_full_load=True``). Under ``--novram`` (where ComfyUI would load nothing) a component
-  is moved to the GPU for its use only, after ``free_memory`` made room, and moved back afterwards.
-* The DiT's ``auto`` memory mode asks ComfyUI to make room for weights + activations
-  (:mod:`ovi_core.runtime.estimate`), then loads it whole when that fits, else streams its blocks
-  (``block_swap``, with as many resident blocks as fit; ``--lowvram`` always streams, ``--novram`` keeps none).
+* The fusion DiT is built on ``comfy.ops.manual_cast`` (``ovi_core``'s ``operations`` argument, see
+  :mod:`ovi_core.runtime.ops`), so in ``auto`` mode ComfyUI may load it *partially*: ``load_models_gpu`` gets the
+  activation estimate (:mod:`ovi_core.runtime.estimate`) as ``memory_required``, keeps what fits on the GPU and
+  leaves the other layers on the offload device, each cast to the GPU when it runs (its ``lowvram`` mode; it also
+  honours ``--lowvram``, ``--novram``, ``--highvram`` and ``--reserve-vram``). The ``gpu`` and ``offload`` modes
+  load it whole; ``block_swap`` streams whole blocks with Ovi's own prefetch.
+* Modules on plain ``torch.nn`` (the VAEs) cannot be streamed by layer: every load is a full load
+  (``force_full_load=True``). Under ``--novram`` (where ComfyUI would load nothing) such a component is moved to
+  the GPU for its use only, after ``free_memory`` made room, and moved back afterwards.
 * Caches that belong to a run (RoPE tables, text keys/values) are dropped when the run ends and when ComfyUI
   unloads the model (an ``on_detach`` callback).
 
@@ -124,13 +127,21 @@ def _is_loaded(patcher, device: torch.device) -> bool:
     return patcher.loaded_size() > 0 and torch.device(patcher.current_loaded_device()) == device
 
 
+def streams(p) -> bool:
+    """True when ComfyUI may load ``p``'s module partially: built on ``comfy.ops`` and in ``auto`` mode."""
+    from ovi_core.runtime.ops import uses_streaming_ops
+
+    return p.memory_mode == "auto" and uses_streaming_ops(p.module)
+
+
 def load(p, memory_required: int = 0) -> bool:
-    """Load ``p``'s module for use through ComfyUI (full load); False where ComfyUI cannot hold it (no patcher,
-    or ``--novram``)."""
+    """Load ``p``'s module for use through ComfyUI (whole, or partially where :func:`streams`); False where
+    ComfyUI cannot hold it (no patcher, or ``--novram`` for a module it cannot stream)."""
     mm = _comfy.model_management()
-    if p.patcher is None or mm is None or _vram_state(mm) == "NO_VRAM":
+    partial = streams(p)
+    if p.patcher is None or mm is None or (_vram_state(mm) == "NO_VRAM" and not partial):
         return False
-    mm.load_models_gpu([p.patcher], memory_required=int(memory_required), force_full_load=True)
+    mm.load_models_gpu([p.patcher], memory_required=int(memory_required), force_full_load=not partial)
     return True
 
 
@@ -153,7 +164,7 @@ def use_all(*ps) -> Iterator[tuple]:
     """Several components ready together (one ``load_models_gpu`` call, so loading one cannot unload another)."""
     mm = _comfy.model_management()
     if mm is not None and ps and all(p.patcher is not None for p in ps) and _vram_state(mm) != "NO_VRAM":
-        mm.load_models_gpu([p.patcher for p in ps], force_full_load=True)
+        mm.load_models_gpu([p.patcher for p in ps], force_full_load=not all(streams(p) for p in ps))
         yield tuple(p.module for p in ps)
         return
     with contextlib.ExitStack() as stack:
@@ -194,7 +205,9 @@ def use_model(p) -> Iterator[object]:
     from ovi_core.runtime.memory import dit_layout, dit_on_device
 
     mm = _comfy.model_management()
-    if p.patcher is not None and mm is not None and _is_loaded(p.patcher, p.device):
+    if p.patcher is not None and mm is not None and p.device.type != "cpu" and streams(p):
+        mode, blocks, act = "gpu", 0, plan(p, None)[2]  # ComfyUI decides what stays resident and streams the rest
+    elif p.patcher is not None and mm is not None and _is_loaded(p.patcher, p.device):
         mode, blocks, act = "gpu", 0, plan(p, None)[2]  # ComfyUI holds it whole already: never stream a loaded model
     else:
         mode, blocks, act = plan(p, mm)

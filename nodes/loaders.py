@@ -153,7 +153,7 @@ class OviFusionModelLoader:
         dtype = _runtime.compute_dtype(precision, device)
         load_dev = _patcher.build_device(device, memory_mode)
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
-                             attention_backend=attention)
+                             attention_backend=attention, operations=_comfy.operations())
         if precision == "fp8":
             from ovi_core.quant.tensor import is_quantized
 

@@ -42,14 +42,18 @@ class OviFusionModel(nn.Module):
             ``torch.utils.checkpoint`` (``use_reentrant=False``).
         attention_backend: passed to :func:`ovi_core.runtime.attention.attention` (``"auto"`` = process default).
         compute_dtype: the dtype every layer computes in (see :attr:`compute_dtype`).
+
+    ``operations`` (:mod:`ovi_core.runtime.ops`): the namespace the layers are built on, as ComfyUI's model
+    classes take it (e.g. ``comfy.ops.manual_cast``, so that a ``ModelPatcher`` can stream the layers that do not
+    fit on the GPU); None: plain ``torch.nn``. The numerics are Ovi's in either case.
     """
 
     def __init__(self, config: FusionConfig, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, operations: object | None = None) -> None:
         super().__init__()
         self.config = config
-        self.video_model = OviTower(config.video, device=device, dtype=dtype)
-        self.audio_model = OviTower(config.audio, device=device, dtype=dtype)
+        self.video_model = OviTower(config.video, device=device, dtype=dtype, operations=operations)
+        self.audio_model = OviTower(config.audio, device=device, dtype=dtype, operations=operations)
         self.block_hook: Callable[[int], None] | None = None
         self.gradient_checkpointing: bool = False
         self.attention_backend: str = "auto"

@@ -143,6 +143,7 @@ def load_fusion(
     attention_backend: str = "auto",
     config: FusionConfig | None = None,
     fp8_compute: bool = False,
+    operations: object | None = None,
 ) -> OviFusionModel:
     """Load an Ovi fusion model (one fusion file or two tower files) strictly, in eval mode.
 
@@ -165,6 +166,8 @@ def load_fusion(
         fp8_compute: multiply float8 e4m3fn weights in fp8 (``torch._scaled_mm``) where the GPU supports it
             (CUDA sm_89+); elsewhere, and by default, weights are upcast per layer
             (:mod:`ovi_core.quant.fp8_compute`).
+        operations: the layer classes the model is built on (:mod:`ovi_core.runtime.ops`; ComfyUI passes
+            ``comfy.ops.manual_cast`` so its ``ModelPatcher`` can stream layers); None: plain ``torch.nn``.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -198,7 +201,7 @@ def load_fusion(
         except ValueError:
             ck.check_shapes(full_size_shapes(), shapes, path=label, what=WHAT, ident=ident)
             raise
-    model = OviFusionModel(config, device="meta")
+    model = OviFusionModel(config, device="meta", operations=operations)
     ck.check_shapes(model.state_dict(), shapes, path=label, what=WHAT, ident=ident)
 
     packed = False

@@ -15,7 +15,9 @@ fp16).
 
 from __future__ import annotations
 
+import functools
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -24,76 +26,65 @@ from torch import nn
 from ovi_core.model.config import TowerConfig
 from ovi_core.model.rope import RopeTable, apply_rope, audio_rope_table, video_rope_table
 from ovi_core.runtime.attention import attention
+from ovi_core.runtime.ops import cast_param, resolve
 
 Rope = RopeTable
 
 
 # ----------------------------------------------------------------------------------------------
-# Layers that cast their stored weights to the input's dtype (fp8 storage, mixed precision)
+# Layers that cast their stored weights to the input's dtype and device (fp8 storage, mixed precision,
+# weights streamed by ComfyUI), built on an ``operations`` namespace (:mod:`ovi_core.runtime.ops`)
 # ----------------------------------------------------------------------------------------------
 
 
-def _cast(p: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    return p if p is None or p.dtype == dtype else p.to(dtype)
-
-
-class Linear(nn.Linear):
-    """``nn.Linear`` whose weight and bias are cast to the input dtype at call time."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, _cast(self.weight, x.dtype), _cast(self.bias, x.dtype))
-
-
-class Conv3d(nn.Conv3d):
-    """``nn.Conv3d`` whose weight and bias are cast to the input dtype at call time."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, _cast(self.weight, x.dtype), _cast(self.bias, x.dtype))
-
-
-class ChannelLastConv1d(nn.Conv1d):
-    """Conv1d over time on channel-last input ``[B, L, C_in] -> [B, L, C_out]``; weights cast at call time."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self._conv_forward(x.transpose(1, 2), _cast(self.weight, x.dtype), _cast(self.bias, x.dtype))
-        return y.transpose(1, 2)  # [B, L, C_out]
-
-
-class ConvMLP(nn.Module):
-    """SwiGLU with kernel-7 convolutions: ``w2(silu(w1(x)) * w3(x))`` on ``[B, L, C]`` (no biases)."""
-
-    def __init__(self, dim: int, hidden_dim: int, *, kernel_size: int = 7, device=None, dtype=None) -> None:
-        super().__init__()
-        kw = dict(kernel_size=kernel_size, padding=kernel_size // 2, bias=False, device=device, dtype=dtype)
-        self.w1 = ChannelLastConv1d(dim, hidden_dim, **kw)
-        self.w2 = ChannelLastConv1d(hidden_dim, dim, **kw)
-        self.w3 = ChannelLastConv1d(dim, hidden_dim, **kw)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, L, dim] -> [B, L, dim]``."""
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+def _cast(p: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """A parameter that is not a layer's weight (modulation tables) on ``like``'s device and dtype."""
+    return p if p is None else p.to(device=like.device, dtype=like.dtype)
 
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float16 else dtype
 
 
-class RMSNorm(nn.Module):
+class _LinearMixin:
+    """``Linear`` whose weight and bias are cast to the input dtype and device at call time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast_param(self, "weight", x), cast_param(self, "bias", x))
+
+
+class _Conv3dMixin:
+    """``Conv3d`` whose weight and bias are cast to the input dtype and device at call time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, cast_param(self, "weight", x), cast_param(self, "bias", x))
+
+
+class _ChannelLastConv1dMixin:
+    """Conv1d over time on channel-last input ``[B, L, C_in] -> [B, L, C_out]``; weights cast at call time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._conv_forward(x.transpose(1, 2), cast_param(self, "weight", x), cast_param(self, "bias", x))
+        return y.transpose(1, 2)  # [B, L, C_out]
+
+
+class _RMSNormMixin:
     """RMS norm over the last dim with a weight (the official ``WanRMSNorm``), in the compute dtype."""
 
     def __init__(self, dim: int, *, eps: float = 1e-6, device=None, dtype=None) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+        super().__init__(dim, eps=eps, elementwise_affine=True, device=device, dtype=dtype)
+        with torch.no_grad():
+            if self.weight.device.type != "meta":
+                self.weight.fill_(1.0)  # (ComfyUI's ops skip initialisation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., dim] -> [..., dim]``."""
         xs = x.to(_stat_dtype(x.dtype))
         y = (xs * torch.rsqrt(xs.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
-        return y * _cast(self.weight, x.dtype)
+        return y * cast_param(self, "weight", x)
 
 
-class LayerNorm(nn.LayerNorm):
+class _LayerNormMixin:
     """LayerNorm (optionally affine, the official ``WanLayerNorm``) in the compute dtype."""
 
     def __init__(self, dim: int, *, eps: float = 1e-6, elementwise_affine: bool = False, device=None, dtype=None):
@@ -102,8 +93,56 @@ class LayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., dim] -> [..., dim]``."""
         sd = _stat_dtype(x.dtype)
-        y = F.layer_norm(x.to(sd), self.normalized_shape, _cast(self.weight, sd), _cast(self.bias, sd), self.eps)
+        xs = x.to(sd)
+        y = F.layer_norm(xs, self.normalized_shape, cast_param(self, "weight", xs), cast_param(self, "bias", xs),
+                         self.eps)
         return y.to(x.dtype)
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Ovi's layer classes over one ``operations`` namespace."""
+
+    Linear: type
+    Conv3d: type
+    ChannelLastConv1d: type
+    RMSNorm: type
+    LayerNorm: type
+
+
+@functools.cache
+def layers(operations: object | None = None) -> Layers:
+    """Ovi's layers built on ``operations`` (None: plain ``torch.nn``); one set of classes per namespace."""
+    ops = resolve(operations)
+
+    def make(name: str, mixin: type, base: type) -> type:
+        return type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__})
+
+    return Layers(make("Linear", _LinearMixin, ops.Linear), make("Conv3d", _Conv3dMixin, ops.Conv3d),
+                  make("ChannelLastConv1d", _ChannelLastConv1dMixin, ops.Conv1d),
+                  make("RMSNorm", _RMSNormMixin, ops.RMSNorm), make("LayerNorm", _LayerNormMixin, ops.LayerNorm))
+
+
+_DEFAULT = layers(None)
+Linear, Conv3d, ChannelLastConv1d = _DEFAULT.Linear, _DEFAULT.Conv3d, _DEFAULT.ChannelLastConv1d
+RMSNorm, LayerNorm = _DEFAULT.RMSNorm, _DEFAULT.LayerNorm
+
+
+class ConvMLP(nn.Module):
+    """SwiGLU with kernel-7 convolutions: ``w2(silu(w1(x)) * w3(x))`` on ``[B, L, C]`` (no biases)."""
+
+    def __init__(self, dim: int, hidden_dim: int, *, kernel_size: int = 7, device=None, dtype=None,
+                 operations: object | None = None) -> None:
+        super().__init__()
+        conv = layers(operations).ChannelLastConv1d
+        kw = dict(kernel_size=kernel_size, padding=kernel_size // 2, bias=False, device=device, dtype=dtype)
+        self.w1 = conv(dim, hidden_dim, **kw)
+        self.w2 = conv(hidden_dim, dim, **kw)
+        self.w3 = conv(dim, hidden_dim, **kw)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, L, dim] -> [B, L, dim]``."""
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 def select_rows(rows: torch.Tensor, clean: torch.Tensor | None) -> torch.Tensor:
@@ -152,7 +191,7 @@ class ModulationAdd(nn.Module):
         With ``clean`` (bool ``[B|1, L, 1]``, True = timestep 0) and N = 2 rows (t, 0): a :class:`TokenModulation`
         whose ``[k]`` gives ``[B, L, dim]``, the same values as the rows gathered per token.
         """
-        e = _cast(self.modulation, e0.dtype) + e0  # [B, N, num, dim]
+        e = _cast(self.modulation, e0) + e0  # [B, N, num, dim]
         if clean is not None and e.shape[1] == 2:
             return TokenModulation(e, clean)
         return [c.squeeze(2) for c in e.chunk(e.shape[2], dim=2)]
@@ -166,17 +205,19 @@ class ModulationAdd(nn.Module):
 class SelfAttention(nn.Module):
     """Self-attention with qk RMSNorm over the full width (before the head split) and RoPE on q, k."""
 
-    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool, eps: float, device=None, dtype=None) -> None:
+    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool, eps: float, device=None, dtype=None,
+                 operations: object | None = None) -> None:
         super().__init__()
+        L = layers(operations)
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         kw = dict(device=device, dtype=dtype)
-        self.q = Linear(dim, dim, **kw)
-        self.k = Linear(dim, dim, **kw)
-        self.v = Linear(dim, dim, **kw)
-        self.o = Linear(dim, dim, **kw)
-        self.norm_q = RMSNorm(dim, eps=eps, **kw) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps=eps, **kw) if qk_norm else nn.Identity()
+        self.q = L.Linear(dim, dim, **kw)
+        self.k = L.Linear(dim, dim, **kw)
+        self.v = L.Linear(dim, dim, **kw)
+        self.o = L.Linear(dim, dim, **kw)
+        self.norm_q = L.RMSNorm(dim, eps=eps, **kw) if qk_norm else nn.Identity()
+        self.norm_k = L.RMSNorm(dim, eps=eps, **kw) if qk_norm else nn.Identity()
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, self.head_dim))  # [B, L, dim] -> [B, L, H, D]
@@ -196,13 +237,15 @@ class FusionCrossAttention(SelfAttention):
     ``T = pre_attn_norm_fusion(target)`` is the other tower's hidden state. No RoPE in the text part.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool, eps: float, device=None, dtype=None) -> None:
-        super().__init__(dim, num_heads, qk_norm=qk_norm, eps=eps, device=device, dtype=dtype)
+    def __init__(self, dim: int, num_heads: int, *, qk_norm: bool, eps: float, device=None, dtype=None,
+                 operations: object | None = None) -> None:
+        super().__init__(dim, num_heads, qk_norm=qk_norm, eps=eps, device=device, dtype=dtype, operations=operations)
+        L = layers(operations)
         kw = dict(device=device, dtype=dtype)
-        self.k_fusion = Linear(dim, dim, **kw)
-        self.v_fusion = Linear(dim, dim, **kw)
-        self.pre_attn_norm_fusion = LayerNorm(dim, eps=1e-6, elementwise_affine=True, **kw)
-        self.norm_k_fusion = RMSNorm(dim, eps=1e-6, **kw) if qk_norm else nn.Identity()
+        self.k_fusion = L.Linear(dim, dim, **kw)
+        self.v_fusion = L.Linear(dim, dim, **kw)
+        self.pre_attn_norm_fusion = L.LayerNorm(dim, eps=1e-6, elementwise_affine=True, **kw)
+        self.norm_k_fusion = L.RMSNorm(dim, eps=1e-6, **kw) if qk_norm else nn.Identity()
 
     def text_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text keys and values: ``context [B, text_len, dim]`` -> two ``[B, text_len, H, D]``."""
@@ -239,16 +282,20 @@ class Block(nn.Module):
     :meth:`self_attn_step` then :meth:`cross_ffn_step`.
     """
 
-    def __init__(self, cfg: TowerConfig, *, device=None, dtype=None) -> None:
+    def __init__(self, cfg: TowerConfig, *, device=None, dtype=None, operations: object | None = None) -> None:
         super().__init__()
+        L = layers(operations)
         kw = dict(device=device, dtype=dtype)
+        ops = dict(kw, operations=operations)
         dim = cfg.dim
-        self.norm1 = LayerNorm(dim, eps=cfg.eps)
-        self.self_attn = SelfAttention(dim, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.eps, **kw)
-        self.norm3 = LayerNorm(dim, eps=cfg.eps, elementwise_affine=True, **kw) if cfg.cross_attn_norm else nn.Identity()
-        self.cross_attn = FusionCrossAttention(dim, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.eps, **kw)
-        self.norm2 = LayerNorm(dim, eps=cfg.eps)
-        self.ffn = nn.Sequential(Linear(dim, cfg.ffn_dim, **kw), nn.GELU(approximate="tanh"), Linear(cfg.ffn_dim, dim, **kw))
+        self.norm1 = L.LayerNorm(dim, eps=cfg.eps)
+        self.self_attn = SelfAttention(dim, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.eps, **ops)
+        self.norm3 = (L.LayerNorm(dim, eps=cfg.eps, elementwise_affine=True, **kw) if cfg.cross_attn_norm
+                      else nn.Identity())
+        self.cross_attn = FusionCrossAttention(dim, cfg.num_heads, qk_norm=cfg.qk_norm, eps=cfg.eps, **ops)
+        self.norm2 = L.LayerNorm(dim, eps=cfg.eps)
+        self.ffn = nn.Sequential(L.Linear(dim, cfg.ffn_dim, **kw), nn.GELU(approximate="tanh"),
+                                 L.Linear(cfg.ffn_dim, dim, **kw))
         self.modulation = ModulationAdd(dim, 6, **kw)
 
     def self_attn_step(self, x: torch.Tensor, e: Mods, rope: Rope, *, backend: str) -> torch.Tensor:
@@ -277,16 +324,18 @@ class Block(nn.Module):
 class Head(nn.Module):
     """Output head: ``head(LN(x) * (1 + scale) + shift)`` with (shift, scale) = ``modulation + e``."""
 
-    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, ...], *, eps: float, device=None, dtype=None):
+    def __init__(self, dim: int, out_dim: int, patch_size: tuple[int, ...], *, eps: float, device=None, dtype=None,
+                 operations: object | None = None):
         super().__init__()
-        self.norm = LayerNorm(dim, eps=eps)
-        self.head = Linear(dim, math.prod(patch_size) * out_dim, device=device, dtype=dtype)
+        L = layers(operations)
+        self.norm = L.LayerNorm(dim, eps=eps)
+        self.head = L.Linear(dim, math.prod(patch_size) * out_dim, device=device, dtype=dtype)
         self.modulation = nn.Parameter(torch.zeros(1, 2, dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, clean: torch.Tensor | None = None) -> torch.Tensor:
         """``x [B, L, dim]``, ``e [B, N, dim]`` (time embedding before projection; N = 1, L, or 2 rows (t, 0)
         selected per token by ``clean`` bool ``[B|1, L, 1]``) -> ``[B, L, prod(patch)*out_dim]``."""
-        m = _cast(self.modulation, e.dtype)[:, None] + e[:, :, None]  # [1,1,2,D] + [B,N,1,D] -> [B,N,2,D]
+        m = _cast(self.modulation, e)[:, None] + e[:, :, None]  # [1,1,2,D] + [B,N,1,D] -> [B,N,2,D]
         shift, scale = select_rows(m[:, :, 0], clean), select_rows(m[:, :, 1], clean)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
@@ -311,26 +360,28 @@ class OviTower(nn.Module):
     per-tower pieces (:meth:`embed`, :meth:`embed_time`, :meth:`embed_text`, :meth:`rope`, :meth:`output`).
     """
 
-    def __init__(self, config: TowerConfig, *, device=None, dtype=None) -> None:
+    def __init__(self, config: TowerConfig, *, device=None, dtype=None, operations: object | None = None) -> None:
         super().__init__()
         self.config = config
+        L = layers(operations)
         kw = dict(device=device, dtype=dtype)
+        ops = dict(kw, operations=operations)
         c = config
         if c.is_audio:
             self.patch_embedding = nn.Sequential(
-                ChannelLastConv1d(c.in_dim, c.dim, kernel_size=7, padding=3, **kw),
+                L.ChannelLastConv1d(c.in_dim, c.dim, kernel_size=7, padding=3, **kw),
                 nn.SiLU(),
-                ConvMLP(c.dim, c.audio_hidden_dim, kernel_size=7, **kw),
+                ConvMLP(c.dim, c.audio_hidden_dim, kernel_size=7, **ops),
             )
         else:
-            self.patch_embedding = Conv3d(c.in_dim, c.dim, kernel_size=c.patch_size, stride=c.patch_size, **kw)
+            self.patch_embedding = L.Conv3d(c.in_dim, c.dim, kernel_size=c.patch_size, stride=c.patch_size, **kw)
         self.text_embedding = nn.Sequential(
-            Linear(c.text_dim, c.dim, **kw), nn.GELU(approximate="tanh"), Linear(c.dim, c.dim, **kw)
+            L.Linear(c.text_dim, c.dim, **kw), nn.GELU(approximate="tanh"), L.Linear(c.dim, c.dim, **kw)
         )
-        self.time_embedding = nn.Sequential(Linear(c.freq_dim, c.dim, **kw), nn.SiLU(), Linear(c.dim, c.dim, **kw))
-        self.time_projection = nn.Sequential(nn.SiLU(), Linear(c.dim, 6 * c.dim, **kw))
-        self.blocks = nn.ModuleList([Block(c, **kw) for _ in range(c.num_layers)])
-        self.head = Head(c.dim, c.out_dim, c.patch_size, eps=c.eps, **kw)
+        self.time_embedding = nn.Sequential(L.Linear(c.freq_dim, c.dim, **kw), nn.SiLU(), L.Linear(c.dim, c.dim, **kw))
+        self.time_projection = nn.Sequential(nn.SiLU(), L.Linear(c.dim, 6 * c.dim, **kw))
+        self.blocks = nn.ModuleList([Block(c, **ops) for _ in range(c.num_layers)])
+        self.head = Head(c.dim, c.out_dim, c.patch_size, eps=c.eps, **ops)
 
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         """Latent -> tokens ``[B, L, dim]`` and the token grid.

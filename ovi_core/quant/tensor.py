@@ -116,14 +116,20 @@ class QuantizedWeight(torch.Tensor):
         kwargs = kwargs or {}
         if func is torch.Tensor.to:
             self = args[0]
+            copy = bool(kwargs.pop("copy", False))
             device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args[1:], **kwargs)
             if dtype is not None and dtype != torch.uint8:
                 if not (dtype.is_floating_point or dtype.is_complex):
                     raise TypeError(f"cannot cast a packed {self.format_name} weight to {dtype}.")
                 return self.dequantize(dtype, device)
             with torch._C.DisableTorchFunctionSubclass():
-                moved = self.view(torch.uint8).to(device=device, non_blocking=non_blocking) if device else self
-            return self if moved is self else self._like(moved)
+                raw = self.view(torch.uint8)
+                moved = raw.to(device=device, non_blocking=non_blocking, copy=copy) if device or copy else raw
+            return self if moved is raw else self._like(moved)
+        if func is torch.empty_like and kwargs.get("dtype") in (None, torch.uint8):
+            # ComfyUI's cast_to moves a weight as empty_like(w, device=d).copy_(w): keep the packed form
+            with torch._C.DisableTorchFunctionSubclass():
+                return args[0]._like(torch.empty_like(args[0].raw(), **kwargs))
         if func in (torch.Tensor.float, torch.Tensor.half, torch.Tensor.bfloat16):
             dt = {torch.Tensor.float: torch.float32, torch.Tensor.half: torch.float16}.get(func, torch.bfloat16)
             return args[0].dequantize(dt)
