@@ -217,7 +217,9 @@ class OviTextEncoderLoader:
         tok = _runtime.find_tokenizer(tokenizer, path) if tokenizer != "auto" else _runtime.ensure_tokenizer(path)
         dev = _device_choice(device)
         dtype = _runtime.compute_dtype(precision, dev)
-        module = load_text_encoder(path, tokenizer_path=tok, device=_patcher.build_device(dev, memory_mode), dtype=dtype)
+        module = load_text_encoder(path, tokenizer_path=tok, device=_patcher.build_device(dev, memory_mode), dtype=dtype,
+                                   operations=_comfy.operations())
+        module.compute_device = torch.device(dev)  # ComfyUI may keep some layers on the offload device
         return (_patcher.hold(Placed(module=module, device=dev, dtype=dtype, memory_mode=memory_mode, path=path), "text"),)
 
 

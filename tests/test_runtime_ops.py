@@ -142,3 +142,33 @@ def test_packed_weight_survives_comfy_style_move():
     assert isinstance(copy, QuantizedWeight) and copy.raw().data_ptr() != q.raw().data_ptr()
     assert q.to("cpu") is q
     assert torch.equal(q.to(dtype=torch.float32, copy=True), want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_umt5_on_comfy_like_operations_is_bit_identical(dtype):
+    """UMT5 (transformers' network) with its Linear / Embedding / norm layers swapped for ``operations``' classes
+    computes exactly what transformers' own layers compute (the recorded golden weights)."""
+    pytest.importorskip("transformers")
+    import os
+
+    from conftest import DATA
+
+    from ovi_core.text import umt5
+
+    path = os.path.join(DATA, "umt5.weights.safetensors")
+    io = __import__("safetensors.torch", fromlist=["load_file"]).load_file(os.path.join(DATA, "umt5.io.safetensors"))
+    outs = []
+    for operations in (None, ComfyLikeOps):
+        model, cfg, _ = umt5.load_umt5_model(path, dtype=dtype, operations=operations)
+        enc = umt5.TextEncoder(model, config=cfg, tokenizer=None)
+        with torch.no_grad():
+            outs.append(enc(io["inputs.ids"], io["inputs.mask"]))
+        if operations is not None:
+            assert isinstance(model.shared, ComfyLikeOps.Embedding) and model.shared is model.encoder.embed_tokens
+            attn = model.encoder.block[0].layer[0]
+            assert isinstance(attn.SelfAttention.q, ComfyLikeOps.Linear)
+            assert isinstance(attn.SelfAttention.relative_attention_bias, ComfyLikeOps.Embedding)
+            assert isinstance(attn.layer_norm, ComfyLikeOps.RMSNorm)
+            assert not any(type(m) in (nn.Linear, nn.Embedding) for m in model.modules())
+    assert outs[0].dtype == dtype
+    assert torch.equal(outs[0], outs[1])

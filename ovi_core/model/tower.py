@@ -26,7 +26,7 @@ from torch import nn
 from ovi_core.model.config import TowerConfig
 from ovi_core.model.rope import RopeTable, apply_rope, audio_rope_table, video_rope_table
 from ovi_core.runtime.attention import attention
-from ovi_core.runtime.ops import cast_param, resolve
+from ovi_core.runtime.ops import CastLinear, cast_param, derive, resolve
 
 Rope = RopeTable
 
@@ -44,13 +44,6 @@ def _cast(p: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
 
 def _stat_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float16 else dtype
-
-
-class _LinearMixin:
-    """``Linear`` whose weight and bias are cast to the input dtype and device at call time."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, cast_param(self, "weight", x), cast_param(self, "bias", x))
 
 
 class _Conv3dMixin:
@@ -116,9 +109,9 @@ def layers(operations: object | None = None) -> Layers:
     ops = resolve(operations)
 
     def make(name: str, mixin: type, base: type) -> type:
-        return type(name, (mixin, base), {"__module__": __name__, "__doc__": mixin.__doc__})
+        return derive(name, mixin, base, __name__)
 
-    return Layers(make("Linear", _LinearMixin, ops.Linear), make("Conv3d", _Conv3dMixin, ops.Conv3d),
+    return Layers(make("Linear", CastLinear, ops.Linear), make("Conv3d", _Conv3dMixin, ops.Conv3d),
                   make("ChannelLastConv1d", _ChannelLastConv1dMixin, ops.Conv1d),
                   make("RMSNorm", _RMSNormMixin, ops.RMSNorm), make("LayerNorm", _LayerNormMixin, ops.LayerNorm))
 

@@ -17,6 +17,7 @@ packed and are expanded by that cast, on the compute device, one layer at a time
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 REQUIRED = ("Linear", "Conv1d", "Conv3d", "LayerNorm", "RMSNorm", "Embedding")
@@ -60,6 +61,18 @@ def cast_param(module: nn.Module, name: str, x: torch.Tensor, dtype: torch.dtype
     for f in fns:
         p = f(p)
     return p
+
+
+class CastLinear:
+    """Mixin for an ``operations.Linear``: weight and bias cast to the input's dtype and device at call time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, cast_param(self, "weight", x), cast_param(self, "bias", x))
+
+
+def derive(name: str, mixin: type, base: type, module: str) -> type:
+    """``class <name>(mixin, base)``: an ``operations`` class with Ovi's ``forward`` (and ``__init__``)."""
+    return type(name, (mixin, base), {"__module__": module, "__doc__": mixin.__doc__})
 
 
 def uses_streaming_ops(module: nn.Module) -> bool:

@@ -42,6 +42,7 @@ from torch import nn
 from ovi_core.io import checkpoints as ck
 from ovi_core.io.checkpoint_id import identify
 from ovi_core.text.tokenizer import TEXT_LEN, UMT5Tokenizer, load_tokenizer, write_tiny_tokenizer
+from ovi_core.text.umt5_layers import rebuild_on
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformers import UMT5EncoderModel
@@ -104,12 +105,15 @@ def _hf_config(cfg: UMT5Config) -> Any:
 
 
 def build_umt5(cfg: UMT5Config, *, device: str | torch.device = "meta",
-               dtype: torch.dtype = torch.float32) -> UMT5EncoderModel:
-    """A transformers ``UMT5EncoderModel`` for ``cfg`` (on the meta device by default: no memory)."""
+               dtype: torch.dtype = torch.float32, operations: object | None = None) -> UMT5EncoderModel:
+    """A transformers ``UMT5EncoderModel`` for ``cfg`` (on the meta device by default: no memory), its layers on
+    ``operations`` when given (:mod:`ovi_core.text.umt5_layers`; None: transformers' own layers)."""
     from transformers import UMT5EncoderModel  # noqa: PLC0415
 
     with torch.device(device):
         model = UMT5EncoderModel(_hf_config(cfg))
+    if operations is not None:
+        rebuild_on(model, operations)
     return model.to(dtype=dtype).eval().requires_grad_(False)
 
 
@@ -343,7 +347,8 @@ def convert_to_hf(
 
 
 def load_umt5_model(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16
+    path: str | os.PathLike, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.bfloat16,
+    operations: object | None = None,
 ) -> tuple[UMT5EncoderModel, UMT5Config, torch.Tensor | None]:
     """Load a UMT5 encoder file strictly. Returns ``(model, config, spiece_model bytes tensor or None)``.
 
@@ -370,7 +375,7 @@ def load_umt5_model(
 
     sd = ck.load_state_dict(path)
     hf_sd, spiece = convert_to_hf(sd, dtype=dtype, device=device)
-    model = build_umt5(cfg, device="meta", dtype=dtype)
+    model = build_umt5(cfg, device="meta", dtype=dtype, operations=operations)
     ck.load_strict(model, hf_sd, path=path, what=WHAT)
     model.eval().requires_grad_(False)
     logger.info("Loaded %s from %s (%s layout, %d layers, dim %d, %s on %s)", WHAT, path,
@@ -393,10 +398,12 @@ class TextEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.text_len = int(text_len)
         self.dim = config.dim
+        self.compute_device: torch.device | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.model.shared.weight.device
+        """:attr:`compute_device` when set (weights may be left on the offload device), else the embedding's."""
+        return self.compute_device if self.compute_device is not None else self.model.shared.weight.device
 
     @property
     def dtype(self) -> torch.dtype:
@@ -436,6 +443,7 @@ def load_text_encoder(
     tokenizer_path: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.bfloat16,
+    operations: object | None = None,
 ) -> TextEncoder:
     """Load the UMT5-XXL encoder and its tokenizer.
 
@@ -444,7 +452,7 @@ def load_text_encoder(
     official Wan2.2-TI2V-5B layout). ``FileNotFoundError`` when none exists.
     """
     path = os.fspath(path)
-    model, cfg, spiece = load_umt5_model(path, device=device, dtype=dtype)
+    model, cfg, spiece = load_umt5_model(path, device=device, dtype=dtype, operations=operations)
     if tokenizer_path is None and spiece is None:
         beside = os.path.join(os.path.dirname(os.path.abspath(path)), TOKENIZER_SUBDIR)
         if os.path.isdir(beside):
