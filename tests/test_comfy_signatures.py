@@ -122,6 +122,11 @@ def test_comfy_ops_classes():
         assert isinstance(cls, ast.ClassDef), name
     inner = {n.name for n in _top(ops, "disable_weight_init").body if isinstance(n, ast.ClassDef)}
     assert {"Linear", "Conv2d", "Conv3d", "LayerNorm", "GroupNorm"} <= inner
+    # the classes Ovi's networks are built on when the loaders pass comfy.ops.manual_cast (ovi_core.runtime.ops)
+    from ovi_core.runtime.ops import REQUIRED
+
+    cast = {n.name for n in _top(ops, "manual_cast").body if isinstance(n, ast.ClassDef)}
+    assert set(REQUIRED) <= inner and set(REQUIRED) <= cast
 
 
 def test_accepts_rejects_the_old_wrapper_signature():
