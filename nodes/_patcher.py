@@ -229,4 +229,13 @@ def use_model(p) -> Iterator[object]:
             yield m
     finally:
         clear_caches(p.module)
+        release_loras(p)
+
+
+def release_loras(p) -> None:
+    """Move the LoRA networks of ``p``'s module (an ``ovi_core.lora.LoRAModel`` view) to the offload device:
+    they follow the compute device during a run and must not stay on the GPU after it."""
+    offload = getattr(p.module, "offload", None)
+    if callable(offload) and hasattr(p.module, "loras"):
+        offload(getattr(p.patcher, "offload_device", None) or torch.device("cpu"))
 

@@ -163,6 +163,41 @@ def test_rope_and_text_caches_are_dropped_after_a_run():
     assert rope.cached_tables() == 0
 
 
+def test_lora_networks_go_to_the_offload_device_when_the_run_ends(tmp_path):
+    """LoRA networks follow the compute device during a run (the latent's device) and are moved to the patcher's
+    offload device afterwards, so none stays on the GPU. The offload device here is ``meta`` (a stand-in patcher):
+    the only device besides the CPU a CPU-only test can see a move to."""
+    import types
+
+    from nodes import _patcher
+    from nodes._types import OviModel
+    from ovi_core.lora.model import lora_model
+    from ovi_core.lora.network import LoRANetwork
+    from ovi_core.lora.targets import LoRAConfig
+    from ovi_core.model.config import TINY
+    from ovi_core.model.loader import random_fusion
+
+    model = random_fusion(TINY, seed=0)
+    net = LoRANetwork.for_model(model, LoRAConfig(rank=2))
+    with torch.no_grad():
+        for i, prm in enumerate(net.parameters()):
+            prm.copy_(torch.randn(prm.shape, generator=torch.Generator().manual_seed(i)) * 0.05)
+    view = lora_model(model, net.save(tmp_path / "l.safetensors"), strength=1.0)
+    handle = OviModel(module=view, device=torch.device("cpu"), dtype=torch.float32, version="1.0",
+                      target_area=64 * 64, memory_mode="offload",
+                      patcher=types.SimpleNamespace(offload_device=torch.device("meta")))
+    g = torch.Generator().manual_seed(1)
+    inp = (torch.randn(1, 48, 3, 4, 4, generator=g), torch.randn(1, 15, 20, generator=g), torch.tensor([700.0]),
+           [torch.randn(5, 32, generator=g)], [torch.randn(5, 32, generator=g)])
+    with torch.no_grad():
+        plain = model(*inp)
+        with _patcher.use_model(handle) as dit:
+            lora = dit(*inp)
+            assert {p.device.type for n, _ in view.loras for p in n.parameters()} == {"cpu"}
+    assert not torch.equal(plain[0], lora[0])  # the LoRA was active
+    assert {p.device.type for n, _ in view.loras for p in n.parameters()} == {"meta"}
+
+
 # --------------------------------------------------------------------------------------------------------------
 # memory_mode choices
 # --------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ovi_core.lora import keys as lora_keys
@@ -50,12 +51,19 @@ class LoRAModel(ModelView):
     def loras(self) -> list[tuple[LoRANetwork, float]]:
         return [(e.network, e.strength) for e in self._entries]
 
+    def offload(self, device: torch.device | str = "cpu") -> None:
+        """Move the LoRA networks to ``device`` (e.g. when a run ends, so none stays on the GPU)."""
+        for e in self._entries:
+            e.network.to(device)
+
     def __call__(self, *args, **kwargs):
         saved = [(e.network.enabled, e.network.strength) for e in self._entries]
-        dev = next(self.base.parameters()).device
+        # where the call computes: its first tensor (the latent); the base's weights may be partly offloaded
+        first = next((a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)), None)
+        dev = first.device if first is not None else next(self.base.parameters()).device
         try:
             for e in self._entries:
-                if next(e.network.parameters()).device != dev:  # follow the base (offload, block swap)
+                if next(e.network.parameters()).device != dev:  # follow the compute device (offload, streaming)
                     e.network.to(dev)
                 e.network.enabled, e.network.strength = True, e.strength
             return self.base(*args, **kwargs)
