@@ -16,7 +16,9 @@ Nothing of ComfyUI is replaced or patched: the pack only calls its public functi
   (``force_full_load=True``). Under ``--novram`` (where ComfyUI would load nothing) such a component is moved to
   the GPU for its use only, after ``free_memory`` made room, and moved back afterwards.
 * Caches that belong to a run (RoPE tables, text keys/values) are dropped when the run ends and when ComfyUI
-  unloads the model (an ``on_detach`` callback).
+  unloads the model (an ``on_detach`` callback); LoRA networks go to the offload device when the run ends.
+* When a held module is garbage-collected (``/free`` with ``free_memory`` drops ComfyUI's node cache), glibc is
+  asked to return freed heap pages (``malloc_trim``), so the server's RSS comes back down.
 
 Without ComfyUI (CI, notebooks) there is no patcher and the old placement applies: moved to the device for the
 block and back to CPU afterwards unless the memory mode is ``gpu``.
@@ -25,7 +27,10 @@ block and back to CPU afterwards unless the memory mode is ``gpu``.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
+import sys
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -79,6 +84,18 @@ def _on_detach(patcher, *args) -> None:
         logger.debug("Ovi: clearing caches on unload failed: %s", e)
 
 
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS. glibc keeps the pages of freed small and medium allocations (a
+    loaded model's many tensors and its Python objects) in its arenas, so without this the server's RSS stays
+    up after ``/free`` dropped the model. Linux (glibc) only; never raises."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # musl or another libc: nothing to trim
+        pass
+
+
 def manage(module, device: torch.device, role: str):
     """A ``ModelPatcher`` holding ``module`` for compute on ``device`` (None without ComfyUI). ``role`` ("dit",
     "text", "vae", "audio") picks ComfyUI's offload device for it."""
@@ -93,6 +110,7 @@ def manage(module, device: torch.device, role: str):
     else:
         offload = getattr(mm, _OFFLOAD_DEVICE[role])()
     patcher = mp.ModelPatcher(HOLDERS[role](unwrap_model(module)), load_device=device, offload_device=offload)
+    weakref.finalize(unwrap_model(module), trim_heap)  # when ComfyUI's cache lets the module go (/free)
     ext = _comfy._try_import("comfy.patcher_extension")
     if ext is not None and hasattr(patcher, "add_callback_with_key"):
         patcher.add_callback_with_key(ext.CallbacksMP.ON_DETACH, DETACH_KEY, _on_detach)
