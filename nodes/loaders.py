@@ -21,7 +21,8 @@ CATEGORY = "Ovi/loaders"
 
 _MEMORY_TIP = ("Where the weights live. auto (recommended): ComfyUI's model management loads the model onto the "
                "GPU when it is used and unloads it when another model needs the room (or on 'Free model and node "
-               "cache'); the DiT streams its blocks through the GPU when it does not fit with its activations. "
+               "cache'); when the DiT (or UMT5) does not fit with its activations, ComfyUI keeps the layers that fit on the "
+               "GPU and streams the rest from system RAM. "
                "offload: the same, without streaming; gpu: loaded onto the GPU at once; block_swap (DiT only): "
                "always stream the DiT's blocks (lowest VRAM). ComfyUI's --lowvram/--novram make auto stream.")
 
