@@ -310,3 +310,35 @@ def test_auto_placement_follows_comfyui(state, extra, expect):
                         target_area=960 * 960, memory_mode="offload")
     assert _patcher.plan(explicit, _StandInMM(0, "NORMAL_VRAM"))[0] == "offload"  # a saved value is obeyed
     assert _patcher.plan(explicit, _StandInMM(0, "NO_VRAM"))[:2] == ("block_swap", 0)  # ComfyUI loads nothing
+
+
+@pytest.mark.parametrize("mode,state,full", [
+    ("auto", "NORMAL_VRAM", False),  # ComfyUI may load the comfy.ops-built DiT partially
+    ("auto", "NO_VRAM", False),  # --novram: ComfyUI streams every layer itself
+    ("offload", "NORMAL_VRAM", True),  # a saved offload: whole
+])
+def test_dit_on_comfy_ops_is_handed_to_comfyui_partial_loading(monkeypatch, mode, state, full):
+    """Built on ComfyUI-style operations, the DiT in ``auto`` mode goes to ``load_models_gpu`` with its activation
+    estimate and without ``force_full_load``, whatever the free memory: ComfyUI decides what stays resident."""
+    import types
+
+    from test_runtime_ops import ComfyLikeOps
+
+    from nodes import _comfy, _patcher
+    from nodes._types import OviModel
+    from ovi_core.model.config import TINY
+    from ovi_core.model.fusion import OviFusionModel
+
+    calls = []
+    mm = _StandInMM(0, state)
+    mm.load_models_gpu = lambda models, **kw: calls.append((models, kw))
+    monkeypatch.setattr(_comfy, "model_management", lambda: mm)
+    model = OviFusionModel(TINY, device="meta", dtype=torch.bfloat16, operations=ComfyLikeOps)
+    patcher = types.SimpleNamespace(loaded_size=lambda: 0, current_loaded_device=lambda: torch.device("cpu"),
+                                    offload_device=torch.device("cpu"))
+    handle = OviModel(module=model, device=torch.device("cuda"), dtype=torch.bfloat16, version="1.1",
+                      target_area=960 * 960, memory_mode=mode, patcher=patcher)
+    with _patcher.use_model(handle) as dit:
+        assert dit is model
+    act = activation_bytes(dit_tokens_for_area(960 * 960, version="1.1"))
+    assert calls == [([patcher], {"memory_required": act, "force_full_load": full})]
