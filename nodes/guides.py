@@ -102,6 +102,7 @@ class OviAudioGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus this sound guide; connect to OviJointSampler's guides (and to "
                        "the decoders to keep the given sound exact).",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["audio to video", "a2v", "lip sync", "lipsync", "speech to video", "voice to video"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than the "
                    "clip is refused with the maximum; start and max_seconds trim it in the graph.")
@@ -166,6 +167,7 @@ class OviVideoGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus this video guide; connect to OviJointSampler's guides (and to "
                        "OviDecodeVideo to keep the given frames exact).",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["video to audio", "v2a", "foley", "add sound to video", "soundtrack"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
                    "longer than one clip is kept unencoded for OviLongClipSampler (which encodes it window by "
@@ -220,6 +222,7 @@ class OviRedoGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus guides that keep everything outside the range; connect to "
                        "OviJointSampler's guides.",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["inpaint", "redo", "regenerate a range", "video inpainting", "audio inpainting"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = "Redo a time range of audio or video of a clip and keep the rest (use the same seconds setting)."
 

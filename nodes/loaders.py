@@ -133,6 +133,7 @@ class OviFusionModelLoader:
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The Ovi fusion model (video + audio towers); to OviJointSampler, OviTextEncode and the guide nodes.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["load ovi model", "ovi diffusion model", "ovi unet", "audio video model", "wan2.2 ovi", "character.ai ovi"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
 
@@ -206,6 +207,7 @@ class OviTextEncoderLoader:
     RETURN_NAMES = ("text_encoder",)
     OUTPUT_TOOLTIPS = ("The UMT5-XXL text encoder; to OviTextEncode (or OviLongClipSampler).",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["umt5", "t5 text encoder", "load clip", "ovi text encoder"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the UMT5-XXL text encoder used by Ovi (512 tokens, 4096-dim embeddings)."
 
@@ -244,6 +246,7 @@ class OviVideoVAELoader:
     RETURN_NAMES = ("video_vae",)
     OUTPUT_TOOLTIPS = ("The Wan2.2 video VAE; to OviDecodeVideo, OviVideoGuide and the sampler's video_vae (image input).",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["wan vae", "wan2.2 vae", "video vae", "load vae"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
 
@@ -282,6 +285,7 @@ class OviAudioVAELoader:
     RETURN_NAMES = ("audio_vae",)
     OUTPUT_TOOLTIPS = ("The MMAudio VAE with the BigVGAN vocoder; to OviDecodeAudio and OviAudioGuide.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["mmaudio vae", "bigvgan", "vocoder", "audio vae"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."
 

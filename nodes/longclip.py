@@ -101,6 +101,7 @@ class OviLongClipSampler:
     OUTPUT_TOOLTIPS = ("Latents of the whole clip; to OviDecodeVideo and OviDecodeAudio.",
                        "The window plan as text: each window's time range and the prompt it used.")
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["long video", "extend video", "multi prompt", "chained windows", "long clip"]
     CATEGORY = "Ovi"
     DESCRIPTION = ("Long clips: chained windows that carry picture and sound across every seam; the latents of the "
                    "whole clip go to OviDecodeVideo / OviDecodeAudio.")

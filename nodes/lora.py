@@ -54,6 +54,7 @@ class OviLoraLoader:
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The model with this LoRA applied (the loaded base model is unchanged).",)
     FUNCTION = "apply"
+    SEARCH_ALIASES = ["load lora", "lora loader", "wan lora", "fastwan"]
     CATEGORY = "Ovi/lora"
     DESCRIPTION = ("Applies a LoRA (Ovi, or Wan2.2-TI2V-5B in ComfyUI/diffusers/kohya naming) to the Ovi DiT. The base "
                    "model is shared and unchanged; the LoRA is active only where this node's output is used.")
@@ -117,6 +118,7 @@ class OviTrainLoRA:
     OUTPUT_TOOLTIPS = ("The model with the newly trained LoRA applied.", "Path of the saved LoRA file (.safetensors).",
                        "The training loss per step, drawn as an image.")
     FUNCTION = "train"
+    SEARCH_ALIASES = ["train lora", "lora training", "fine-tune", "finetune"]
     CATEGORY = "Ovi/lora"
     OUTPUT_NODE = True
     DESCRIPTION = ("Fine-tunes LoRA adapters on the attention layers with the paper's joint flow-matching loss "

@@ -112,6 +112,7 @@ class OviTextEncode:
     OUTPUT_TOOLTIPS = ("Prompt and negative-prompt embeddings; to OviJointSampler.",
                        "The prompt as encoded, after converting its audio caption to the model's format.")
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["ovi prompt", "clip text encode", "negative prompt", "speech prompt"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
 
@@ -223,6 +224,7 @@ class OviJointSampler:
     RETURN_NAMES = ("latents",)
     OUTPUT_TOOLTIPS = ("Paired video + audio latents; to OviDecodeVideo and OviDecodeAudio (or OviSaveLatents).",)
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["ovi ksampler", "text to video with audio", "image to video with audio", "t2v", "i2v", "audio video generation"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
 
