@@ -15,11 +15,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_workflows as mw  # noqa: E402
 
-WF = os.path.join(ROOT, "workflows")
 DATA = os.path.join(ROOT, "tests", "data")
 PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json"),
          ("ovi_audio_to_video.json", "ovi_audio_to_video_api.json"),
-         ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]
+         ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]  # run end to end here (long clip: its own file)
+ALL_PAIRS = [(f"{stem}.json", f"{stem}_api.json") for stem in mw.WORKFLOWS]  # every shipped workflow
 # Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
 FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
@@ -27,7 +27,10 @@ FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audi
 
 
 def _load(name):
-    with open(os.path.join(WF, name), encoding="utf-8") as f:
+    """A shipped workflow by file name: "<stem>.json" (UI, a template) or "<stem>_api.json" (API)."""
+    api = name.endswith("_api.json")
+    path = mw.workflow_path(name[: -len("_api.json")] if api else name[: -len(".json")], "api" if api else "ui")
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -55,11 +58,13 @@ def _check_value(node_type, name, spec, value):
         assert isinstance(value, (int, float)) and opts["min"] <= value <= opts["max"], (node_type, name, value)
     elif kind == "STRING":
         assert isinstance(value, str), (node_type, name)
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), (node_type, name, value)
     else:
         raise AssertionError(f"{node_type}.{name}: {kind} is not a widget")
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", ALL_PAIRS)
 def test_api_workflow_is_valid(defs, ui_name, api_name):
     api = _load(api_name)
     for nid, node in api.items():
@@ -81,7 +86,7 @@ def test_api_workflow_is_valid(defs, ui_name, api_name):
                 _check_value(t, name, spec, value)
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", ALL_PAIRS)
 def test_ui_workflow_is_loadable(defs, ui_name, api_name):
     ui, api = _load(ui_name), _load(api_name)
     assert ui["version"] == 0.4

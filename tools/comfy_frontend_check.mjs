@@ -1,12 +1,12 @@
 // Load UI-format workflows into a running ComfyUI's real browser frontend and report problems.
 //
 //   NODE_PATH=/path/to/node_modules node tools/comfy_frontend_check.mjs [--server URL] [--screenshot DIR]
-//        [--video FILE_IN_OUTPUT ...] [--queue [--set Type.widget=VALUE ...]] workflows/ovi_text_to_av.json ...
+//        [--video FILE_IN_OUTPUT ...] [--queue [--set Type.widget=VALUE ...]] example_workflows/ovi_text_to_av.json ...
 //
 // For each workflow: app.loadGraphData(json), then report node types the frontend does not know, widgets
 // whose value is not one of their options (combo) or not a number (number widgets), each node's widget
-// values by name, the API graph the frontend would queue (app.graphToPrompt) against the shipped *_api.json
-// beside the file when there is one, and every console error / page error. --video NAME (a file in
+// values by name, the API graph the frontend would queue (app.graphToPrompt) against the shipped API file
+// (api_workflows/NAME_api.json, or NAME_api.json beside the file) when there is one, and every console error / page error. --video NAME (a file in
 // ComfyUI's output folder, e.g. Ovi/ovi_t2v_00001_.mp4) drops that file onto the app (app.handleFile)
 // and reports the graph it restored (the prompt/workflow metadata of the container). --queue also queues
 // each loaded workflow from the page (after --set overrides of widget values, e.g.
@@ -48,6 +48,16 @@ if (!files.length && !videos.length) {
   console.error('usage: comfy_frontend_check.mjs [--server URL] [--screenshot DIR] [--video NAME] workflow.json ...');
   process.exit(2);
 }
+
+// The shipped API file of a UI workflow: example_workflows/NAME.json -> api_workflows/NAME_api.json (or beside it).
+const apiFor = (f) => {
+  const stem = path.basename(f, '.json');
+  for (const p of [path.join(path.dirname(f), '..', 'api_workflows', stem + '_api.json'),
+    path.join(path.dirname(f), stem + '_api.json')]) {
+    if (p !== f && fs.existsSync(p)) return JSON.parse(fs.readFileSync(p, 'utf8'));
+  }
+  return null;
+};
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -124,8 +134,7 @@ try {
     const before = consoleErrors.length;
     await page.evaluate(async (d) => { await app.loadGraphData(d, true, true, null, { showMissingNodesDialog: false, showMissingModelsDialog: false }); }, data);
     await page.waitForTimeout(500);
-    const apiFile = f.replace(/\.json$/, '_api.json');
-    const api = apiFile !== f && fs.existsSync(apiFile) ? JSON.parse(fs.readFileSync(apiFile, 'utf8')) : null;
+    const api = apiFor(f);
     report(f, await inspect(), api);
     for (const e of consoleErrors.slice(before)) { problems++; console.log(`  CONSOLE: ${e}`); }
     if (queue) {
