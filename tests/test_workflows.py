@@ -43,6 +43,33 @@ def test_workflows_are_generated_from_the_spec():
     assert mw.main(["--check"]) == 0
 
 
+def test_templates_hold_only_ui_workflows_each_with_a_thumbnail():
+    """ComfyUI (0.33) lists every example_workflows/*.json of a pack in its template browser and shows
+    <name>.jpg as its picture: only UI-format files there, each with its thumbnail; API files elsewhere."""
+    names = sorted(os.listdir(mw.TEMPLATE_DIR))
+    jsons = [n for n in names if n.endswith(".json")]
+    assert jsons == sorted(os.path.basename(mw.workflow_path(s)) for s in mw.WORKFLOWS)
+    for name in jsons:
+        data = _load(name)
+        assert "nodes" in data and "links" in data, f"{name} is not a UI workflow"
+        thumb = mw.workflow_path(name[: -len(".json")], "thumbnail")
+        assert os.path.isfile(thumb), f"{name} has no thumbnail: draw it (README, Workflows) as {thumb}"
+        with open(thumb, "rb") as f:
+            head = f.read(3)
+        assert head == b"\xff\xd8\xff", f"{thumb} is not a JPEG"
+        from PIL import Image
+
+        with Image.open(thumb) as im:
+            assert im.format == "JPEG" and max(im.size) <= 1024 and os.path.getsize(thumb) < 200_000, thumb
+    assert sorted(names) == sorted(jsons + [n[: -len(".json")] + ".jpg" for n in jsons]), "stray files"
+    for name in os.listdir(mw.API_DIR):
+        assert name.endswith("_api.json") and "nodes" not in _load(name), name
+    # ComfyUI reads any of these folder names as templates: none of them may hold API files
+    for folder in ("example", "examples", "workflow", "workflows"):
+        path = os.path.join(ROOT, folder)
+        assert not os.path.isdir(path) or not [n for n in os.listdir(path) if n.endswith(".json")], path
+
+
 def _check_value(node_type, name, spec, value):
     kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
     if isinstance(kind, list):

@@ -51,6 +51,65 @@ CORE_NODES = {
 }
 
 
+# Layout. A spec node gives "pos" [x, y], or "below": <node id> to sit under that node (same x, GAP below its
+# drawn bottom). The frontend draws a node's title bar (TITLE px) above its pos and grows a node whose saved
+# size is smaller than its widgets need; DRAWN_MIN is that smallest drawn size per node type, measured with
+# `tools/comfy_frontend_check.mjs --min-sizes example_workflows/*.json` (largest of frontend 1.49.6 in ComfyUI
+# 0.33.0 and 1.27.10 in ComfyUI 0.3.64; the heights agree, 1.49.6 is up to 17 px wider). The generator saves
+# every node at least that large and refuses a graph whose nodes overlap at those sizes. A node type not
+# listed keeps its spec size: measure it and add it here (tests/test_workflows.py asks for it).
+TITLE = 30
+GAP = 40
+DRAWN_MIN = {
+    "OviFusionModelLoader": (210, 202), "OviTextEncoderLoader": (291, 154), "OviVideoVAELoader": (250, 106),
+    "OviAudioVAELoader": (341, 106), "OviTextEncode": (210, 216), "OviJointSampler": (246, 594),
+    "OviDecodeVideo": (210, 98), "OviDecodeAudio": (160, 66), "OviSaveVideo": (210, 102),
+    "OviAudioGuide": (306, 238), "OviVideoGuide": (311, 258), "OviLongClipSampler": (317, 676),
+    "OviTrainLoRA": (237, 430), "LoadImage": (223, 314), "LoadAudio": (223, 136), "LoadVideo": (223, 200),
+    "PreviewImage": (140, 26),
+}
+
+
+def layout(nodes: list[dict]) -> list[dict]:
+    """Copies of the spec nodes with "pos" resolved and "size" at least DRAWN_MIN; ValueError if two overlap."""
+    by_id = {n["id"]: dict(n) for n in nodes}
+    for n in by_id.values():
+        low = DRAWN_MIN.get(n["type"], (0, 0))
+        n["size"] = [max(n["size"][0], low[0]), max(n["size"][1], low[1])]
+
+    def place(n: dict, seen: tuple = ()) -> list:
+        if "pos" not in n:
+            if n["id"] in seen:
+                raise ValueError(f"node {n['id']}: 'below' goes in a circle")
+            above = by_id[n.pop("below")]
+            x, y = place(above, (*seen, n["id"]))
+            n["pos"] = [x, y + above["size"][1] + TITLE + GAP]
+        return n["pos"]
+
+    for n in by_id.values():
+        place(n)
+    out = [by_id[n["id"]] for n in nodes]
+    clash = overlaps(out)
+    if clash:
+        raise ValueError("nodes overlap at the sizes the frontend draws: " + "; ".join(clash))
+    return out
+
+
+def overlaps(nodes: list[dict]) -> list[str]:
+    """Pairs of laid-out nodes whose drawn boxes (title bar included) intersect."""
+
+    def box(n):
+        return n["pos"][0], n["pos"][1] - TITLE, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1]
+
+    out = []
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1:]:
+            (ax0, ay0, ax1, ay1), (bx0, by0, bx1, by1) = box(a), box(b)
+            if min(ax1, bx1) > max(ax0, bx0) and min(ay1, by1) > max(ay0, by0):
+                out.append(f"{a['type']}#{a['id']} and {b['type']}#{b['id']}")
+    return out
+
+
 def workflow_path(stem: str, kind: str = "ui") -> str:
     """The path of a shipped workflow file: ``kind`` "ui" (example_workflows/<stem>.json), "api"
     (api_workflows/<stem>_api.json) or "thumbnail" (example_workflows/<stem>.jpg)."""
@@ -99,34 +158,34 @@ SAMPLER = {
 def _spec(image: bool) -> list[dict]:
     """Nodes of one workflow: id, type, pos, widgets {name: value}, links {input: (node id, output slot)}."""
     nodes = [
-        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 202],
          "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
                      "memory_mode": "auto", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
-        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
+        {"id": 2, "type": "OviTextEncoderLoader", "below": 1, "size": [380, 160],
          "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto", "precision": "auto",
                      "device": "default", "memory_mode": "auto"}},
-        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
+        {"id": 3, "type": "OviVideoVAELoader", "below": 2, "size": [380, 110],
          "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "auto"}},
-        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
+        {"id": 4, "type": "OviAudioVAELoader", "below": 3, "size": [380, 110],
          "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "auto"}},
         {"id": 5, "type": "OviTextEncode", "pos": [460, 60], "size": [420, 420],
          "widgets": {"prompt": I2V_PROMPT if image else T2V_PROMPT,
                      "video_negative": "jitter, bad hands, blur, distortion",
                      "audio_negative": "robotic, muffled, echo, distorted"},
          "links": {"text_encoder": (2, 0), "model": (1, 0)}},
-        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 780],
+        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 594],
          "widgets": dict(SAMPLER),
          "links": {"model": (1, 0), "conditioning": (5, 0)}},
         {"id": 7, "type": "OviDecodeVideo", "pos": [1340, 60], "size": [300, 100],
          "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (6, 0)}},
-        {"id": 8, "type": "OviDecodeAudio", "pos": [1340, 220], "size": [300, 80],
+        {"id": 8, "type": "OviDecodeAudio", "below": 7, "size": [300, 80],
          "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (6, 0)}},
         {"id": 9, "type": "OviSaveVideo", "pos": [1680, 60], "size": [420, 480],
          "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_i2v" if image else "Ovi/ovi_t2v"},
          "links": {"images": (7, 0), "audio": (8, 0)}},
     ]
     if image:
-        nodes.append({"id": 10, "type": "LoadImage", "pos": [460, 520], "size": [420, 380],
+        nodes.append({"id": 10, "type": "LoadImage", "below": 5, "size": [420, 380],
                       "widgets": {"image": EXAMPLE_IMAGE}})
         nodes[5]["links"].update({"image": (10, 0), "video_vae": (3, 0)})
         nodes[5]["widgets"]["aspect"] = "~2:1 landscape (992x512)"
@@ -151,16 +210,16 @@ def _guide_spec(kind: str) -> list[dict]:
     nodes[4]["widgets"]["prompt"] = A2V_PROMPT if kind == "audio" else V2A_PROMPT
     nodes[8]["widgets"]["filename_prefix"] = "Ovi/ovi_a2v" if kind == "audio" else "Ovi/ovi_v2a"
     if kind == "audio":
-        nodes.append({"id": 10, "type": "LoadAudio", "pos": [460, 520], "size": [420, 140],
+        nodes.append({"id": 10, "type": "LoadAudio", "below": 5, "size": [420, 140],
                       "widgets": {"audio": EXAMPLE_VOICE}})
-        nodes.append({"id": 11, "type": "OviAudioGuide", "pos": [920, 880], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviAudioGuide", "below": 6, "size": [380, 238],
                       "widgets": {"offset": 0.0, **GUIDE},
                       "links": {"audio_vae": (4, 0), "model": (1, 0), "audio": (10, 0)}})
         nodes[7]["links"]["guides"] = (11, 0)  # OviDecodeAudio: the MP4 carries the original recording
     else:
-        nodes.append({"id": 10, "type": "LoadVideo", "pos": [460, 520], "size": [420, 320],
+        nodes.append({"id": 10, "type": "LoadVideo", "below": 5, "size": [420, 320],
                       "widgets": {"file": EXAMPLE_CLIP}})
-        nodes.append({"id": 11, "type": "OviVideoGuide", "pos": [920, 880], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviVideoGuide", "below": 6, "size": [380, 258],
                       "widgets": {"fps": 24.0, **GUIDE},
                       "links": {"video_vae": (3, 0), "model": (1, 0), "video": (10, 0)}})
         nodes[6]["links"]["guides"] = (11, 0)  # OviDecodeVideo: the MP4 carries the original frames
@@ -259,6 +318,7 @@ def to_api(nodes: list[dict]) -> dict:
 
 
 def to_ui(nodes: list[dict], defs: dict) -> dict:
+    nodes = layout(nodes)
     links = []
     out_links: dict[tuple[int, int], list[int]] = {}
     in_links: dict[tuple[int, str], int] = {}
@@ -292,15 +352,15 @@ def to_ui(nodes: list[dict], defs: dict) -> dict:
 def _train_lora_spec() -> list[dict]:
     """Load the model and codecs, train a LoRA on a folder of clips, then sample with the trained model."""
     return [
-        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 202],
          "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
                      "memory_mode": "gpu", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
-        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
+        {"id": 2, "type": "OviTextEncoderLoader", "below": 1, "size": [380, 160],
          "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto",
                      "precision": "auto", "device": "default", "memory_mode": "offload"}},
-        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
+        {"id": 3, "type": "OviVideoVAELoader", "below": 2, "size": [380, 110],
          "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "offload"}},
-        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
+        {"id": 4, "type": "OviAudioVAELoader", "below": 3, "size": [380, 110],
          "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
         {"id": 5, "type": "OviTrainLoRA", "pos": [460, 60], "size": [400, 480],
          "widgets": {"dataset_folder": "ovi_dataset", "steps": 500, "learning_rate": 1e-4, "rank": 16,
@@ -308,7 +368,7 @@ def _train_lora_spec() -> list[dict]:
                      "grad_accum": 1, "warmup_steps": 50, "save_every": 250, "gradient_checkpointing": True,
                      "seed": 42, "frames": 0},
          "links": {"model": (1, 0), "text_encoder": (2, 0), "video_vae": (3, 0), "audio_vae": (4, 0)}},
-        {"id": 6, "type": "PreviewImage", "pos": [900, 420], "size": [400, 260], "widgets": {},
+        {"id": 6, "type": "PreviewImage", "below": 7, "size": [400, 260], "widgets": {},
          "links": {"images": (5, 2)}},
         {"id": 7, "type": "OviTextEncode", "pos": [900, 60], "size": [400, 320],
          "widgets": {"prompt": "A person looks into the camera and says, <S>This is my new LoRA.<E> "
@@ -316,11 +376,11 @@ def _train_lora_spec() -> list[dict]:
                      "video_negative": "jitter, bad hands, blur, distortion",
                      "audio_negative": "robotic, muffled, echo, distorted"},
          "links": {"text_encoder": (2, 0), "model": (5, 0)}},
-        {"id": 8, "type": "OviJointSampler", "pos": [1340, 60], "size": [380, 460],
+        {"id": 8, "type": "OviJointSampler", "pos": [1340, 60], "size": [380, 594],
          "widgets": dict(SAMPLER), "links": {"model": (5, 0), "conditioning": (7, 0)}},
         {"id": 9, "type": "OviDecodeVideo", "pos": [1760, 60], "size": [300, 100],
          "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (8, 0)}},
-        {"id": 10, "type": "OviDecodeAudio", "pos": [1760, 220], "size": [300, 80],
+        {"id": 10, "type": "OviDecodeAudio", "below": 9, "size": [300, 80],
          "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (8, 0)}},
         {"id": 11, "type": "OviSaveVideo", "pos": [2100, 60], "size": [420, 480],
          "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_lora_sample"},
