@@ -23,7 +23,7 @@ ALL_PAIRS = [(f"{stem}.json", f"{stem}_api.json") for stem in mw.WORKFLOWS]  # e
 # Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
 FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
-               "file"}
+               "file", "unet_name"}
 
 
 def _load(name):

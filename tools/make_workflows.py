@@ -66,7 +66,11 @@ DRAWN_MIN = {
     "OviDecodeVideo": (210, 98), "OviDecodeAudio": (160, 66), "OviSaveVideo": (210, 102),
     "OviAudioGuide": (306, 238), "OviVideoGuide": (311, 258), "OviLongClipSampler": (317, 676),
     "OviTrainLoRA": (237, 430), "LoadImage": (223, 314), "LoadAudio": (223, 136), "LoadVideo": (223, 200),
-    "PreviewImage": (140, 26),
+    "PreviewImage": (140, 26), "UNETLoader": (210, 82), "RandomNoise": (210, 82), "KSamplerSelect": (210, 58),
+    "SamplerCustomAdvanced": (213, 106),
+    # the native-path nodes as branch s4-native (0224448) draws them
+    "OviConditioningToNative": (275, 46), "EmptyOviLatentAV": (257, 154), "OviNativeGuider": (316, 166),
+    "OviNativeSigmas": (222, 106), "OviLatentsFromNative": (210, 58), "OviNativeImageToAV": (241, 66),
 }
 
 
