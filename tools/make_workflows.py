@@ -63,18 +63,34 @@ CORE_NODES = {
 TITLE = 30
 GAP = 40
 DRAWN_MIN = {
-    "OviFusionModelLoader": {7: (210, 202)}, "OviTextEncoderLoader": {5: (291, 154)},
-    "OviVideoVAELoader": {3: (250, 106)}, "OviAudioVAELoader": {3: (341, 106)}, "OviTextEncode": {5: (210, 216)},
-    "OviJointSampler": {24: (246, 594), 27: (246, 662)},  # 27: with branch s4-ref's reference inputs "OviDecodeVideo": {4: (210, 98)}, "OviDecodeAudio": {3: (160, 66)},
-    "OviSaveVideo": {4: (210, 102)}, "OviAudioGuide": {10: (306, 238)}, "OviVideoGuide": {11: (311, 258), 12: (311, 282)},
-    "OviLongClipSampler": {24: (317, 676), 25: (317, 700)},  # 12 / 25: with branch s4-long's offset inputs "OviTrainLoRA": {17: (237, 430)},
+    "OviFusionModelLoader": {7: (210, 202)},
+    "OviTextEncoderLoader": {5: (291, 154)},
+    "OviVideoVAELoader": {3: (250, 106)},
+    "OviAudioVAELoader": {3: (341, 106)},
+    "OviTextEncode": {5: (210, 216)},
+    "OviJointSampler": {24: (246, 594), 27: (246, 662)},  # 27: with branch s4-ref's reference inputs
+    "OviDecodeVideo": {4: (210, 98)},
+    "OviDecodeAudio": {3: (160, 66)},
+    "OviSaveVideo": {4: (210, 102)},
+    "OviAudioGuide": {10: (306, 238)},
+    "OviVideoGuide": {11: (311, 258), 12: (311, 282)},  # 12: with branch s4-long's offset input
+    "OviLongClipSampler": {24: (317, 676), 25: (317, 700)},  # 25: with branch s4-long's audio_offset input
+    "OviTrainLoRA": {17: (237, 430)},
     # core nodes (input counts of CORE_NODES)
-    "LoadImage": {1: (223, 314)}, "LoadAudio": {1: (223, 136)}, "LoadVideo": {1: (223, 200)},
-    "PreviewImage": {1: (140, 26)}, "UNETLoader": {2: (210, 82)}, "RandomNoise": {1: (210, 82)},
-    "KSamplerSelect": {1: (210, 58)}, "SamplerCustomAdvanced": {5: (213, 106)},
+    "LoadImage": {1: (223, 314)},
+    "LoadAudio": {1: (223, 136)},
+    "LoadVideo": {1: (223, 200)},
+    "PreviewImage": {1: (140, 26)},
+    "UNETLoader": {2: (210, 82)},
+    "RandomNoise": {1: (210, 82)},
+    "KSamplerSelect": {1: (210, 58)},
+    "SamplerCustomAdvanced": {5: (213, 106)},
     # the native-path nodes as branch s4-native (0224448) defines them
-    "OviConditioningToNative": {1: (275, 46)}, "EmptyOviLatentAV": {5: (257, 154)},
-    "OviNativeGuider": {7: (316, 166)}, "OviNativeSigmas": {3: (222, 106)}, "OviLatentsFromNative": {2: (210, 58)},
+    "OviConditioningToNative": {1: (275, 46)},
+    "EmptyOviLatentAV": {5: (257, 154)},
+    "OviNativeGuider": {7: (316, 166)},
+    "OviNativeSigmas": {3: (222, 106)},
+    "OviLatentsFromNative": {2: (210, 58)},
     "OviNativeImageToAV": {3: (241, 66)},
     # branch s4-ref (35d2ef2)
     "OviReference": {5: (229, 106)},
