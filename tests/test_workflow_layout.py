@@ -12,6 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_workflows as mw  # noqa: E402
+import workflow_layout as wl  # noqa: E402
 
 STEMS = list(mw.WORKFLOWS)
 
@@ -28,20 +29,20 @@ def _ui(stem):
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_every_node_has_a_measured_drawn_size(defs, stem):
-    unknown = sorted({f"{n['type']} with {mw.input_count(defs[n['type']])} inputs" for n in _ui(stem)["nodes"]
-                      if mw.drawn_min(n["type"], defs) is None})
+    unknown = sorted({f"{n['type']} with {wl.input_count(defs[n['type']])} inputs" for n in _ui(stem)["nodes"]
+                      if wl.drawn_min(n["type"], defs) is None})
     assert not unknown, (f"{stem}: measure {unknown} with `node tools/comfy_frontend_check.mjs --min-sizes "
                          f"{os.path.relpath(mw.workflow_path(stem), ROOT)}` on ComfyUI 0.33.0 and 0.3.64 and add "
-                         "them to DRAWN_MIN in tools/make_workflows.py (type: {inputs: (width, height)})")
+                         "them to DRAWN_MIN in tools/workflow_layout.py (type: {inputs: (width, height)})")
 
 
 @pytest.mark.parametrize("stem", STEMS)
 def test_saved_nodes_are_drawn_at_their_size_and_do_not_overlap(defs, stem):
     nodes = _ui(stem)["nodes"]
     for n in nodes:
-        low = mw.drawn_min(n["type"], defs) or (0, 0)
+        low = wl.drawn_min(n["type"], defs) or (0, 0)
         assert n["size"][0] >= low[0] and n["size"][1] >= low[1], (stem, n["type"], n["size"], low)
-    assert mw.overlaps(nodes) == [], stem
+    assert wl.overlaps(nodes) == [], stem
 
 
 def test_the_old_audio_to_video_layout_is_refused(defs):
@@ -51,17 +52,17 @@ def test_the_old_audio_to_video_layout_is_refused(defs):
     guide = next(n for n in spec if n["type"] == "OviAudioGuide")
     sampler["size"] = [380, 460]
     guide.pop("below", None)
-    guide["pos"] = [sampler["pos"][0], sampler["pos"][1] + 460 + mw.TITLE + 40]
+    guide["pos"] = [sampler["pos"][0], sampler["pos"][1] + 460 + wl.TITLE + 40]
     with pytest.raises(ValueError, match="OviJointSampler#6 and OviAudioGuide#11"):
-        mw.layout(spec, defs)
+        wl.layout(spec, defs)
 
 
 def test_below_puts_a_node_under_the_drawn_bottom_of_another(defs):
     spec = [{"id": 1, "type": "OviJointSampler", "pos": [0, 0], "size": [380, 100]},
             {"id": 2, "type": "OviAudioGuide", "below": 1, "size": [380, 10]}]
-    a, b = mw.layout(spec, defs)
+    a, b = wl.layout(spec, defs)
     assert a["size"] == [380, 594] and b["size"] == [380, 238]  # grown to what the frontend draws
-    assert b["pos"] == [0, 594 + mw.TITLE + mw.GAP]
+    assert b["pos"] == [0, 594 + wl.TITLE + wl.GAP]
     assert "below" in spec[1]  # the spec itself is left as it was
 
 
@@ -72,5 +73,5 @@ def test_a_node_whose_inputs_changed_in_number_is_not_trusted_to_its_old_size(de
     grown["OviJointSampler"]["input"] = {**defs["OviJointSampler"]["input"],
                                          "optional": {**defs["OviJointSampler"]["input"].get("optional", {}),
                                                       "extra": ("FLOAT", {"default": 1.0})}}
-    assert mw.drawn_min("OviJointSampler", defs) == (246, 594)
-    assert mw.drawn_min("OviJointSampler", grown) is None
+    assert wl.drawn_min("OviJointSampler", defs) == (246, 594)
+    assert wl.drawn_min("OviJointSampler", grown) is None

@@ -25,7 +25,7 @@
 // fitted into a square, rendered by this frontend with its menus hidden, saved as DIR/NAME.jpg (512x512).
 // --min-sizes: load each workflow with every node saved at 10x10 instead, so the frontend grows each node
 // to the smallest size it draws it at (with its media previews), and print those sizes per node type as
-// JSON (tools/make_workflows.py DRAWN_MIN records them). Overlaps are not checked then.
+// JSON (tools/workflow_layout.py DRAWN_MIN records them). Overlaps are not checked then.
 // Exit status 0 when nothing was found, 1 otherwise, 2 when the page did not come up.
 //
 // Needs playwright-core (npm, kept outside the repo) and a Chromium (Debian's /usr/bin/chromium).
