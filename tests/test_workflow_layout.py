@@ -61,17 +61,21 @@ def test_below_puts_a_node_under_the_drawn_bottom_of_another(defs):
     spec = [{"id": 1, "type": "OviJointSampler", "pos": [0, 0], "size": [380, 100]},
             {"id": 2, "type": "OviAudioGuide", "below": 1, "size": [380, 10]}]
     a, b = wl.layout(spec, defs)
-    assert a["size"] == [380, 594] and b["size"] == [380, 238]  # grown to what the frontend draws
-    assert b["pos"] == [0, 594 + wl.TITLE + wl.GAP]
+    tall = wl.drawn_min("OviJointSampler", defs)[1]  # 594 with the sampler's 24 inputs
+    assert a["size"] == [380, tall] and b["size"] == [380, wl.drawn_min("OviAudioGuide", defs)[1]]  # as drawn
+    assert b["pos"] == [0, tall + wl.TITLE + wl.GAP]
     assert "below" in spec[1]  # the spec itself is left as it was
 
 
 def test_a_node_whose_inputs_changed_in_number_is_not_trusted_to_its_old_size(defs):
-    """One more input (a socket or a widget) makes the frontend draw the node taller: the size measured before
-    no longer applies, and the node counts as unmeasured."""
-    grown = {**defs, "OviJointSampler": {**defs["OviJointSampler"]}}
-    grown["OviJointSampler"]["input"] = {**defs["OviJointSampler"]["input"],
-                                         "optional": {**defs["OviJointSampler"]["input"].get("optional", {}),
-                                                      "extra": ("FLOAT", {"default": 1.0})}}
-    assert wl.drawn_min("OviJointSampler", defs) == (246, 594)
+    """More inputs (sockets or widgets) make the frontend draw the node taller: a size measured with another
+    number of inputs does not apply, and the node counts as unmeasured."""
+    sampler = defs["OviJointSampler"]
+    extra = {f"extra_{i}": ("FLOAT", {"default": 1.0}) for i in range(10)}  # a count nobody measured
+    grown = {**defs, "OviJointSampler": {**sampler, "input": {**sampler["input"],
+                                                             "optional": {**sampler["input"].get("optional", {}),
+                                                                          **extra}}}}
+    assert wl.input_count(grown["OviJointSampler"]) == wl.input_count(sampler) + 10
+    assert wl.drawn_min("OviJointSampler", defs) is not None
     assert wl.drawn_min("OviJointSampler", grown) is None
+    assert wl.DRAWN_MIN["OviJointSampler"][24][1] < wl.DRAWN_MIN["OviJointSampler"][27][1]  # 594 < 662 px drawn
