@@ -64,6 +64,7 @@ def workflow_path(stem: str, kind: str = "ui") -> str:
         return os.path.join(TEMPLATE_DIR, stem + ".jpg")
     raise ValueError(f"kind must be 'ui', 'api' or 'thumbnail', not {kind!r}")
 
+
 AUTO = "auto-download: "  # nodes._runtime.AUTO: uses the local file when present, else downloads it
 EXAMPLE_IMAGE = "ovi_example_89.png"
 EXAMPLE_VOICE = "ovi_example_voice.wav"  # tests/data: put your own recording in ComfyUI's input folder
