@@ -156,6 +156,10 @@ class OviFusionModelLoader:
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
                              attention_backend=attention,
                              float8=torch.float8_e4m3fn if precision == "fp8" else None)
+        from ovi_core.runtime.attention import probe_backend
+
+        vc = module.config.video  # a chosen kernel is tried once now, on the GPU with small tensors (else SDPA)
+        probe_backend(attention, device, dtype, heads=vc.num_heads, head_dim=vc.dim // vc.num_heads)
         from ovi_core.pipeline import fusion_file_info
 
         info = fusion_file_info(path)
