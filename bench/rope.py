@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, __import__("os").path.dirname(__import__("os").path.dirname(__import__("os").path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from machine import machine_info  # noqa: E402 (bench/ is the script's folder)
 
 from ovi_core.model import rope  # noqa: E402
 
@@ -93,9 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
             if name in compile_s:
                 rows[name]["first_call_s"] = compile_s[name]
     result = {
-        "bench": "rope", "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "bench": "rope", "machine": machine_info(device),
         "x": list(x.shape), "dtype": "bfloat16", "elements": x.numel(), "forms": rows,
     }
     text = json.dumps(result, indent=1)

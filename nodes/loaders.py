@@ -151,6 +151,9 @@ class OviFusionModelLoader:
             paths.append(audio_path)
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
+        from ovi_core.runtime.devices import check_gpu
+
+        check_gpu(torch.device(device), dtype)  # a pre-Ampere GPU is refused before anything is read (GPU_REVIEW #4)
         load_dev = _patcher.build_device(device, memory_mode)
         # fp8: converted on the CPU tensor by tensor while reading (files packed already are kept as they are)
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
