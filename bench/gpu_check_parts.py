@@ -1,4 +1,4 @@
-"""Sizes, in-memory weight packing and the result table of ``bench/gpu_check.py``."""
+"""Sizes, in-memory weight packing, the RoPE section and the result table of ``bench/gpu_check.py``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,41 @@ def pack(model: nn.Module, fmt: str):
             mod._parameters["weight"] = w
         model.compute_dtype = None
     return restore
+
+
+def sec_rope(chk) -> dict:
+    """RoPE on one video q of the clip (``[2, L, heads, head_dim]`` bf16): the eager complex multiply (the official
+    form) against the real-arithmetic form, compiled on CUDA (what :func:`ovi_core.model.rope.apply_rope` runs there;
+    eager with ``--small``, where an inductor compile would take minutes): seconds, peak memory, same bits."""
+    import time
+
+    from ovi_core.model import rope
+
+    c = chk.size.cfg.video
+    f, h, w = chk.size.latent
+    grid = (f, h // 2, w // 2)
+    table_ = rope.video_rope_table(grid, c.head_dim, chk.dev)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, table_.shape[0], c.num_heads, c.head_dim, generator=g).to(chk.dev, torch.bfloat16)
+    out: dict = {"shape": list(x.shape)}
+    fused = rope.rotate_pairs
+    if chk.cuda:
+        fused = torch.compile(rope.rotate_pairs, dynamic=True, fullgraph=True)
+        t0 = time.perf_counter()
+        fused(x, table_)
+        chk.sync()
+        out["fused_first_call_sec"] = round(time.perf_counter() - t0, 2)
+    forms = {"complex_eager": lambda: rope._apply_rope_whole(x, torch.view_as_complex(table_)),
+             "real_fused" if chk.cuda else "real_eager": lambda: fused(x, table_)}
+    ys = {}
+    for name, fn in forms.items():
+        chk.reset_peak()
+        sec, ys[name] = chk.timed(fn, repeat=5)
+        out[name] = {"sec": round(sec, 5), **chk.peak()}
+    a, b = ys.values()
+    out["bit_identical"] = bool(torch.equal(a, b))
+    out["max_abs_diff"] = float((a.float() - b.float()).abs().max())
+    return out
 
 
 def table(doc: dict) -> str:
