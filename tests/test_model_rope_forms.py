@@ -91,3 +91,20 @@ def test_fused_kernel_failure_falls_back_to_the_eager_form(monkeypatch, caplog):
     finally:
         rope.set_fused_rope(True)
     assert rope._fused_enabled and rope._fused_fn is None
+
+
+def test_each_place_gets_its_form():
+    f64, f32 = torch.float64, torch.float32
+    assert rope.rope_form("cpu", f64, grad=False, compiling=False) == "chunked"
+    assert rope.rope_form("cpu", f64, grad=True, compiling=False) == "complex"  # training keeps one multiply
+    assert rope.rope_form("cuda", f64, grad=False, compiling=False) == "fused"
+    assert rope.rope_form("cuda", f64, grad=True, compiling=False) == "complex"
+    assert rope.rope_form("meta", f64, grad=False, compiling=False) == "complex"  # traces: the eager CUDA fallback
+    assert rope.rope_form("mps", f32, grad=False, compiling=False) == "real"
+    for dev in ("cpu", "cuda"):
+        assert rope.rope_form(dev, f64, grad=False, compiling=True) == "real"
+    rope.set_fused_rope(False)
+    try:
+        assert rope.rope_form("cuda", f64, grad=False, compiling=False) == "complex"
+    finally:
+        rope.set_fused_rope(True)

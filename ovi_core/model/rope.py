@@ -188,16 +188,30 @@ def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
     if isinstance(rope, tuple):
         cos, sin = rope
         return _rotate_real(x, cos, sin)
-    if _compiling() or rope.dtype != torch.float64:  # traced into the caller's graph; MPS: float32, no complex
-        return rotate_pairs(x, rope)
     grad = torch.is_grad_enabled() and (x.requires_grad or rope.requires_grad)
-    if x.device.type == "cpu" and not grad:
+    form = rope_form(x.device.type, rope.dtype, grad=grad, compiling=_compiling())
+    if form == "real":
+        return rotate_pairs(x, rope)
+    if form == "chunked":
         return _apply_rope_chunked(x, torch.view_as_complex(rope))
-    if x.device.type == "cuda" and not grad and _fused_enabled:
+    if form == "fused":
         out = _fused_rotate(x, rope)
         if out is not None:
             return out
     return _apply_rope_whole(x, torch.view_as_complex(rope))
+
+
+def rope_form(device_type: str, table_dtype: torch.dtype, *, grad: bool, compiling: bool) -> str:
+    """Which form :func:`apply_rope` computes (module docstring): ``"real"`` (real arithmetic, eager or traced into
+    the caller's compiled graph), ``"chunked"`` (complex multiply through one CPU buffer), ``"fused"`` (the real
+    arithmetic compiled on its own, CUDA) or ``"complex"`` (one complex multiply over the whole tensor)."""
+    if compiling or table_dtype != torch.float64:  # MPS tables are float32: no complex there
+        return "real"
+    if device_type == "cpu" and not grad:
+        return "chunked"
+    if device_type == "cuda" and not grad and _fused_enabled:
+        return "fused"
+    return "complex"
 
 
 def _rotate_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
