@@ -93,3 +93,18 @@ def test_float8_keeps_packed_files_as_they_are(tiny_file, tmp_path):
 def test_float8_rejects_other_dtypes(tiny_file):
     with pytest.raises(ValueError, match="float8 must be"):
         load_fusion(tiny_file, float8=torch.bfloat16)
+
+
+def test_float8_from_a_pickle_file(tiny_file, tmp_path):
+    ref = load_fusion(tiny_file, dtype=torch.bfloat16)
+    pt = tmp_path / "model.pt"
+    torch.save(ref.state_dict(), pt)
+    want = fp8_state_dict(ref.state_dict())
+    with _Moves() as moves:
+        got = load_fusion(str(pt), dtype=torch.bfloat16, device="meta", float8=F8).state_dict()
+    assert moves.made == sum(v.numel() * v.element_size() for v in want.values())
+    assert all(src == "cpu" for src, _, dt in moves.copies if dt == F8)
+    assert all(got[k].dtype == v.dtype for k, v in want.items())
+    m = load_fusion(str(pt), dtype=torch.bfloat16, float8=F8).state_dict()
+    assert all(torch.equal(m[k].view(torch.uint8), v.view(torch.uint8)) if v.dtype == F8 else torch.equal(m[k], v)
+               for k, v in want.items())
