@@ -10,7 +10,8 @@ Pairs are interleaved: head dims ``(2j, 2j+1)`` form complex pair ``j``. With ``
   through. The audio/video phase difference on those pairs is thus ``(f - 0.19676 i) * w_j``.
 
 Tables are ``cos``/``sin`` of float64 angles (float32 on devices without float64, i.e. MPS), computed
-per (grid, device) and cached; they are not module buffers and never enter a state dict. Rotation is done
+on the CPU per grid and cached per (grid, device) (a GPU holds only the pair table below, not the CPU cos/sin it
+was built from); they are not module buffers and never enter a state dict. Rotation is done
 in that precision and the result rounded to the compute dtype, as the official code does (float64 -> bf16).
 
 The towers use :func:`video_rope_table` / :func:`audio_rope_table`: one real table ``[L, 1, D/2, 2]`` holding
@@ -130,8 +131,10 @@ RopeTable = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 @functools.lru_cache(maxsize=64)
 @_normal_tensors
 def _pair_table(kind: str, key: tuple, device: torch.device) -> torch.Tensor:
-    cos, sin = _video_table(*key, device) if kind == "video" else _audio_table(*key, device)
-    return torch.stack([cos, sin], dim=-1)  # [L, 1, D/2, 2]: the bytes of the complex table cos + i sin
+    cpu = torch.device("cpu")  # cos/sin are built and cached on the CPU: the device holds only this table
+    cos, sin = _video_table(*key, cpu) if kind == "video" else _audio_table(*key, cpu)
+    pairs = torch.stack([cos, sin], dim=-1)  # [L, 1, D/2, 2]: the bytes of the complex table cos + i sin
+    return pairs.to(device=device, dtype=_table_dtype(device))
 
 
 def video_rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
