@@ -81,7 +81,8 @@ def sec_rope(chk) -> dict:
     table_ = rope.video_rope_table(grid, c.head_dim, chk.dev)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, table_.shape[0], c.num_heads, c.head_dim, generator=g).to(chk.dev, torch.bfloat16)
-    out: dict = {"shape": list(x.shape)}
+    # whether the DiT forwards of the earlier sections kept the fused kernel (False: it failed to compile there)
+    out: dict = {"shape": list(x.shape), "fused_kernel_in_use": bool(chk.cuda and rope._fused_enabled)}
     fused = rope.rotate_pairs
     if chk.cuda:
         fused = torch.compile(rope.rotate_pairs, dynamic=True, fullgraph=True)
