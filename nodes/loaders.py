@@ -138,7 +138,7 @@ class OviFusionModelLoader:
     DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
 
     def load(self, model, precision, attention, memory_mode, blocks_on_gpu, audio_model="none", version="auto"):
-        from ovi_core.model.loader import fp8_state_dict, load_fusion
+        from ovi_core.model.loader import load_fusion
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
@@ -152,17 +152,18 @@ class OviFusionModelLoader:
             paths.append(audio_path)
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
-        load_dev = _patcher.build_device(device, memory_mode)
-        module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
-                             attention_backend=attention)
-        if precision == "fp8":
-            from ovi_core.quant.tensor import is_quantized
+        from ovi_core.runtime.devices import check_gpu
 
-            has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or is_quantized(p)
-                          for p in module.parameters())  # already packed (fp8, fp8_scaled, GGUF): keep it
-            if not has_fp8:
-                module.load_state_dict(fp8_state_dict(module.state_dict()), assign=True)
-                module.compute_dtype = dtype
+        check_gpu(torch.device(device), dtype)  # a pre-Ampere GPU is refused before anything is read (GPU_REVIEW #4)
+        load_dev = _patcher.build_device(device, memory_mode)
+        # fp8: converted on the CPU tensor by tensor while reading (files packed already are kept as they are)
+        module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
+                             attention_backend=attention,
+                             float8=torch.float8_e4m3fn if precision == "fp8" else None)
+        from ovi_core.runtime.attention import probe_backend
+
+        vc = module.config.video  # a chosen kernel is tried once now, on the GPU with small tensors (else SDPA)
+        probe_backend(attention, device, dtype, heads=vc.num_heads, head_dim=vc.dim // vc.num_heads)
         from ovi_core.pipeline import fusion_file_info
 
         info = fusion_file_info(path)

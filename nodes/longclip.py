@@ -13,6 +13,7 @@ from .sampling import (
     DEFAULT_PRESET,
     VIDEO_NEGATIVE,
     VIDEO_NEGATIVE_LABEL,
+    attention_text,
     preset_size,
 )
 
@@ -196,6 +197,7 @@ class OviLongClipSampler:
                 progress=progress if shown is None else None, preview=preview if shown is not None else None,
                 check_interrupt=_comfy.check_interrupt,
             )
+        _comfy.show_text(unique_id, plan_text + "\n" + attention_text(model), level=logging.INFO)
         return (latents, plan_text)
 
 

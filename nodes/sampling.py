@@ -322,8 +322,18 @@ class OviJointSampler:
         lines = [text] + warn_lines
         if speed.active or preset != "default":
             lines.append("Ovi sampling: " + ", ".join(f"{k} {v:g}" for k, v in latents.stats.items()))
+        lines.append(attention_text(model))
         _comfy.show_text(unique_id, "\n".join(lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
+
+
+def attention_text(model) -> str:
+    """``Ovi attention: <kernel>`` for the DiT handle ``model``: the kernel its runs use on its device and dtype, and
+    why it is SDPA when another was chosen (:func:`ovi_core.runtime.attention.describe_backend`)."""
+    from ovi_core.runtime.attention import describe_backend
+
+    backend = getattr(model.module, "attention_backend", "auto")
+    return "Ovi attention: " + describe_backend(backend, model.device, model.dtype)
 
 
 def size_text(width: int, height: int, frames: int, fps: float, *, requested: tuple[int, int] | None,
