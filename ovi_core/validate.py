@@ -378,7 +378,7 @@ def _check_fusion_files(files: list[str], *, values: bool = True) -> str | list[
     if len(files) > 2:
         raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
     from ovi_core.quant.gguf_file import check_gguf_values, read_gguf_index
-    from ovi_core.quant.sources import is_gguf
+    from ovi_core.quant.sources import is_gguf, open_source, read_scales
 
     for f in files:
         if is_gguf(f):
@@ -386,6 +386,12 @@ def _check_fusion_files(files: list[str], *, values: bool = True) -> str | list[
                 check_gguf_values(f)
             else:
                 read_gguf_index(f)
+        elif values and f.lower().endswith((".safetensors", ".sft")):
+            try:
+                src = open_source(f)
+            except (OSError, ValueError):
+                continue  # not an Ovi file: the loader names it with the whole story
+            read_scales(src, whole_file=False)  # fp8_scaled: a scale of 0, NaN or Inf, before the weights load
     return files[0] if len(files) == 1 else files
 
 

@@ -165,3 +165,34 @@ def test_check_plan_reads_each_part_once(weights, tmp_path):
     with pytest.raises(ValueError, match="LoRA x.safetensors: the strength must be a finite number"):
         validate.check_plan(validate.Plan(loras=[validate.LoraRequest(str(tmp_path / "x.safetensors"),
                                                                       float("inf"), what="LoRA")]))
+
+
+def test_long_clip_track_with_nan_is_refused_before_loading(weights, tmp_path, loads, capsys):
+    """A NaN-filled --audio track of a long clip passed every check and failed only after the weights loaded."""
+    rc = _generate(weights, tmp_path, "--seconds", "12", "--audio", _float_wav(tmp_path / "n.wav", np.full(16000, np.nan)))
+    err = capsys.readouterr().err
+    assert rc == 2 and "NaN or infinite" in err, err
+    assert sum(loads.values()) == 0, dict(loads)
+
+
+def test_fp8_scale_of_zero_or_nan_is_refused_before_loading(weights, tmp_path, loads, capsys):
+    """An fp8_scaled --fusion file whose scale_weight is 0 or NaN was refused only as the DiT loaded (after the
+    other components); its scales are a few bytes of the header's tensors, read now."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ovi_core.io.weights import resolve_weights
+    from ovi_core.quant.convert import quantize_file
+
+    src = str(tmp_path / "s.safetensors")
+    quantize_file(resolve_weights(weights, download=False).fusion, src, format="fp8_scaled")
+    with safe_open(src, "pt") as f:
+        sd, meta = {n: f.get_tensor(n) for n in f.keys()}, f.metadata()  # noqa: SIM118 (safe_open has no iter)
+    key = sorted(n for n in sd if n.endswith("scale_weight"))[0]
+    for label, value in (("zero", 0.0), ("nan", float("nan"))):
+        bad = str(tmp_path / f"{label}.safetensors")
+        save_file({**sd, key: torch.full_like(sd[key], value)}, bad, metadata=meta)
+        rc = _generate(weights, tmp_path, "--fusion", bad)
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{label}.safetensors" in err and key in err and "finite number above 0" in err, err
+    assert sum(loads.values()) == 1, dict(loads)  # the quantize above, nothing after it
