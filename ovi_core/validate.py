@@ -261,6 +261,7 @@ class Plan:
     size: tuple[int, int] | None = None  # (width, height) asked for, with ``area`` and ``draft``
     area: int = 0
     draft: bool = False
+    blocks_on_gpu: int | None = None  # resident fused blocks with block_swap: 0 or more
     outputs: Sequence[tuple[str, tuple[str, ...]]] = ()  # (file to write, the suffixes it may have)
     output_folder: str | None = None
     windows_dir: str | None = None
@@ -308,6 +309,8 @@ def check_plan(plan: Plan) -> Checked:
         _check_sampling(**plan.sampling)
     if plan.size is not None:
         out.size = check_size(*plan.size, area=plan.area, draft=plan.draft)
+    if plan.blocks_on_gpu is not None and as_int("blocks_on_gpu", plan.blocks_on_gpu) < 0:
+        raise ValueError(f"--blocks-on-gpu must be 0 or more fused blocks kept on the GPU, got {plan.blocks_on_gpu}.")
     for lora in plan.loras:
         try:
             strength = float(lora.strength)
@@ -373,8 +376,9 @@ def check_windows_dir(path: str) -> str:
 
 
 def _check_fusion_files(files: list[str], *, values: bool = True) -> str | list[str]:
-    """One fusion file or a tower pair; GGUF headers (caps on tensors, keys and header size) and, with ``values``,
-    their block scales (NaN/Inf), before the weights load."""
+    """One fusion file or a tower pair, each an Ovi fusion model or tower by its header; GGUF headers (caps on
+    tensors, keys and header size) and, with ``values``, GGUF block scales and fp8 ``scale_weight`` values (NaN, Inf,
+    0), before the weights load."""
     if len(files) > 2:
         raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
     from ovi_core.quant.gguf_file import check_gguf_values, read_gguf_index
@@ -386,11 +390,8 @@ def _check_fusion_files(files: list[str], *, values: bool = True) -> str | list[
                 check_gguf_values(f)
             else:
                 read_gguf_index(f)
-        elif values and f.lower().endswith((".safetensors", ".sft")):
-            try:
-                src = open_source(f)
-            except (OSError, ValueError):
-                continue  # not an Ovi file: the loader names it with the whole story
+        src = open_source(f)  # an Ovi fusion model or tower, from the header (else: what the file looks like)
+        if values:
             read_scales(src, whole_file=False)  # fp8_scaled: a scale of 0, NaN or Inf, before the weights load
     return files[0] if len(files) == 1 else files
 

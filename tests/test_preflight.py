@@ -88,6 +88,11 @@ def test_the_counter_sees_real_loads(weights, tmp_path, loads, capsys):
 
 def test_generate_refusals_load_nothing(weights, tmp_path, loads, capsys):
     w = _width(weights)
+    good = _float_wav(tmp_path / "good.wav", 0.3 * np.sin(np.arange(16000) / 10))
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"A man talks.\x00\n")
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(60))
     cases = {
         "lora NaN tensors": (["--lora", _lora(tmp_path / "nan.safetensors", w, up=float("nan"))], "NaN or infinite"),
         "lora absurd alpha": (["--lora", _lora(tmp_path / "alpha.safetensors", w, alpha=1e9)], "alpha"),
@@ -101,6 +106,12 @@ def test_generate_refusals_load_nothing(weights, tmp_path, loads, capsys):
         "guide-until without guide": (["--guide-until", "0.5"], "applies to a guide"),
         "NaN shift": (["--shift", "nan"], "shift"),
         "bad size": (["--size", "1x100000"], "size"),
+        # found walking the catalogue again (each gave a raw message, or loaded the weights first)
+        "NaN --audio-offset": (["--audio", good, "--audio-offset", "nan"], "--audio-offset must be a finite number"),
+        "control character in a prompt file": (["--prompt", str(nul), "--seconds", "12"], "control character 0x00"),
+        "negative --blocks-on-gpu": (["--blocks-on-gpu", "-1"], "--blocks-on-gpu must be 0 or more"),
+        "GGUF given as a LoRA": (["--lora", str(gguf)], "is a GGUF file"),
+        "sound given as the fusion model": (["--fusion", good], "is a RIFF (WAV/AVI) media file"),
     }
     for label, (extra, message) in cases.items():
         rc = _generate(weights, tmp_path, *extra)

@@ -68,6 +68,7 @@ def check_run(args: argparse.Namespace, *, prompts: list[str], outs: list[str], 
                 "solver": args.solver, "video_guidance_scale": args.video_cfg, "audio_guidance_scale": args.audio_cfg}
     plan = validate.Plan(
         prompts=prompts, sampling=sampling, size=args.size, area=area, draft=getattr(args, "draft", False),
+        blocks_on_gpu=getattr(args, "blocks_on_gpu", None),
         outputs=outputs, output_folder=args.out if len(outs) > 1 and not args.out.lower().endswith(".mp4") else None,
         windows_dir=windows_dir, images=list(images), guides=list(guides),
         loras=[validate.LoraRequest(s.path, s.strength, s.towers) for s in getattr(args, "lora", [])],

@@ -123,6 +123,8 @@ def run(args: argparse.Namespace) -> int:
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)
     args.prompt = longclip_cli.single_prompt(args)
+    if getattr(args, "windows_dir", None):
+        logger.warning("--windows-dir is used by long clips only; this is one clip, so nothing is saved there")
 
     jobs: list[tuple[str, str | None]]
     if validate.check_prompt_argument(args.prompt):

@@ -12,11 +12,21 @@ from ovi_core.io.files import regular_file
 logger = logging.getLogger(__name__)
 
 
+def _offset(text: str) -> float:
+    """``--audio-offset``: a finite number of seconds >= 0 (NaN reached a float-to-int conversion)."""
+    from ovi_core.conditioning.ranges import exact_seconds
+
+    try:
+        return float(exact_seconds(text, what="--audio-offset"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(g: argparse.ArgumentParser) -> None:
     """Add the guide flags to the ``generate`` sub-parser."""
     g.add_argument("--audio", help="a sound file (any format PyAV reads, any rate, mono/stereo) the clip must "
                    "carry: audio -> video (e.g. a voice line the character speaks)")
-    g.add_argument("--audio-offset", type=float, default=None, help="where --audio starts in the clip, seconds "
+    g.add_argument("--audio-offset", type=_offset, default=None, help="where --audio starts in the clip, seconds "
                    "(default 0); the rest of the sound track is generated")
     g.add_argument("--video", help="a video file whose frames the clip must show: video -> audio (converted to "
                    "24 fps and the model's size; a shorter video is followed by generated frames)")
