@@ -149,8 +149,8 @@ _OTHER_FORMATS = ((b"GGUF", "a GGUF file (a quantized fusion model: give it as a
 
 
 def _unreadable(path: str, e: BaseException) -> CheckpointError:
-    """The error for a file torch.load refused: what it is when its first bytes say so; PyTorch's own advice
-    (to load with weights_only=False, which would run code from the file) is never passed on."""
+    """The error for a file torch.load refused: what it is when its first bytes say so; PyTorch's own advice (to
+    turn the safe mode off, which would run code from the file) is never passed on."""
     try:
         with open(path, "rb") as f:
             head = f.read(16)
