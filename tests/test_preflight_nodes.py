@@ -151,3 +151,11 @@ def test_load_latents_node_names_a_damaged_file(comps):
         with pytest.raises(ValueError, match=message) as e:
             N["OviLoadLatents"]().load(f"{f.name} [output]")
         assert f.name in str(e.value)
+
+
+def test_model_loader_names_a_file_that_is_no_fusion_model_before_loading(comps, loads):
+    shutil.copy(comps["models"] / "vae" / "v1-16.pth", comps["models"] / "diffusion_models" / "v1-16.pth")
+    with pytest.raises(ValueError, match=r"v1-16\.pth.*is not an Ovi fusion model.*MMAudio"):
+        N["OviFusionModelLoader"]().load(model="v1-16.pth", precision="fp32", attention="auto", memory_mode="offload",
+                                         blocks_on_gpu=10, audio_model="none", version="auto")
+    assert sum(loads.values()) == 0, dict(loads)
