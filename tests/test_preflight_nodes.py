@@ -90,8 +90,8 @@ def test_video_guide_refuses_before_the_video_vae_loads(comps, loads):
     for images, fps, message in ((torch.rand(3, 8, 800, 3), 24.0, "too small"),
                                  (torch.rand(3, 32, 32, 2), 24.0, r"\[N, H, W, 3\]"),
                                  (torch.rand(3, 32, 32), 24.0, r"\[N, H, W, 3\]"),
-                                 (torch.rand(3, 32, 32, 3), float("nan"), "fps"),
-                                 (torch.rand(3, 32, 32, 3), 0.0, "fps")):
+                                 (torch.rand(3, 32, 32, 3), float("nan"), "fps must be a finite number of frames per second"),
+                                 (torch.rand(3, 32, 32, 3), 0.0, "fps must be a finite number of frames per second")):
         with pytest.raises(ValueError, match=message):
             run(images, fps)
         assert sum(loads.values()) == 0, (tuple(images.shape), fps, dict(loads))
