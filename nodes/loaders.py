@@ -150,6 +150,11 @@ class OviFusionModelLoader:
                 raise ValueError(f"{model!r} is already a video + audio pair; set audio_model to 'none'.")
             audio_path = _resolve_fusion(audio_model)[0]
             paths.append(audio_path)
+        from ovi_core import validate
+
+        # headers (an Ovi fusion file, tower pair, GGUF caps) before anything loads; a GGUF's block scales are
+        # checked tensor by tensor as they are read, so the file is read once
+        validate.check_plan(validate.Plan(fusion=paths, fusion_what="diffusion model", fusion_values=False))
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
         from ovi_core.runtime.devices import check_gpu

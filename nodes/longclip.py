@@ -15,6 +15,7 @@ from .sampling import (
     VIDEO_NEGATIVE_LABEL,
     attention_text,
     preset_size,
+    sampling_values,
 )
 
 DEFAULT_PROMPTS = (
@@ -125,6 +126,11 @@ class OviLongClipSampler:
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        from ovi_core import validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         if image is not None and video_vae is None:
             raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader (the first frame is "
                              "encoded with the Wan2.2 VAE).")

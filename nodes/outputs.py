@@ -200,6 +200,6 @@ class OviLoadLatents:
             return float("nan")
 
     def load(self, latents_file):
-        from ovi_core.io.latents import load_latents
+        from ovi_core import validate
 
-        return (load_latents(_latent_path(latents_file)),)
+        return (validate.check_plan(validate.Plan(latents=_latent_path(latents_file))).latents,)

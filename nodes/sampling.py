@@ -73,6 +73,15 @@ def default_audio_rope_scale() -> float:
         return round((31 / (121 / 24)) / (16000 / 512), 5)
 
 
+def sampling_values(model, *, steps, shift, seed, slg_layer, solver, video_cfg, audio_cfg) -> dict:
+    """The sampler inputs as :class:`ovi_core.validate.Plan`'s ``sampling`` (checked before any VAE or the DiT
+    is loaded, with the model's block count for ``slg_layer``)."""
+    blocks = getattr(getattr(getattr(model, "module", None), "video_model", None), "blocks", None)
+    return {"steps": steps, "shift": shift, "seed": seed, "slg_layer": slg_layer, "solver": solver,
+            "video_guidance_scale": video_cfg, "audio_guidance_scale": audio_cfg,
+            "num_layers": len(blocks) if blocks is not None else None}
+
+
 def _family(version: str | None) -> str | None:
     if version is None:
         return None
@@ -250,7 +259,11 @@ class OviJointSampler:
         if any(item.guide is None for item in guides or []):
             raise ValueError("A video guide is longer than one clip of this model: connect the guides to "
                              "OviLongClipSampler (chained windows, each guided by its part of the video).")
-        from ovi_core import sizes
+        from ovi_core import sizes, validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
         from ovi_core.sampling.settings import SamplingSettings

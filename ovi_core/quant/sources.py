@@ -124,6 +124,27 @@ def open_source(path: str | os.PathLike) -> Source:
     return Source(path, kind, lay, infos, qtypes, raw_infos=raw)
 
 
+def read_scales(src: Source, *, whole_file: bool = True) -> dict[str, float]:
+    """``{weight name: scale}`` of an fp8_scaled file, each checked by :func:`ovi_core.quant.fp8.scale_value` (a
+    finite number above 0; ``ValueError`` naming the tensor). Safetensors: only the scale tensors are read; a pickled
+    file is read whole, or with ``whole_file=False`` skipped (empty), as a check before loading would read it twice."""
+    lay = src.layout
+    if not lay.scales or src.kind == "gguf":
+        return {}
+    keys = list(lay.scales.values())
+    if src.kind == "safetensors":
+        got = dict(stream.iter_tensors(src.path, keys))
+    elif whole_file:
+        sd = ck.load_state_dict(src.path)
+        got = {k: sd[k] for k in keys}
+    else:
+        return {}
+    try:
+        return {w: f8.scale_value(got[k], name=k) for w, k in lay.scales.items()}
+    except ValueError as e:
+        raise ValueError(f"{src.path!r}: {e}") from None
+
+
 class NotOviError(ck.CheckpointError):
     """The file is readable but holds no Ovi fusion model or tower."""
 
@@ -170,15 +191,7 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
                     out = ggml.dequantize(raw, t.qtype, t.shape, dtype)
                 yield n, out.to(device)
         return
-    scales: dict[str, float] = {}
-    if lay.scales:  # tiny tensors; read them first
-        keys = list(lay.scales.values())
-        if src.kind == "safetensors":
-            got = dict(stream.iter_tensors(src.path, keys))
-        else:
-            sd = ck.load_state_dict(src.path)
-            got = {k: sd[k] for k in keys}
-        scales = {w: f8.scale_value(got[k], name=k) for w, k in lay.scales.items()}
+    scales = read_scales(src)  # tiny tensors; read them first
 
     def to_fp8(n: str, dt: torch.dtype) -> bool:
         return float8 is not None and n not in scales and dt.is_floating_point and dt not in FP8_DTYPES \
