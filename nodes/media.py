@@ -56,6 +56,7 @@ class OviLoadAudio:
                        "OviAudioGuide or OviLongClipSampler.",)
     FUNCTION = "load"
     CATEGORY = "Ovi/guides"
+    SEARCH_ALIASES = ["load audio safely", "load sound", "voice file", "audio file"]
     DESCRIPTION = ("Loads a sound like core LoadAudio, but only from plain audio/video containers: a file that is a "
                    "playlist or an FFmpeg concat list (which would read other files) is refused.")
 
@@ -91,6 +92,7 @@ class OviLoadVideo:
                        "Their frame rate; to OviVideoGuide's fps.")
     FUNCTION = "load"
     CATEGORY = "Ovi/guides"
+    SEARCH_ALIASES = ["load video safely", "video file", "load frames"]
     DESCRIPTION = ("Loads a video's frames like core LoadVideo, but only from plain video containers: a file that is "
                    "a playlist or an FFmpeg concat list (which would read other files) is refused.")
 
