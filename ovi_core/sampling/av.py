@@ -93,7 +93,7 @@ def sample_av(
     if references is not None and image_latent is not None:
         raise ValueError("reference mode has no image->AV (DreamID-Omni removed it): give the faces as references "
                          "and no first frame")
-    if references is not None and s.speed is not None:
+    if references is not None and s.speed is not None and s.speed.active:
         raise ValueError("the speed options (CFG reuse, step cache) do not support reference mode yet; run "
                          "references without them")
     sizes.validate_size(height, width)
