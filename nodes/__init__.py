@@ -13,6 +13,8 @@ from .longclip import NODE_DISPLAY_NAME_MAPPINGS as _LONGCLIP_NAMES
 from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
 from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
+from .reference import NODE_CLASS_MAPPINGS as _REFERENCE_NODES
+from .reference import NODE_DISPLAY_NAME_MAPPINGS as _REFERENCE_NAMES
 from .sampling import OviJointSampler, OviTextEncode
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -30,6 +32,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     **_LORA_NODES,
     **_GUIDE_NODES,
     **_LONGCLIP_NODES,
+    **_REFERENCE_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -47,6 +50,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     **_LORA_NAMES,
     **_GUIDE_NAMES,
     **_LONGCLIP_NAMES,
+    **_REFERENCE_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
