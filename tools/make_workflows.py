@@ -73,6 +73,8 @@ SAMPLER = {
     # speed options (#14), all off by default
     "preset": "default", "cfg_reuse_refresh": 0, "cfg_reuse_start": 0.3, "cfg_reuse_end": 0.9,
     "cfg_reuse_towers": "both", "cfg_reuse_mode": "delta", "step_cache_threshold": 0.0,
+    # reference mode (#23): used only when OviReference is connected
+    "video_ref_cfg": 1.5, "audio_ref_cfg": 2.0,
 }
 
 
@@ -191,6 +193,35 @@ def _long_clip_spec() -> list[dict]:
     return nodes
 
 
+REFERENCE_PROMPT = (  # DreamID-Omni's structured caption: <img1> is the face of <sub1>, speech in <S>...<E>
+    "[IMAGE_CAPTIONS_START]\n<img1>: A man with a neatly trimmed beard, identified as <sub1>.\n[IMAGE_CAPTIONS_END]\n\n"
+    "[FINAL_VIDEO_CAPTION_START]\n[VISUAL_DESCRIPTION_START]\n**Overall Environment/Scene**: A quiet library reading "
+    "room in the afternoon, sunlight on wooden tables. The shot is an upper-body close-up.\n**Main Characters/Subjects "
+    "Appearance**: <sub1> wears a dark jacket over a white shirt.\n**Main Characters/Subjects Actions**: <sub1> looks "
+    "up from a book, turns to the camera and smiles as he speaks.\n[VISUAL_DESCRIPTION_END]\n\n"
+    "[AUDIO_DESCRIPTION_START]\nSoft room tone, a page turning. His voice is calm and warm.\n[AUDIO_DESCRIPTION_END]"
+    "\n\n[CO_ANALYSIS_START]\n<sub1> closes the book and says, <S>Every good story starts with a single page.<E>\n"
+    "[CO_ANALYSIS_END]\n[FINAL_VIDEO_CAPTION_END]"
+)
+
+
+def _reference_spec() -> list[dict]:
+    """Reference -> audio+video (DreamID-Omni): a face picture and a voice recording of one person speak in a new
+    clip. DreamID-Omni's settings: video_cfg 3.0, audio_cfg 4.0, reference scales 1.5 / 2.0, 1280x704."""
+    nodes = _spec(False)
+    nodes[4]["widgets"]["prompt"] = REFERENCE_PROMPT
+    nodes[5]["widgets"].update({"video_cfg": 3.0, "audio_cfg": 4.0})
+    nodes[5]["links"]["references"] = (12, 0)
+    nodes[8]["widgets"]["filename_prefix"] = "Ovi/ovi_r2av"
+    nodes += [
+        {"id": 10, "type": "LoadImage", "pos": [460, 520], "size": [420, 380], "widgets": {"image": EXAMPLE_IMAGE}},
+        {"id": 11, "type": "LoadAudio", "pos": [460, 940], "size": [420, 140], "widgets": {"audio": EXAMPLE_VOICE}},
+        {"id": 12, "type": "OviReference", "pos": [920, 880], "size": [380, 140], "widgets": {},
+         "links": {"video_vae": (3, 0), "audio_vae": (4, 0), "image": (10, 0), "audio": (11, 0)}},
+    ]
+    return nodes
+
+
 def node_defs() -> dict[str, dict]:
     """{type: {"input": INPUT_TYPES(), "output": RETURN_TYPES, "output_name": RETURN_NAMES}} for ours + core."""
     if ROOT not in sys.path:
@@ -280,6 +311,9 @@ def build() -> dict[str, dict]:
         spec = _guide_spec(kind)
         files[f"{stem}.json"] = to_ui(spec, defs)
         files[f"{stem}_api.json"] = to_api(spec)
+    spec = _reference_spec()
+    files["ovi_reference_to_av.json"] = to_ui(spec, defs)
+    files["ovi_reference_to_av_api.json"] = to_api(spec)
     spec = _long_clip_spec()
     files["ovi_long_clip.json"] = to_ui(spec, defs)
     files["ovi_long_clip_api.json"] = to_api(spec)
