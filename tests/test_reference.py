@@ -220,3 +220,14 @@ def test_sample_av_reference_mode():
     assert not torch.equal(one.video, lat.video)
     with pytest.raises(ValueError, match="no image->AV"):
         sample_av(model, cond, height=32, width=32, settings=st, references=refs, image_latent=face)
+
+
+def test_dreamid_structured_caption_counts_as_an_audio_caption():
+    from ovi_core.text.prompt import check_prompt, convert_prompt
+
+    text = ("[IMAGE_CAPTIONS_START]\n<img1>: A man, identified as <sub1>.\n[IMAGE_CAPTIONS_END]\n"
+            "[AUDIO_DESCRIPTION_START]\nCalm voice.\n[AUDIO_DESCRIPTION_END]\n<sub1> says <S>Hello.<E>")
+    assert not any("No audio caption" in w for w in check_prompt(text))
+    assert any("No audio caption" in w for w in check_prompt("<sub1> says <S>Hello.<E>"))
+    # the tags pass unchanged to UMT5 for either version
+    assert convert_prompt(text, version="1.1") == text and convert_prompt(text, version="1.0") == text

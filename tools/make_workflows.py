@@ -194,14 +194,12 @@ def _long_clip_spec() -> list[dict]:
 
 
 REFERENCE_PROMPT = (  # DreamID-Omni's structured caption: <img1> is the face of <sub1>, speech in <S>...<E>
-    "[IMAGE_CAPTIONS_START]\n<img1>: A man with a neatly trimmed beard, identified as <sub1>.\n[IMAGE_CAPTIONS_END]\n\n"
-    "[FINAL_VIDEO_CAPTION_START]\n[VISUAL_DESCRIPTION_START]\n**Overall Environment/Scene**: A quiet library reading "
-    "room in the afternoon, sunlight on wooden tables. The shot is an upper-body close-up.\n**Main Characters/Subjects "
-    "Appearance**: <sub1> wears a dark jacket over a white shirt.\n**Main Characters/Subjects Actions**: <sub1> looks "
-    "up from a book, turns to the camera and smiles as he speaks.\n[VISUAL_DESCRIPTION_END]\n\n"
-    "[AUDIO_DESCRIPTION_START]\nSoft room tone, a page turning. His voice is calm and warm.\n[AUDIO_DESCRIPTION_END]"
-    "\n\n[CO_ANALYSIS_START]\n<sub1> closes the book and says, <S>Every good story starts with a single page.<E>\n"
-    "[CO_ANALYSIS_END]\n[FINAL_VIDEO_CAPTION_END]"
+    "[IMAGE_CAPTIONS_START]\n<img1>: A bearded man, identified as <sub1>.\n[IMAGE_CAPTIONS_END]\n"
+    "[FINAL_VIDEO_CAPTION_START]\n[VISUAL_DESCRIPTION_START]\n**Overall Environment/Scene**: A quiet library at "
+    "noon. Upper-body close-up.\n**Main Characters/Subjects Actions**: <sub1> looks up from a book and smiles at "
+    "the camera.\n[VISUAL_DESCRIPTION_END]\n[AUDIO_DESCRIPTION_START]\nSoft room tone. His voice is calm and "
+    "warm.\n[AUDIO_DESCRIPTION_END]\n[CO_ANALYSIS_START]\n<sub1> says, <S>Every good story starts with a single "
+    "page.<E>\n[CO_ANALYSIS_END]\n[FINAL_VIDEO_CAPTION_END]"
 )
 
 
