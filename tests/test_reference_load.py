@@ -88,3 +88,17 @@ def test_fp32_file_is_cast_tensor_by_tensor(tmp_path):
     peak, bf16_bytes = (int(x) for x in out.stdout.split()[-2:])
     assert fp32_bytes > 60e6 and abs(bf16_bytes - fp32_bytes / 2) < 0.01 * fp32_bytes
     assert peak < 0.8 * fp32_bytes, (peak, fp32_bytes)
+
+
+@pytest.mark.parametrize("name", ["dreamid_omni.safetensors", "DreamID-Omni-bf16.safetensors",
+                                  "dreamid_omni_fp8_e4m3fn.safetensors"])
+def test_dreamid_files_take_the_960x960_area(name):
+    """DreamID-Omni generates 704x1280, 121 frames, 157 audio latents: Ovi 1.1's 5 s spec, not 1.0's 720x720."""
+    from ovi_core import sizes
+    from ovi_core.io.checkpoint_id import fusion_version_from_name
+
+    v = fusion_version_from_name(name)
+    assert v == "1.1"
+    spec = sizes.MODEL_SPECS[v]
+    assert (spec.video_latent_frames, spec.audio_latent_length) == (31, 157)
+    assert sizes.snap_hw_to_area(704, 1280, area=spec.area) == (704, 1280)
