@@ -299,6 +299,11 @@ class OviJointSampler:
                 image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
                                             if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
+        if references:
+            from ovi_core.sampling.reference import EXPERIMENTAL, is_dreamid
+
+            if not is_dreamid(getattr(model, "path", "") or ""):
+                notes.append(EXPERIMENTAL)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
         guide_list = [item.guide for item in guides or []]
         sized_by = size_source(guide_list, image_latent)  # the latent sample_av takes the size from, if any

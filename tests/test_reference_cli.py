@@ -78,13 +78,14 @@ def _duration(path) -> tuple[int, float]:
     return n, 0.0
 
 
-def test_cli_reference_run_end_to_end(weights, tmp_path):
+def test_cli_reference_run_end_to_end(weights, tmp_path, caplog):
     out = tmp_path / "ref.mp4"
     rc = cli.main(["generate", "--weights", weights, "--prompt", PROMPT, "--steps", "1", "--offline",
                    "--ref-image", FACE, "--ref-audio", VOICE, "--out", str(out)])
     assert rc == 0 and out.is_file()
     n, _ = _duration(out)
     assert n == 121  # the clip only, no reference frame
+    assert "experimental" in caplog.text  # tiny Ovi weights, not a DreamID-Omni file
 
 
 @pytest.mark.parametrize("extra, message", [

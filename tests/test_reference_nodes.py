@@ -69,6 +69,11 @@ def test_reference_nodes_to_sampler(comps, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(av_mod, "make_reference_denoiser", spy)
+    import nodes._comfy as comfy
+
+    shown = []
+    real_show = comfy.show_text
+    monkeypatch.setattr(comfy, "show_text", lambda uid, text, **kw: (shown.append(text), real_show(uid, text, **kw)))
     with torch.inference_mode():
         (one,) = OviReference().encode(vae, avae, _face(), _voice())
         (two,) = OviReference().encode(vae, avae, _face(seed=1), _voice(3.0, 16000), references=one)
@@ -80,6 +85,7 @@ def test_reference_nodes_to_sampler(comps, monkeypatch):
     assert not torch.equal(lat.video, plain.video)
     assert seen["layout"].video_frames == 2 and seen["layout"].audio_lengths == (31, 31)
     assert (seen["rv"], seen["ra"]) == (1.0, 0.5)
+    assert "experimental" in shown[1] and "experimental" not in shown[-1]  # Ovi weights: said on the node
 
 
 def test_reference_node_errors(comps):

@@ -71,6 +71,11 @@ def prepare(args: argparse.Namespace, *, area: int):
         regular_file(p, "--ref-image file")
     for p in audios:
         regular_file(p, "--ref-audio file")
+    from ovi_core.sampling.reference import EXPERIMENTAL, is_dreamid
+
+    fusion = getattr(args, "fusion", None) or []
+    if not any(is_dreamid(f) for f in fusion):
+        logger.warning("%s", EXPERIMENTAL)
     w, h = args.size if args.size else (None, None)
     height, width = validate.check_size(w, h, area=area, draft=getattr(args, "draft", False))
     imgs, auds = read_reference_files(images, audios)

@@ -20,6 +20,7 @@ four-pass guidance. Other guides (a given sound or frames) extend to the longer 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,16 @@ DEFAULTS = {"video_guidance_scale": 3.0, "audio_guidance_scale": 4.0, "video_ref
             "audio_ref_guidance_scale": 2.0, "steps": 50, "solver": "unipc", "shift": 5.0,
             "video_negative_prompt": "jitter, bad hands, blur, distortion",
             "audio_negative_prompt": "robotic, muffled, echo, distorted"}
+
+
+EXPERIMENTAL = ("reference mode without a DreamID-Omni fusion file (dreamid_omni*.safetensors) is experimental: Ovi "
+                "1.x was not trained for face and voice references")
+
+
+def is_dreamid(path: str) -> bool:
+    """Whether a fusion file's name says DreamID-Omni (its tensors have Ovi's names and shapes, so only the name
+    tells them apart)."""
+    return "dreamid" in os.path.basename(str(path)).lower()
 
 
 @dataclass(frozen=True)
