@@ -349,8 +349,11 @@ class OviPipeline:
             if references is not None:
                 with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
                     refs = references.encode(self.video_vae, self.audio_codec, device=dev)
+            tokens = dit_tokens(*((h, w) if h else image_hw or (0, 0)), version=version)
+            if refs is not None:  # the tails add tokens, and the reference guidance runs 4 rows per forward
+                tokens += refs.video_frames * (h // 32) * (w // 32) + refs.audio_length
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu,
-                               tokens=dit_tokens(*((h, w) if h else image_hw or (0, 0)), version=version)):
+                               tokens=tokens, rows=2 if refs is None else 4):
                 lat = sample_av(
                     self.model, cond, height=h, width=w, version=version, settings=settings,
                     image_latent=image_latent, device=dev, dtype=self.dtype,
