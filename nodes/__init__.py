@@ -15,6 +15,8 @@ from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
 from .media import NODE_CLASS_MAPPINGS as _MEDIA_NODES
 from .media import NODE_DISPLAY_NAME_MAPPINGS as _MEDIA_NAMES
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
+from .reference import NODE_CLASS_MAPPINGS as _REFERENCE_NODES
+from .reference import NODE_DISPLAY_NAME_MAPPINGS as _REFERENCE_NAMES
 from .sampling import OviJointSampler, OviTextEncode
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -33,6 +35,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     **_GUIDE_NODES,
     **_LONGCLIP_NODES,
     **_MEDIA_NODES,
+    **_REFERENCE_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -51,6 +54,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     **_GUIDE_NAMES,
     **_LONGCLIP_NAMES,
     **_MEDIA_NAMES,
+    **_REFERENCE_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

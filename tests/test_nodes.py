@@ -18,8 +18,8 @@ EXPECTED_IDS = {
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 COMFY_TYPES = {"IMAGE", "AUDIO", "VIDEO", "STRING"}
 OUR_TYPES = {"OVI_MODEL", "OVI_TEXT_ENCODER", "OVI_VIDEO_VAE", "OVI_AUDIO_VAE", "OVI_CONDITIONING", "OVI_LATENTS",
-             "OVI_GUIDES"}
-GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide"}
+             "OVI_GUIDES", "OVI_REFERENCES"}
+GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide", "OviReference"}
 
 
 def test_node_ids_are_the_shipped_set():

@@ -20,6 +20,8 @@ PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.j
          ("ovi_audio_to_video.json", "ovi_audio_to_video_api.json"),
          ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]  # run end to end here (long clip: its own file)
 ALL_PAIRS = [(f"{stem}.json", f"{stem}_api.json") for stem in mw.WORKFLOWS]  # every shipped workflow
+# reference -> AV (DreamID-Omni's settings, not Ovi's)
+REF_PAIRS = [("ovi_reference_to_av.json", "ovi_reference_to_av_api.json")]
 # Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
 FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
@@ -163,6 +165,14 @@ def test_workflows_use_official_defaults():
         assert enc["audio_negative"] == "robotic, muffled, echo, distorted"
 
 
+def test_reference_workflow_uses_dreamid_settings():
+    api = _load("ovi_reference_to_av_api.json")
+    s = next(n for n in api.values() if n["class_type"] == "OviJointSampler")["inputs"]
+    assert (s["steps"], s["solver"], s["shift"], s["video_cfg"], s["audio_cfg"], s["video_ref_cfg"],
+            s["audio_ref_cfg"]) == (50, "unipc", 5.0, 3.0, 4.0, 1.5, 2.0)  # DreamID-Omni inference_r2av.yaml
+    assert s["references"][0] in api and api[s["references"][0]]["class_type"] == "OviReference"
+
+
 # ----------------------------------------------------------------------------------------------
 # End to end on tiny weights
 # ----------------------------------------------------------------------------------------------
@@ -248,7 +258,7 @@ def tiny_models(tmp_path_factory):
     return models
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", PAIRS + REF_PAIRS)
 def test_api_workflow_runs_on_tiny_weights(tiny_models, tmp_path, monkeypatch, ui_name, api_name):
     import av
 

@@ -96,6 +96,8 @@ SAMPLER = {
     # speed options (#14), all off by default
     "preset": "default", "cfg_reuse_refresh": 0, "cfg_reuse_start": 0.3, "cfg_reuse_end": 0.9,
     "cfg_reuse_towers": "both", "cfg_reuse_mode": "delta", "step_cache_threshold": 0.0,
+    # reference mode (#23): used only when OviReference is connected
+    "video_ref_cfg": 1.5, "audio_ref_cfg": 2.0,
 }
 
 
@@ -210,6 +212,33 @@ def _long_clip_spec() -> list[dict]:
         {"id": 8, "type": "OviSaveVideo", "pos": [1260, 60], "size": [420, 480],
          "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_long"},
          "links": {"images": (6, 0), "audio": (7, 0)}},
+    ]
+    return nodes
+
+
+REFERENCE_PROMPT = (  # DreamID-Omni's structured caption: <img1> is the face of <sub1>, speech in <S>...<E>
+    "[IMAGE_CAPTIONS_START]\n<img1>: A bearded man, identified as <sub1>.\n[IMAGE_CAPTIONS_END]\n"
+    "[FINAL_VIDEO_CAPTION_START]\n[VISUAL_DESCRIPTION_START]\n**Overall Environment/Scene**: A quiet library at "
+    "noon. Upper-body close-up.\n**Main Characters/Subjects Actions**: <sub1> looks up from a book and smiles at "
+    "the camera.\n[VISUAL_DESCRIPTION_END]\n[AUDIO_DESCRIPTION_START]\nSoft room tone. His voice is calm and "
+    "warm.\n[AUDIO_DESCRIPTION_END]\n[CO_ANALYSIS_START]\n<sub1> says, <S>Every good story starts with a single "
+    "page.<E>\n[CO_ANALYSIS_END]\n[FINAL_VIDEO_CAPTION_END]"
+)
+
+
+def _reference_spec() -> list[dict]:
+    """Reference -> audio+video (DreamID-Omni): a face picture and a voice recording of one person speak in a new
+    clip. DreamID-Omni's settings: video_cfg 3.0, audio_cfg 4.0, reference scales 1.5 / 2.0, 1280x704."""
+    nodes = _spec(False)
+    nodes[4]["widgets"]["prompt"] = REFERENCE_PROMPT
+    nodes[5]["widgets"].update({"video_cfg": 3.0, "audio_cfg": 4.0})
+    nodes[5]["links"]["references"] = (12, 0)
+    nodes[8]["widgets"]["filename_prefix"] = "Ovi/ovi_r2av"
+    nodes += [
+        {"id": 10, "type": "LoadImage", "pos": [460, 520], "size": [420, 380], "widgets": {"image": EXAMPLE_IMAGE}},
+        {"id": 11, "type": "LoadAudio", "pos": [460, 940], "size": [420, 140], "widgets": {"audio": EXAMPLE_VOICE}},
+        {"id": 12, "type": "OviReference", "pos": [920, 880], "size": [380, 140], "widgets": {},
+         "links": {"video_vae": (3, 0), "audio_vae": (4, 0), "image": (10, 0), "audio": (11, 0)}},
     ]
     return nodes
 
@@ -339,6 +368,7 @@ WORKFLOWS = {
     "ovi_audio_to_video": lambda: _guide_spec("audio"),
     "ovi_video_to_audio": lambda: _guide_spec("video"),
     "ovi_long_clip": _long_clip_spec,
+    "ovi_reference_to_av": _reference_spec,
     "ovi_train_lora": _train_lora_spec,
 }
 

@@ -71,6 +71,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     add_guide_arguments(g)  # --audio, --audio-offset, --video, --source, --redo, ...
     longclip_cli.add_arguments(g)  # --overlap, --crossfade, --windows-dir
+    from ovi_core.cli import references as references_cli
+
+    references_cli.add_arguments(g)  # --ref-image, --ref-audio, --ref-video-cfg, --ref-audio-cfg
     g.set_defaults(func=run)
 
 
@@ -116,9 +119,14 @@ def run(args: argparse.Namespace) -> int:
     from ovi_core import validate
     from ovi_core.cli import longclip as longclip_cli
     from ovi_core.cli import media_length
+    from ovi_core.cli import references as references_cli
     from ovi_core.io.latents import OutputWriteError
     from ovi_core.pipeline import OviPipeline
 
+    if references_cli.used(args) and args.seconds not in (None, 5, 10):
+        raise ValueError("reference mode makes one window (5 s, or 10 s with a 10 s model); drop --seconds "
+                         f"{args.seconds}")
+    references_cli.apply_defaults(args)  # DreamID-Omni's CFG scales and negatives where Ovi's defaults stand
     media_length.apply(args)  # --video/--audio without --seconds: the clip follows the media's length
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)
@@ -148,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     checked = check_run(args, prompts=[t for t, _ in jobs], outs=outs, area=area,
                         images=[img for _, img in jobs if img is not None], guides=guides)
     guides = [inp for inputs in checked.guides for inp in inputs]
+    refs = references_cli.prepare(args, area=area)  # faces and voices, read and fitted before the weights load
     images = checked.images  # decoded, uint8, at most 4x the model's area
     plan = speed_cli.prepare(args)  # speed values
     fusion = checked.fusion
@@ -170,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             video_negative=args.negative_video, audio_negative=args.negative_audio,
             callback=_progress(f"clip {n + 1}/{len(jobs)}"), seconds=args.seconds, speed=plan.speed,
             guides=guides, original_media=not args.no_original_media, draft=getattr(args, "draft", False),
+            **({"references": refs} if refs is not None else {}),
         )
         try:
             pipe.save(res, out, wav=args.wav, weights=args.weights)

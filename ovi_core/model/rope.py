@@ -192,6 +192,10 @@ def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
         cos, sin = rope
         return _rotate_real(x, cos, sin)
     grad = torch.is_grad_enabled() and (x.requires_grad or rope.requires_grad)
+    if rope.is_complex():  # the reference tables of ovi_core.model.ref_rope: the official complex multiply
+        if x.device.type == "cpu" and not grad:
+            return _apply_rope_chunked(x, rope)
+        return _apply_rope_whole(x, rope)
     form = rope_form(x.device.type, rope.dtype, grad=grad, compiling=_compiling())
     if form == "real":
         return rotate_pairs(x, rope)
@@ -262,19 +266,26 @@ def _fused_rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor | None:
         return None
 
 
+def _real(rope: torch.Tensor) -> torch.dtype:
+    """The real dtype a complex table rotates in: float64 for complex128, float32 for complex64 (the reference
+    tables of :mod:`ovi_core.model.ref_rope` for audio, which the official code rotates in float32)."""
+    return torch.float32 if rope.dtype == torch.complex64 else torch.float64
+
+
 def _apply_rope_whole(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """:func:`apply_rope` with a complex table as one multiply over the whole tensor (GPU, autograd)."""
     b, n, h, d = x.shape
-    xc = torch.view_as_complex(x.to(torch.float64).contiguous().view(b, n, h, d // 2, 2))  # [B, L, H, D/2]
+    xc = torch.view_as_complex(x.to(_real(rope)).contiguous().view(b, n, h, d // 2, 2))  # [B, L, H, D/2]
     return torch.view_as_real(xc * rope).view(b, n, h, d).to(x.dtype)
 
 
 def _apply_rope_chunked(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-    """:func:`apply_rope` with a complex table, chunk by chunk of tokens through one float64 buffer."""
+    """:func:`apply_rope` with a complex table, chunk by chunk of tokens through one float64 buffer (float32 for a
+    complex64 table)."""
     b, n, h, d = x.shape
     rows = max(1, min(n, CPU_CHUNK_ELEMS // max(1, b * h * d)))
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    buf = torch.empty(b, rows, h, d, dtype=torch.float64, device=x.device)
+    buf = torch.empty(b, rows, h, d, dtype=_real(rope), device=x.device)
     for s in range(0, n, rows):
         m = min(rows, n - s)
         chunk = buf[:, :m]  # [B, m, H, D] view of the buffer (strided over B when m < rows)
