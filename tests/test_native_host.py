@@ -33,18 +33,16 @@ def host(tmp_path_factory):
         import comfy.sd  # noqa: F401
     finally:
         sys.argv = argv
-    from safetensors.torch import load_file, save_file
-
     from nodes.native import model as native
     from nodes.native import setup
-    from ovi_core.model.rooted import rooted_state_dict
+    from ovi_core.cli.native import convert
     from ovi_core.tiny import write_tiny_weights
 
     assert setup()
     root = tmp_path_factory.mktemp("ovi_native")
     paths = write_tiny_weights(str(root))
     native_path = str(root / "ovi_native.safetensors")
-    save_file(rooted_state_dict(load_file(paths["fusion"])), native_path)
+    convert(paths["fusion"], native_path)
     return {"paths": paths, "native": native_path, "mod": native}
 
 

@@ -89,3 +89,26 @@ def test_clean_tokens():
     am = torch.ones(1, 20, 6)
     am[:, :, 2:4] = 0
     assert rooted.clean_tokens_audio(am).tolist() == [[False, False, True, True, False, False]]
+
+
+def test_native_convert_cli(tmp_path):
+    from safetensors import safe_open
+
+    from ovi_core.cli.main import main
+    from ovi_core.cli.native import convert
+    from ovi_core.model.loader import write_tiny_fusion
+
+    src = write_tiny_fusion(tmp_path / "model.safetensors", seed=2)
+    dst = tmp_path / "ovi_native.safetensors"
+    assert main(["native-convert", str(src), str(dst)]) == 0
+    with safe_open(str(src), framework="pt") as a, safe_open(str(dst), framework="pt") as b:
+        assert sorted(b.keys()) == sorted(rooted.to_rooted(k) for k in a.keys())
+        k = "video_model.blocks.0.self_attn.q.weight"
+        assert torch.equal(a.get_tensor(k), b.get_tensor(rooted.to_rooted(k)))
+        assert rooted.looks_rooted(b.keys())
+    assert main(["native-convert", str(src), str(dst)]) != 0  # refuses to overwrite
+    with pytest.raises(FileExistsError):
+        convert(src, dst)
+    with pytest.raises(ValueError, match="not an official Ovi fusion"):
+        convert(dst, tmp_path / "again.safetensors")
+    assert not (tmp_path / "again.safetensors").exists()
