@@ -20,10 +20,13 @@ DATA = os.path.join(ROOT, "tests", "data")
 PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json"),
          ("ovi_audio_to_video.json", "ovi_audio_to_video_api.json"),
          ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]
+# the native path (issue #21): stock loader/sampler nodes, run on a real ComfyUI (tests/test_native_host.py)
+NATIVE_PAIRS = [("ovi_native_text_to_av.json", "ovi_native_text_to_av_api.json"),
+                ("ovi_native_image_to_av.json", "ovi_native_image_to_av_api.json")]
 # Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
 FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
-               "file"}
+               "file", "unet_name"}
 
 
 def _load(name):
@@ -59,7 +62,7 @@ def _check_value(node_type, name, spec, value):
         raise AssertionError(f"{node_type}.{name}: {kind} is not a widget")
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", PAIRS + NATIVE_PAIRS)
 def test_api_workflow_is_valid(defs, ui_name, api_name):
     api = _load(api_name)
     for nid, node in api.items():
@@ -81,7 +84,7 @@ def test_api_workflow_is_valid(defs, ui_name, api_name):
                 _check_value(t, name, spec, value)
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", PAIRS + NATIVE_PAIRS)
 def test_ui_workflow_is_loadable(defs, ui_name, api_name):
     ui, api = _load(ui_name), _load(api_name)
     assert ui["version"] == 0.4
