@@ -60,7 +60,13 @@ class OviDiT(rooted.OviRootedFusionModel):
         if ovi_config is None:
             raise ValueError("OviDiT needs the fusion config (ovi_config); load the file with the Load Diffusion "
                              "Model node or bridge an Ovi model with OviModelToNative.")
-        super().__init__(ovi_config, device=device, dtype=dtype)
+        # built on meta, then given uninitialised storage: no random init of weights the file replaces (also the
+        # only way to get float8 storage: torch cannot init float8 tensors), as ComfyUI's own ops skip init
+        super().__init__(ovi_config, device="meta")
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dev.type != "meta":
+            self._apply(lambda t: torch.empty(t.shape, device=dev, dtype=dtype if dtype is not None and
+                                              t.is_floating_point() else t.dtype))
         self.dtype = dtype if dtype is not None else torch.float32
 
     def forward(self, x, timestep, context=None, control=None, transformer_options={}, **kwargs):  # noqa: B006
