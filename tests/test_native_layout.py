@@ -112,3 +112,15 @@ def test_native_convert_cli(tmp_path):
     with pytest.raises(ValueError, match="not an official Ovi fusion"):
         convert(dst, tmp_path / "again.safetensors")
     assert not (tmp_path / "again.safetensors").exists()
+
+
+def test_fit_first_frame():
+    from ovi_core.conditioning.first_frame import fit_first_frame
+
+    img = torch.zeros(1, 40, 100, 3)
+    img[:, :, 40:60] = 1.0  # a white band in the middle
+    x = fit_first_frame(img, 32, 32)
+    assert x.shape == (1, 3, 1, 32, 32) and x.min() >= -1 and x.max() <= 1
+    assert x[0, 0, 0, :, 16].min() > 0.9 and x[0, 0, 0, :, 0].max() < -0.9  # centre crop keeps the band
+    with pytest.raises(ValueError, match="IMAGE"):
+        fit_first_frame(torch.zeros(1, 3, 8, 8), 8, 8)

@@ -257,11 +257,13 @@ class OviNativeImageToAV:
     DESCRIPTION = "Puts an image as the clean first frame of an Ovi LATENT (a mask, as every Ovi guide)."
 
     def apply(self, samples, video_vae, image):
+        from ovi_core.conditioning.first_frame import fit_first_frame
+
         from .. import _patcher
 
         video, audio = _streams(samples["samples"])
         b, _, f, h, w = video.shape
-        pixels = _resize(image[:1], h * 16, w * 16)  # [1, 3, 1, H, W] in [-1, 1]
+        pixels = fit_first_frame(image, h * 16, w * 16)  # [1, 3, 1, H, W] in [-1, 1]
         with _patcher.use(video_vae) as vae, torch.no_grad():
             lat = vae.encode(pixels.to(device=video_vae.device, dtype=video_vae.dtype)).float().cpu()
         first = _model_mod().OviLatentFormat().process_out(lat)  # ComfyUI stores un-normalised latents
@@ -279,17 +281,6 @@ class OviNativeImageToAV:
 
             out["noise_mask"] = packed.pack(vmask.expand(-1, 48, -1, -1, -1), amask.expand(-1, 20, -1))
         return (out,)
-
-
-def _resize(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """IMAGE ``[1, H, W, 3]`` in [0, 1] -> ``[1, 3, 1, height, width]`` in [-1, 1] (scaled to cover, centre crop)."""
-    x = image.permute(0, 3, 1, 2).float()  # [1, 3, H, W]
-    s = max(height / x.shape[2], width / x.shape[3])
-    nh, nw = max(height, round(x.shape[2] * s)), max(width, round(x.shape[3] * s))
-    x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False).clamp(0, 1)
-    top, left = (nh - height) // 2, (nw - width) // 2
-    x = x[:, :, top:top + height, left:left + width]
-    return (x * 2 - 1)[:, :, None]
 
 
 NODE_CLASS_MAPPINGS = {
