@@ -96,12 +96,12 @@ def _sample_native(host, video_cfg=4.0, audio_cfg=3.0, slg=11, image_mask=False)
     import comfy.samplers
 
     from nodes.native.guider import OviGuider
-    from nodes.native.nodes import EmptyOviLatentAV, OviNativeSigmas
+    from nodes.native.nodes import OviEmptyLatentAV, OviNativeSigmas
 
     patcher = _load(host["native"])
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, aneg = _conds(dim)
-    latent = EmptyOviLatentAV().make(W, H, "5", "1.0", 1)[0]
+    latent = OviEmptyLatentAV().make(W, H, "5", "1.0", 1)[0]
     x = comfy.sample.fix_empty_latent_channels(patcher, latent["samples"])
     noise = comfy.sample.prepare_noise(x, SEED)
     g = OviGuider(patcher, video_cfg=video_cfg, audio_cfg=audio_cfg, slg_layer=slg)
@@ -139,12 +139,12 @@ def test_stock_cfg_guider_runs(host):
     import comfy.sample
     import comfy.samplers
 
-    from nodes.native.nodes import EmptyOviLatentAV
+    from nodes.native.nodes import OviEmptyLatentAV
 
     patcher = _load(host["native"])
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, _ = _conds(dim)
-    latent = EmptyOviLatentAV().make(W, H, "5", "1.0", 1)[0]["samples"]
+    latent = OviEmptyLatentAV().make(W, H, "5", "1.0", 1)[0]["samples"]
     noise = comfy.sample.prepare_noise(latent, 1)
     out = comfy.sample.sample(patcher, noise, 2, 3.0, "euler", "simple", [[pos, {}]], [[vneg, {}]], latent,
                               disable_pbar=True, seed=1)
@@ -159,12 +159,12 @@ def test_image_mask_keeps_first_frame(host):
     import comfy.samplers
 
     from nodes.native.guider import OviGuider
-    from nodes.native.nodes import EmptyOviLatentAV, OviNativeSigmas, _nested_or_packed
+    from nodes.native.nodes import OviEmptyLatentAV, OviNativeSigmas, _nested_or_packed
 
     patcher = _load(host["native"])
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, aneg = _conds(dim)
-    v0, a0 = _streams(EmptyOviLatentAV().make(W, H, "5", "1.0", 1)[0]["samples"])
+    v0, a0 = _streams(OviEmptyLatentAV().make(W, H, "5", "1.0", 1)[0]["samples"])
     v0 = v0.clone()
     v0[:, :, 0] = torch.randn(1, 48, 4, 4, generator=torch.Generator().manual_seed(3))
     vm = torch.ones(1, 48, 31, 4, 4)

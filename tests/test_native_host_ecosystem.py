@@ -24,11 +24,11 @@ def _run(host, patcher, steps=3, width=64, height=64):
     import comfy.samplers
 
     from nodes.native.guider import OviGuider
-    from nodes.native.nodes import EmptyOviLatentAV, OviNativeSigmas
+    from nodes.native.nodes import OviEmptyLatentAV, OviNativeSigmas
 
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, aneg = _conds(dim)
-    x = EmptyOviLatentAV().make(width, height, "5", "1.0", 1)[0]["samples"]
+    x = OviEmptyLatentAV().make(width, height, "5", "1.0", 1)[0]["samples"]
     noise = comfy.sample.prepare_noise(x, 5)
     g = OviGuider(patcher, video_cfg=4.0, audio_cfg=3.0, slg_layer=11)
     g.set_conds([[pos, {}]], [[vneg, {host["mod"].AUDIO_CONTEXT_KEY: aneg}]])

@@ -223,7 +223,7 @@ def _native_spec(image: bool) -> list[dict]:
         {**base[5], "links": {"text_encoder": (2, 0)}},
         {"id": 6, "type": "OviConditioningToNative", "pos": [460, 520], "size": [420, 80], "widgets": {},
          "links": {"conditioning": (5, 0)}},
-        {"id": 7, "type": "EmptyOviLatentAV", "pos": [460, 650], "size": [420, 180],
+        {"id": 7, "type": "OviEmptyLatentAV", "pos": [460, 650], "size": [420, 180],
          "widgets": {"width": 992 if image else 1280, "height": 512 if image else 704, "seconds": "5",
                      "version": "1.1", "batch_size": 1}},
         {"id": 8, "type": "OviNativeGuider", "pos": [920, 60], "size": [380, 230],

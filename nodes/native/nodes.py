@@ -42,7 +42,7 @@ def _streams(samples) -> tuple[torch.Tensor, torch.Tensor]:
     return packed.unpack(samples)
 
 
-class EmptyOviLatentAV:
+class OviEmptyLatentAV:
     """An empty LATENT holding Ovi's video and audio streams."""
 
     @classmethod
@@ -61,7 +61,7 @@ class EmptyOviLatentAV:
     RETURN_TYPES = ("LATENT",)
     OUTPUT_TOOLTIPS = ("Video [B, 48, F, H/16, W/16] and audio [B, 20, T] latents in one LATENT (nested on ComfyUI "
                        ">= 0.3.67, frame-packed before); to KSampler / SamplerCustomAdvanced.",)
-    SEARCH_ALIASES = ["ovi empty latent", "ovi latent audio video", "empty av latent"]
+    SEARCH_ALIASES = ["EmptyOviLatentAV", "ovi empty latent", "ovi latent audio video", "empty av latent"]
     FUNCTION = "make"
     CATEGORY = "Ovi/native"
     DESCRIPTION = "Empty Ovi audio+video latent for the stock samplers."
@@ -219,7 +219,7 @@ class OviLatentsFromNative:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "samples": ("LATENT", {"tooltip": "An Ovi LATENT (EmptyOviLatentAV, after sampling)."}),
+            "samples": ("LATENT", {"tooltip": "An Ovi LATENT (OviEmptyLatentAV, after sampling)."}),
             "version": (VERSIONS, {"default": "1.1", "tooltip": "The model version the latents were made with."}),
         }}
 
@@ -244,7 +244,7 @@ class OviNativeImageToAV:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "samples": ("LATENT", {"tooltip": "From EmptyOviLatentAV (its size is the output size)."}),
+            "samples": ("LATENT", {"tooltip": "From OviEmptyLatentAV (its size is the output size)."}),
             "video_vae": (OVI_VIDEO_VAE, {"tooltip": "OviVideoVAELoader (Wan2.2 VAE)."}),
             "image": ("IMAGE", {"tooltip": "The first frame; resized and centre-cropped to the latent's size."}),
         }}
@@ -284,7 +284,7 @@ class OviNativeImageToAV:
 
 
 NODE_CLASS_MAPPINGS = {
-    "EmptyOviLatentAV": EmptyOviLatentAV,
+    "OviEmptyLatentAV": OviEmptyLatentAV,
     "OviNativeGuider": OviNativeGuider,
     "OviNativeSigmas": OviNativeSigmas,
     "OviConditioningToNative": OviConditioningToNative,
@@ -294,7 +294,7 @@ NODE_CLASS_MAPPINGS = {
     "OviNativeImageToAV": OviNativeImageToAV,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "EmptyOviLatentAV": "Empty Ovi Latent (audio + video)",
+    "OviEmptyLatentAV": "Empty Ovi Latent (audio + video)",
     "OviNativeGuider": "Ovi Guider (video/audio CFG + skip layer)",
     "OviNativeSigmas": "Ovi Sigmas (Ovi schedules)",
     "OviConditioningToNative": "Ovi Conditioning -> CONDITIONING",

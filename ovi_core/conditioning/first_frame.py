@@ -1,5 +1,5 @@
 """An image as the first frame of a clip whose size is already fixed (the native path's image->AV: the LATENT from
-EmptyOviLatentAV sets the size, so the image is fitted to it rather than the other way round)."""
+OviEmptyLatentAV sets the size, so the image is fitted to it rather than the other way round)."""
 
 from __future__ import annotations
 

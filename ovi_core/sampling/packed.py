@@ -49,7 +49,7 @@ def split(total: int, h: int, w: int) -> tuple[int, int]:
         if n > total:
             break
     raise ValueError(f"a latent of {total} frames of {h}x{w} is not a packed Ovi audio+video latent; make it with "
-                     "EmptyOviLatentAV (or the Ovi latent bridge)")
+                     "OviEmptyLatentAV (or the Ovi latent bridge)")
 
 
 def pack(video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
