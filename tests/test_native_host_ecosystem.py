@@ -67,8 +67,6 @@ class _Counting:
 
 
 def test_easycache_both_streams(host):
-    import comfy.nested_tensor  # noqa: F401 (>= 0.3.67)
-
     ec = pytest.importorskip("comfy_extras.nodes_easycache")
     patcher = _load(host["native"])
     count = _Counting(patcher.model.diffusion_model)
