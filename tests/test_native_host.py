@@ -91,14 +91,14 @@ def test_stock_loader_layout_and_strict(host, tmp_path):
         _load(bad)
 
 
-def _sample_native(host, video_cfg=4.0, audio_cfg=3.0, slg=11, image_mask=False):
+def _sample_native(host, video_cfg=4.0, audio_cfg=3.0, slg=11, dtype=torch.float32):
     import comfy.sample
     import comfy.samplers
 
     from nodes.native.guider import OviGuider
     from nodes.native.nodes import OviEmptyLatentAV, OviNativeSigmas
 
-    patcher = _load(host["native"])
+    patcher = _load(host["native"], dtype=dtype)
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, aneg = _conds(dim)
     latent = OviEmptyLatentAV().make(W, H, "5", "1.0", 1)[0]
@@ -112,27 +112,52 @@ def _sample_native(host, video_cfg=4.0, audio_cfg=3.0, slg=11, image_mask=False)
     return out, noise, (pos, vneg, aneg)
 
 
-def test_stock_sampler_matches_ovi_euler_fp32(host):
+def _ovi_euler(host, noise, conds, dtype):
+    """The oracle: OviJointSampler's euler (ovi_core's sampler on the official-layout model) from the same noise."""
     from ovi_core.model.loader import load_fusion
     from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
 
-    out, noise, (pos, vneg, aneg) = _sample_native(host)
-    video, audio = _streams(out)
-    video = host["mod"].OviLatentFormat().process_in(video)  # back to the model's (normalised) space
+    pos, vneg, aneg = conds
     nv, na = _streams(noise)
-    model = load_fusion(host["paths"]["fusion"], dtype=torch.float32)
+    model = load_fusion(host["paths"]["fusion"], dtype=dtype)
     den = make_cfg_denoiser(model, pos_video_ctx=pos, pos_audio_ctx=pos, neg_video_ctx=vneg, neg_audio_ctx=aneg,
                             video_guidance_scale=4.0, audio_guidance_scale=3.0, slg_layer=11)
     with torch.no_grad():
         rv, ra = sample_joint(den, nv.float(), na.float().transpose(1, 2), solver="euler", steps=STEPS, shift=5.0)
-    ra = ra.transpose(1, 2)
-    for got, want in ((video, rv), (audio, ra)):
-        rel = ((got - want).norm() / want.norm()).item()
-        assert rel <= 1e-5, rel
-    # and the guidance matters (the check can fail): without SLG the result differs
-    out2, _, _ = _sample_native(host, slg=-1)
-    v2, _ = _streams(out2)
-    assert not torch.allclose(host["mod"].OviLatentFormat().process_in(v2), rv, rtol=1e-4, atol=1e-5)
+    return rv, ra.transpose(1, 2)
+
+
+def _rel(a, b):
+    return ((a.float() - b.float()).norm() / b.float().norm()).item()
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_stock_sampler_matches_ovi_euler(host, dtype, tol):
+    out, noise, conds = _sample_native(host, dtype=dtype)
+    video, audio = _streams(out)
+    video = host["mod"].OviLatentFormat().process_in(video)  # back to the model's (normalised) space
+    rv, ra = _ovi_euler(host, noise, conds, dtype)
+    rels = {"video": _rel(video, rv), "audio": _rel(audio, ra)}
+    print(f"native vs Ovi euler, {dtype}: relative difference {rels}")
+    assert max(rels.values()) <= tol, rels
+    if dtype == torch.float32:  # the check can fail: without skip-layer guidance the result differs
+        out2, _, _ = _sample_native(host, slg=-1)
+        v2 = host["mod"].OviLatentFormat().process_in(_streams(out2)[0])
+        assert _rel(v2, rv) > 1e-3
+
+
+def test_latent_bridges_round_trip(host):
+    from nodes.native.nodes import OviLatentsFromNative, OviLatentsToNative
+    from ovi_core.io.latents import AVLatents
+
+    g = torch.Generator().manual_seed(4)
+    lat = AVLatents(video=torch.randn(1, 48, 31, 4, 4, generator=g), audio=torch.randn(1, 157, 20, generator=g))
+    native = OviLatentsToNative().convert(lat)[0]
+    back = OviLatentsFromNative().convert(native, "1.0")[0]
+    torch.testing.assert_close(back.video, lat.video, rtol=1e-5, atol=1e-5)
+    assert torch.equal(back.audio, lat.audio)
+    v, a = _streams(native["samples"])
+    assert a.shape == (1, 20, 157) and not torch.allclose(v, lat.video)  # ComfyUI stores un-normalised video
 
 
 def test_stock_cfg_guider_runs(host):
