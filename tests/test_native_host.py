@@ -238,3 +238,21 @@ def test_model_bridge_shares_weights(host):
     dit = patcher.model.diffusion_model
     assert dit.blocks[0] is module.video_model.blocks[0] and dit.audio_model is module.audio_model
     assert "diffusion_model.blocks.0.self_attn.q.weight" in patcher.model.state_dict()
+
+
+def test_native_audio_decode_equals_the_bridge(host):
+    from nodes._types import Placed
+    from nodes.decode import OviDecodeAudio
+    from nodes.native.nodes import OviLatentsFromNative, OviNativeDecodeAudio, _nested_or_packed
+    from ovi_core.audio.codec import load_audio_codec
+
+    codec = load_audio_codec(host["paths"]["mmaudio-vae"], host["paths"]["bigvgan"], device="cpu",
+                             dtype=torch.float32)
+    vae = Placed(module=codec, device=torch.device("cpu"), dtype=torch.float32)
+    g = torch.Generator().manual_seed(6)
+    samples = {"samples": _nested_or_packed(torch.randn(1, 48, 31, 4, 4, generator=g),
+                                            torch.randn(1, 20, 157, generator=g))}
+    got = OviNativeDecodeAudio().decode(vae, samples)[0]
+    want = OviDecodeAudio().decode(vae, OviLatentsFromNative().convert(samples, "1.0")[0])[0]
+    assert got["sample_rate"] == 16000 and got["waveform"].shape[:2] == (1, 1)
+    assert torch.equal(got["waveform"], want["waveform"])

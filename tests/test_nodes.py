@@ -21,7 +21,7 @@ OUR_TYPES = {"OVI_MODEL", "OVI_TEXT_ENCODER", "OVI_VIDEO_VAE", "OVI_AUDIO_VAE", 
              "OVI_GUIDES"}
 GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide"}
 NATIVE_IDS = {"OviEmptyLatentAV", "OviNativeGuider", "OviNativeSigmas", "OviConditioningToNative", "OviModelToNative",
-              "OviLatentsToNative", "OviLatentsFromNative", "OviNativeImageToAV"}
+              "OviLatentsToNative", "OviLatentsFromNative", "OviNativeImageToAV", "OviNativeDecodeAudio"}
 NATIVE_TYPES = {"LATENT", "MODEL", "CONDITIONING", "GUIDER", "SIGMAS"}  # core types of the native path (issue #21)
 
 

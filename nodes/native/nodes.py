@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from .._types import OVI_CONDITIONING, OVI_LATENTS, OVI_MODEL, OVI_VIDEO_VAE
+from .._types import OVI_AUDIO_VAE, OVI_CONDITIONING, OVI_LATENTS, OVI_MODEL, OVI_VIDEO_VAE
 
 VERSIONS = ["1.0", "1.1", "1.1-10s"]
 SECONDS = ["5", "10"]
@@ -283,6 +283,31 @@ class OviNativeImageToAV:
         return (out,)
 
 
+class OviNativeDecodeAudio:
+    """The audio stream of an Ovi LATENT -> AUDIO (MMAudio VAE + BigVGAN, 16 kHz)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "audio_vae": (OVI_AUDIO_VAE, {"tooltip": "MMAudio VAE + BigVGAN from OviAudioVAELoader."}),
+            "samples": ("LATENT", {"tooltip": "An Ovi LATENT after sampling (core VAEDecode decodes its video)."}),
+        }}
+
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("audio",)
+    OUTPUT_TOOLTIPS = ("The sound track (16 kHz mono AUDIO) of the first clip of the batch.",)
+    SEARCH_ALIASES = ["ovi audio decode", "decode av latent audio"]
+    FUNCTION = "decode"
+    CATEGORY = "Ovi/native"
+    DESCRIPTION = "Decodes the audio stream of an Ovi LATENT (the video stream goes to VAEDecode or OviDecodeVideo)."
+
+    def decode(self, audio_vae, samples):
+        from ..decode import OviDecodeAudio
+
+        latents = OviLatentsFromNative().convert(samples, "1.1")[0]  # the version does not matter for audio
+        return OviDecodeAudio().decode(audio_vae, latents)
+
+
 NODE_CLASS_MAPPINGS = {
     "OviEmptyLatentAV": OviEmptyLatentAV,
     "OviNativeGuider": OviNativeGuider,
@@ -292,6 +317,7 @@ NODE_CLASS_MAPPINGS = {
     "OviLatentsToNative": OviLatentsToNative,
     "OviLatentsFromNative": OviLatentsFromNative,
     "OviNativeImageToAV": OviNativeImageToAV,
+    "OviNativeDecodeAudio": OviNativeDecodeAudio,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "OviEmptyLatentAV": "Empty Ovi Latent (audio + video)",
@@ -302,4 +328,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "OviLatentsToNative": "Ovi Latents -> LATENT",
     "OviLatentsFromNative": "LATENT -> Ovi Latents",
     "OviNativeImageToAV": "Ovi Image to AV (native latent)",
+    "OviNativeDecodeAudio": "Ovi Decode Audio (native latent)",
 }
