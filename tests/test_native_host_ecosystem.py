@@ -19,7 +19,7 @@ host = nh.host  # the tiny native model on the host (a module fixture)
 _conds, _load, _streams = nh._conds, nh._load, nh._streams
 
 
-def _run(host, patcher, steps=3, width=64, height=64):
+def _run(host, patcher, steps=3, width=64, height=64, keep_first_frame=False):
     import comfy.sample
     import comfy.samplers
 
@@ -29,11 +29,21 @@ def _run(host, patcher, steps=3, width=64, height=64):
     dim = patcher.model.diffusion_model.config.video.text_dim
     pos, vneg, aneg = _conds(dim)
     x = OviEmptyLatentAV().make(width, height, "5", "1.0", 1)[0]["samples"]
+    mask = None
+    if keep_first_frame:  # image->AV as a mask: frame 0 clean
+        from nodes.native.nodes import _nested_or_packed, _streams
+
+        v, a = _streams(x)
+        v = v.clone()
+        v[:, :, 0] = 0.5
+        vm = torch.ones_like(v)
+        vm[:, :, 0] = 0
+        x, mask = _nested_or_packed(v, a), _nested_or_packed(vm, torch.ones_like(a))
     noise = comfy.sample.prepare_noise(x, 5)
     g = OviGuider(patcher, video_cfg=4.0, audio_cfg=3.0, slg_layer=11)
     g.set_conds([[pos, {}]], [[vneg, {host["mod"].AUDIO_CONTEXT_KEY: aneg}]])
     sigmas = OviNativeSigmas().get_sigmas("euler", steps, 5.0)[0]
-    return g.sample(noise, x, comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=None, callback=None,
+    return g.sample(noise, x, comfy.samplers.sampler_object("euler"), sigmas, denoise_mask=mask, callback=None,
                     disable_pbar=True, seed=5)
 
 
@@ -111,6 +121,9 @@ def test_context_windows_map_audio(host):
     assert torch.isfinite(v).all() and torch.isfinite(a).all()
     assert any(s[0] == 12 for s in seen)  # windows of 12 video latent frames ...
     assert all(s[1] < 157 for s in seen if s[0] == 12)  # ... each with its part of the audio
+    masked = _run(host, patcher, steps=2, keep_first_frame=True)  # the per-stream masks are cut per window too
+    v, _ = _streams(masked)
+    torch.testing.assert_close(v[:, :, 0], torch.full_like(v[:, :, 0], 0.5))
     m = patcher.model.map_context_window_to_modalities(list(range(0, 12)), [(1, 48, 31, 4, 4), (1, 20, 157)], 2)
     assert m[1][0] == 0 and m[1][-1] == round(12 * 157 / 31) - 1
 

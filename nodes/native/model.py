@@ -174,6 +174,20 @@ class OviModel(comfy.model_base.BaseModel):
             result.append(idx)
         return result
 
+    def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=()):
+        """The per-stream masks follow the window: the video mask by the window's frames, the audio mask by the audio
+        window ``map_context_window_to_modalities`` made (both on dim 2)."""
+        if cond_key not in ("ovi_video_mask", "ovi_audio_mask") or not isinstance(getattr(cond_value, "cond", None),
+                                                                                   torch.Tensor):
+            return None
+        if cond_key == "ovi_video_mask":
+            return cond_value._copy_with(window.get_tensor(cond_value.cond, device, dim=2,
+                                                           retain_index_list=list(retain_index_list)))
+        audio_window = (getattr(window, "modality_windows", None) or {}).get(1)
+        if audio_window is None:
+            return None
+        return cond_value._copy_with(audio_window.get_tensor(cond_value.cond, device, dim=2))
+
     # ---- strict loading ----
     def load_model_weights(self, sd, unet_prefix="", assign=False):
         to_load = {k[len(unet_prefix):]: sd.pop(k) for k in list(sd) if k.startswith(unet_prefix)}
