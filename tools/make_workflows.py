@@ -50,7 +50,28 @@ CORE_NODES = {
         "extra_widget_values": ["image"],
     },
     "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_name": ()},
+    # the native path (issue #21): stock loader and the SamplerCustomAdvanced family
+    "UNETLoader": {
+        "input": {"required": {"unet_name": ([],), "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast",
+                                                                       "fp8_e5m2"],)}},
+        "output": ("MODEL",), "output_name": ("MODEL",),
+    },
+    "RandomNoise": {
+        "input": {"required": {"noise_seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF,
+                                                      "control_after_generate": True})}},
+        "output": ("NOISE",), "output_name": ("NOISE",),
+    },
+    "KSamplerSelect": {
+        "input": {"required": {"sampler_name": (["euler", "euler_ancestral", "heun", "dpmpp_2m", "uni_pc"],)}},
+        "output": ("SAMPLER",), "output_name": ("SAMPLER",),
+    },
+    "SamplerCustomAdvanced": {
+        "input": {"required": {"noise": ("NOISE",), "guider": ("GUIDER",), "sampler": ("SAMPLER",),
+                               "sigmas": ("SIGMAS",), "latent_image": ("LATENT",)}},
+        "output": ("LATENT", "LATENT"), "output_name": ("output", "denoised_output"),
+    },
 }
+NATIVE_MODEL = "model_960x960_native.safetensors"  # python -m ovi_core native-convert model_960x960.safetensors ...
 
 
 def workflow_path(stem: str, kind: str = "ui") -> str:
@@ -243,6 +264,44 @@ def _reference_spec() -> list[dict]:
     return nodes
 
 
+def _native_spec(image: bool) -> list[dict]:
+    """Native path (issue #21): stock Load Diffusion Model + SamplerCustomAdvanced with Ovi's guider and sigmas; the
+    Ovi text encoder, decoders and saver through the bridges."""
+    base = {n["id"]: n for n in _spec(image)}
+    nodes = [
+        {"id": 1, "type": "UNETLoader", "pos": [40, 60], "size": [380, 110],
+         "widgets": {"unet_name": NATIVE_MODEL, "weight_dtype": "default"}},
+        {**base[2], "pos": [40, 220]}, {**base[3], "pos": [40, 440]}, {**base[4], "pos": [40, 600]},
+        {**base[5], "links": {"text_encoder": (2, 0)}},
+        {"id": 6, "type": "OviConditioningToNative", "pos": [460, 520], "size": [420, 80], "widgets": {},
+         "links": {"conditioning": (5, 0)}},
+        {"id": 7, "type": "OviEmptyLatentAV", "pos": [460, 650], "size": [420, 180],
+         "widgets": {"width": 992 if image else 1280, "height": 512 if image else 704, "seconds": "5",
+                     "version": "1.1", "batch_size": 1}},
+        {"id": 8, "type": "OviNativeGuider", "pos": [920, 60], "size": [380, 230],
+         "widgets": {"video_cfg": 4.0, "audio_cfg": 3.0, "slg_layer": 11},
+         "links": {"model": (1, 0), "positive": (6, 0), "negative": (6, 1)}},
+        {"id": 9, "type": "RandomNoise", "pos": [920, 340], "size": [380, 110], "widgets": {"noise_seed": 103}},
+        {"id": 10, "type": "KSamplerSelect", "pos": [920, 500], "size": [380, 80], "widgets": {"sampler_name": "euler"}},
+        {"id": 11, "type": "OviNativeSigmas", "pos": [920, 630], "size": [380, 140],
+         "widgets": {"solver": "euler", "steps": 50, "shift": 5.0}},
+        {"id": 12, "type": "SamplerCustomAdvanced", "pos": [1340, 60], "size": [300, 330], "widgets": {},
+         "links": {"noise": (9, 0), "guider": (8, 0), "sampler": (10, 0), "sigmas": (11, 0),
+                   "latent_image": (17 if image else 7, 0)}},
+        {"id": 13, "type": "OviLatentsFromNative", "pos": [1340, 440], "size": [300, 90], "widgets": {"version": "1.1"},
+         "links": {"samples": (12, 0)}},
+        {**base[7], "id": 14, "pos": [1680, 60], "links": {"video_vae": (3, 0), "latents": (13, 0)}},
+        {**base[8], "id": 15, "pos": [1680, 220], "links": {"audio_vae": (4, 0), "latents": (13, 0)}},
+        {**base[9], "id": 16, "pos": [2020, 60], "links": {"images": (14, 0), "audio": (15, 0)},
+         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_native_i2v" if image else "Ovi/ovi_native_t2v"}},
+    ]
+    if image:
+        nodes.append({**base[10], "id": 18, "pos": [460, 880]})
+        nodes.append({"id": 17, "type": "OviNativeImageToAV", "pos": [920, 820], "size": [380, 120], "widgets": {},
+                      "links": {"samples": (7, 0), "video_vae": (3, 0), "image": (18, 0)}})
+    return nodes
+
+
 def node_defs() -> dict[str, dict]:
     """{type: {"input": INPUT_TYPES(), "output": RETURN_TYPES, "output_name": RETURN_NAMES}} for ours + core."""
     if ROOT not in sys.path:
@@ -369,6 +428,8 @@ WORKFLOWS = {
     "ovi_video_to_audio": lambda: _guide_spec("video"),
     "ovi_long_clip": _long_clip_spec,
     "ovi_reference_to_av": _reference_spec,
+    "ovi_native_text_to_av": lambda: _native_spec(False),
+    "ovi_native_image_to_av": lambda: _native_spec(True),
     "ovi_train_lora": _train_lora_spec,
 }
 

@@ -37,14 +37,14 @@ DRAWN_MIN = {
     "RandomNoise": {1: (210, 82)},
     "KSamplerSelect": {1: (210, 58)},
     "SamplerCustomAdvanced": {5: (213, 106)},
-    # the native-path nodes as branch s4-native (0224448) defines them
+    # the native-path nodes (nodes/native)
     "OviConditioningToNative": {1: (275, 46)},
-    "EmptyOviLatentAV": {5: (257, 154)},
+    "OviEmptyLatentAV": {5: (257, 154)},
     "OviNativeGuider": {7: (316, 166)},
     "OviNativeSigmas": {3: (222, 106)},
     "OviLatentsFromNative": {2: (210, 58)},
     "OviNativeImageToAV": {3: (241, 66)},
-    # branch s4-ref (35d2ef2)
+    # reference mode (nodes/reference.py)
     "OviReference": {5: (229, 106)},
 }
 

@@ -42,6 +42,7 @@ _COMMAND_MODULES = (
     "ovi_core.tiny",
     "ovi_core.cli.train",
     "ovi_core.cli.quantize",
+    "ovi_core.cli.native",
 )
 
 
