@@ -12,7 +12,14 @@ from .longclip import NODE_CLASS_MAPPINGS as _LONGCLIP_NODES
 from .longclip import NODE_DISPLAY_NAME_MAPPINGS as _LONGCLIP_NAMES
 from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
 from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
+from .media import NODE_CLASS_MAPPINGS as _MEDIA_NODES
+from .media import NODE_DISPLAY_NAME_MAPPINGS as _MEDIA_NAMES
+from .native import NODE_CLASS_MAPPINGS as _NATIVE_NODES
+from .native import NODE_DISPLAY_NAME_MAPPINGS as _NATIVE_NAMES
+from .native import setup as _native_setup
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
+from .reference import NODE_CLASS_MAPPINGS as _REFERENCE_NODES
+from .reference import NODE_DISPLAY_NAME_MAPPINGS as _REFERENCE_NAMES
 from .sampling import OviJointSampler, OviTextEncode
 
 NODE_CLASS_MAPPINGS: dict[str, type] = {
@@ -30,6 +37,9 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     **_LORA_NODES,
     **_GUIDE_NODES,
     **_LONGCLIP_NODES,
+    **_MEDIA_NODES,
+    **_REFERENCE_NODES,
+    **_NATIVE_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -47,6 +57,11 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     **_LORA_NAMES,
     **_GUIDE_NAMES,
     **_LONGCLIP_NAMES,
+    **_MEDIA_NAMES,
+    **_REFERENCE_NAMES,
+    **_NATIVE_NAMES,
 }
+
+_native_setup()  # Ovi as a native model (Load Diffusion Model, KSampler, ...) where ComfyUI is present
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -14,6 +14,7 @@ OVI_AUDIO_VAE = "OVI_AUDIO_VAE"
 OVI_CONDITIONING = "OVI_CONDITIONING"
 OVI_LATENTS = "OVI_LATENTS"
 OVI_GUIDES = "OVI_GUIDES"
+OVI_REFERENCES = "OVI_REFERENCES"
 
 
 @dataclass
@@ -60,3 +61,13 @@ class GuideItem:
 
     guide: Any  # ovi_core.sampling.guides.Guide
     source: Any = None
+
+
+@dataclass
+class ReferenceItem:
+    """One entry of OVI_REFERENCES (a list of these, person 1 first): the face picture (encoded by the sampler at the
+    clip's size, with ``video_vae``) and the encoded voice."""
+
+    face: torch.Tensor  # [H, W, 3] float in [0, 1]
+    voice: torch.Tensor  # [1, 31, 20] MMAudio latent of seconds 1-2
+    video_vae: Any = field(default=None, repr=False, compare=False)  # OVI_VIDEO_VAE (Placed)

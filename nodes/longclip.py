@@ -13,7 +13,9 @@ from .sampling import (
     DEFAULT_PRESET,
     VIDEO_NEGATIVE,
     VIDEO_NEGATIVE_LABEL,
+    attention_text,
     preset_size,
+    sampling_values,
 )
 
 DEFAULT_PROMPTS = (
@@ -101,6 +103,7 @@ class OviLongClipSampler:
     OUTPUT_TOOLTIPS = ("Latents of the whole clip; to OviDecodeVideo and OviDecodeAudio.",
                        "The window plan as text: each window's time range and the prompt it used.")
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["long video", "extend video", "multi prompt", "chained windows", "long clip"]
     CATEGORY = "Ovi"
     DESCRIPTION = ("Long clips: chained windows that carry picture and sound across every seam; the latents of the "
                    "whole clip go to OviDecodeVideo / OviDecodeAudio.")
@@ -123,6 +126,11 @@ class OviLongClipSampler:
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        from ovi_core import validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         if image is not None and video_vae is None:
             raise ValueError("An image is connected but no video_vae: connect OviVideoVAELoader (the first frame is "
                              "encoded with the Wan2.2 VAE).")
@@ -195,6 +203,7 @@ class OviLongClipSampler:
                 progress=progress if shown is None else None, preview=preview if shown is not None else None,
                 check_interrupt=_comfy.check_interrupt,
             )
+        _comfy.show_text(unique_id, plan_text + "\n" + attention_text(model), level=logging.INFO)
         return (latents, plan_text)
 
 

@@ -10,6 +10,7 @@ from ._types import (
     OVI_GUIDES,
     OVI_LATENTS,
     OVI_MODEL,
+    OVI_REFERENCES,
     OVI_TEXT_ENCODER,
     OVI_VIDEO_VAE,
     OviConditioning,
@@ -73,6 +74,15 @@ def default_audio_rope_scale() -> float:
         return round((31 / (121 / 24)) / (16000 / 512), 5)
 
 
+def sampling_values(model, *, steps, shift, seed, slg_layer, solver, video_cfg, audio_cfg) -> dict:
+    """The sampler inputs as :class:`ovi_core.validate.Plan`'s ``sampling`` (checked before any VAE or the DiT
+    is loaded, with the model's block count for ``slg_layer``)."""
+    blocks = getattr(getattr(getattr(model, "module", None), "video_model", None), "blocks", None)
+    return {"steps": steps, "shift": shift, "seed": seed, "slg_layer": slg_layer, "solver": solver,
+            "video_guidance_scale": video_cfg, "audio_guidance_scale": audio_cfg,
+            "num_layers": len(blocks) if blocks is not None else None}
+
+
 def _family(version: str | None) -> str | None:
     if version is None:
         return None
@@ -112,6 +122,7 @@ class OviTextEncode:
     OUTPUT_TOOLTIPS = ("Prompt and negative-prompt embeddings; to OviJointSampler.",
                        "The prompt as encoded, after converting its audio caption to the model's format.")
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["ovi prompt", "clip text encode", "negative prompt", "speech prompt"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
 
@@ -215,6 +226,20 @@ class OviJointSampler:
                     "tooltip": "Optional guides (OviAudioGuide, OviVideoGuide, OviRedoGuide): parts of either "
                                "stream held at given latents while the rest is generated. A video guide's size "
                                "wins over the aspect setting."}),
+                "references": (OVI_REFERENCES, {
+                    "tooltip": "Optional faces and voices (OviReference, 1-2 people): reference mode "
+                               "(DreamID-Omni): four passes per step (positive, negative, faces removed, voices "
+                               "removed), no skip-layer guidance, no image input. DreamID-Omni's settings: video_cfg "
+                               "3.0, audio_cfg 4.0. Made for DreamID-Omni weights; with Ovi 1.x weights it is "
+                               "experimental (not trained for it)."}),
+                "video_ref_cfg": ("FLOAT", {
+                    "default": 1.5, "min": 0.0, "max": 20.0, "step": 0.1,
+                    "tooltip": "Reference mode: weight of (positive - faces removed) in the video guidance "
+                               "(DreamID-Omni 1.5); 0 skips that pass."}),
+                "audio_ref_cfg": ("FLOAT", {
+                    "default": 2.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                    "tooltip": "Reference mode: weight of (positive - voices removed) in the audio guidance "
+                               "(DreamID-Omni 2.0); 0 skips that pass."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -223,6 +248,7 @@ class OviJointSampler:
     RETURN_NAMES = ("latents",)
     OUTPUT_TOOLTIPS = ("Paired video + audio latents; to OviDecodeVideo and OviDecodeAudio (or OviSaveLatents).",)
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["ovi ksampler", "text to video with audio", "image to video with audio", "t2v", "i2v", "audio video generation"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
 
@@ -244,11 +270,16 @@ class OviJointSampler:
     def sample(self, model, conditioning, aspect, width, height, seconds, steps, solver, shift, video_cfg, audio_cfg,
                slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, preset="default",
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
-               cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
+               cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, references=None, video_ref_cfg=1.5,
+               audio_ref_cfg=2.0, unique_id=None):
         if any(item.guide is None for item in guides or []):
             raise ValueError("A video guide is longer than one clip of this model: connect the guides to "
                              "OviLongClipSampler (chained windows, each guided by its part of the video).")
-        from ovi_core import sizes
+        from ovi_core import sizes, validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
         from ovi_core.sampling.settings import SamplingSettings
@@ -271,6 +302,9 @@ class OviJointSampler:
                          shift=float(shift))
         steps, video_cfg, audio_cfg, shift = p["steps"], p["video_guidance_scale"], p["audio_guidance_scale"], p["shift"]
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
+        if references and image is not None:
+            raise ValueError("Reference mode has no image -> AV (DreamID-Omni removed it): disconnect the image, the "
+                             "faces come from OviReference.")
         image_latent = None
         if image is not None:
             if video_vae is None:
@@ -280,6 +314,11 @@ class OviJointSampler:
                 image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
                                             if draft else model.target_area, device=video_vae.device,
                                             dtype=video_vae.dtype)
+        if references:
+            from ovi_core.sampling.reference import EXPERIMENTAL, is_dreamid
+
+            if not is_dreamid(getattr(model, "path", "") or ""):
+                notes.append(EXPERIMENTAL)
         warn_lines = [f"Ovi warning: {n}" for n in notes]
         guide_list = [item.guide for item in guides or []]
         sized_by = size_source(guide_list, image_latent)  # the latent sample_av takes the size from, if any
@@ -306,11 +345,18 @@ class OviJointSampler:
         # a latent preview each step where ComfyUI's preview settings give one, else the step count only
         preview = _preview.video_preview(int(steps), unique_id, model.device)
         progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)
+        refs = None
+        if references:
+            from .reference import encode_references
+
+            ref_h, ref_w = (planned[1], planned[0])
+            refs = encode_references(references, height=ref_h, width=ref_w, video_ref_scale=video_ref_cfg,
+                                     audio_ref_scale=audio_ref_cfg)
         with _patcher.use_model(model) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, settings=settings,
                 image_latent=image_latent, device=model.device, dtype=model.dtype, callback=progress,
-                check_interrupt=_comfy.check_interrupt, guides=guide_list, preview=preview,
+                check_interrupt=_comfy.check_interrupt, guides=guide_list, preview=preview, references=refs,
             )
         # what was made, read from the latents themselves (replaces the text shown while sampling)
         _, _, f, lh, lw = latents.video.shape
@@ -320,8 +366,18 @@ class OviJointSampler:
         lines = [text] + warn_lines
         if speed.active or preset != "default":
             lines.append("Ovi sampling: " + ", ".join(f"{k} {v:g}" for k, v in latents.stats.items()))
+        lines.append(attention_text(model))
         _comfy.show_text(unique_id, "\n".join(lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
+
+
+def attention_text(model) -> str:
+    """``Ovi attention: <kernel>`` for the DiT handle ``model``: the kernel its runs use on its device and dtype, and
+    why it is SDPA when another was chosen (:func:`ovi_core.runtime.attention.describe_backend`)."""
+    from ovi_core.runtime.attention import describe_backend
+
+    backend = getattr(model.module, "attention_backend", "auto")
+    return "Ovi attention: " + describe_backend(backend, model.device, model.dtype)
 
 
 def size_text(width: int, height: int, frames: int, fps: float, *, requested: tuple[int, int] | None,

@@ -31,6 +31,7 @@ from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import Conditioning, encode_prompts
 
 if TYPE_CHECKING:
+    from ovi_core.conditioning.reference_in import ReferenceInputs
     from ovi_core.sampling.fast import SpeedOptions
 
 # The stages live in their own modules (devices, text.conditioning, sampling.av); these names stay importable
@@ -278,6 +279,7 @@ class OviPipeline:
         original_media: bool = True,
         seconds: int | None = None,
         draft: bool = False,
+        references: ReferenceInputs | None = None,
     ) -> GenerationResult:
         """Prompt (+ optional first frame ``[H, W, 3]`` in [0, 1]) -> frames, 16 kHz waveform.
 
@@ -287,6 +289,9 @@ class OviPipeline:
         model was trained for) picks the clip length; the result's ``warnings`` hold the prompt warnings, a 10 s
         clip from a 5 s model, and a tiled video decode. ``draft``: a size (or first frame) below the model's
         trained area is kept instead of rescaled up (faster, but not what the model was trained for; warned).
+        ``references`` (:func:`ovi_core.conditioning.reference_in.prepare_references`): reference mode (DreamID-Omni
+        faces and voices; its size is the output size; no first frame): the four-pass reference guidance with this
+        call's CFG scales (DreamID-Omni's are video 3.0, audio 4.0) and no skip-layer guidance.
         """
         from ovi_core.conditioning.apply import encode_inputs, guide_size, splice_originals
 
@@ -310,7 +315,12 @@ class OviPipeline:
             image_area = sizes.first_frame_area((int(ih), int(iw)), area=self.target_area, draft=draft, width=width,
                                                 height=height)
             image_hw = sizes.i2v_size_for_image(int(ih), int(iw), area=image_area)
+        if references is not None and image is not None:
+            raise ValueError("reference mode has no image->AV (DreamID-Omni removed it): give the faces as "
+                             "references and no first frame")
         fixed = guide_size(guides, image_hw=image_hw)
+        if fixed is None and references is not None:
+            fixed = references.size
         h, w = validate.check_size(width, height, area=self.target_area, draft=draft) if image is None else (0, 0)
         if draft:
             note = validate.draft_note(*(image_hw or (h, w)), area=self.target_area)
@@ -335,12 +345,19 @@ class OviPipeline:
                 with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
                     encoded = encode_inputs(guides, video_vae=self.video_vae, audio_codec=self.audio_codec,
                                             device=dev)
+            refs = None
+            if references is not None:
+                with on_device(self.video_vae, dev, offload=off), on_device(self.audio_codec, dev, offload=off):
+                    refs = references.encode(self.video_vae, self.audio_codec, device=dev)
+            tokens = dit_tokens(*((h, w) if h else image_hw or (0, 0)), version=version)
+            if refs is not None:  # the tails add tokens, and the reference guidance runs 4 rows per forward
+                tokens += refs.video_frames * (h // 32) * (w // 32) + refs.audio_length
             with dit_on_device(self.model, dev, memory_mode=self.memory_mode, blocks_on_gpu=self.blocks_on_gpu,
-                               tokens=dit_tokens(*((h, w) if h else image_hw or (0, 0)), version=version)):
+                               tokens=tokens, rows=2 if refs is None else 4):
                 lat = sample_av(
                     self.model, cond, height=h, width=w, version=version, settings=settings,
                     image_latent=image_latent, device=dev, dtype=self.dtype,
-                    callback=callback, check_interrupt=check_interrupt, guides=encoded,
+                    callback=callback, check_interrupt=check_interrupt, guides=encoded, references=refs,
                 )
             with on_device(self.video_vae, dev, offload=off):
                 frames, plan = decode_video(self.video_vae, lat.video, device=dev,

@@ -18,8 +18,11 @@ EXPECTED_IDS = {
 WIDGETS = ("INT", "FLOAT", "STRING", "BOOLEAN")
 COMFY_TYPES = {"IMAGE", "AUDIO", "VIDEO", "STRING"}
 OUR_TYPES = {"OVI_MODEL", "OVI_TEXT_ENCODER", "OVI_VIDEO_VAE", "OVI_AUDIO_VAE", "OVI_CONDITIONING", "OVI_LATENTS",
-             "OVI_GUIDES"}
-GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide"}
+             "OVI_GUIDES", "OVI_REFERENCES"}
+GUIDE_IDS = {"OviAudioGuide", "OviVideoGuide", "OviRedoGuide", "OviReference"}
+NATIVE_IDS = {"OviEmptyLatentAV", "OviNativeGuider", "OviNativeSigmas", "OviConditioningToNative", "OviModelToNative",
+              "OviLatentsToNative", "OviLatentsFromNative", "OviNativeImageToAV", "OviNativeDecodeAudio"}
+NATIVE_TYPES = {"LATENT", "MODEL", "CONDITIONING", "GUIDER", "SIGMAS"}  # core types of the native path (issue #21)
 
 
 def test_node_ids_are_the_shipped_set():
@@ -28,7 +31,7 @@ def test_node_ids_are_the_shipped_set():
     assert all(k.startswith("Ovi") for k in NODE_CLASS_MAPPINGS)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED_IDS | GUIDE_IDS))
+@pytest.mark.parametrize("name", sorted(EXPECTED_IDS | GUIDE_IDS | NATIVE_IDS))
 def test_node_contract(name):
     cls = NODE_CLASS_MAPPINGS[name]
     spec = cls.INPUT_TYPES()
@@ -36,7 +39,7 @@ def test_node_contract(name):
     assert cls.CATEGORY.startswith("Ovi")
     assert isinstance(cls.RETURN_TYPES, tuple) and cls.RETURN_TYPES
     assert len(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)) == len(cls.RETURN_TYPES)
-    assert all(t in COMFY_TYPES | OUR_TYPES for t in cls.RETURN_TYPES), cls.RETURN_TYPES
+    assert all(t in COMFY_TYPES | OUR_TYPES | NATIVE_TYPES for t in cls.RETURN_TYPES), cls.RETURN_TYPES
     fn = getattr(cls, cls.FUNCTION)
     params = inspect.signature(fn).parameters
     for section in ("required", "optional"):
@@ -54,7 +57,7 @@ def test_node_contract(name):
             elif kind in ("INT", "FLOAT"):
                 assert opts["min"] <= opts["default"] <= opts["max"]
             else:
-                assert kind in WIDGETS or kind in COMFY_TYPES | OUR_TYPES, kind
+                assert kind in WIDGETS or kind in COMFY_TYPES | OUR_TYPES | NATIVE_TYPES, kind
     for hidden in spec.get("hidden", {}):
         assert hidden in params
 

@@ -120,20 +120,6 @@ def _resume_key(args: argparse.Namespace, fusion, speed) -> dict:
             "preset": getattr(args, "preset", None)}
 
 
-def _check_windows_dir(path: str) -> None:
-    """``--windows-dir``: an existing writable folder, or one that can be created (checked before any weights)."""
-    p = os.path.abspath(path)
-    if os.path.exists(p) and not os.path.isdir(p):
-        raise ValueError(f"--windows-dir {path!r} is a file; give a folder (it is created when missing)")
-    base = p
-    while not os.path.exists(base):
-        base = os.path.dirname(base)
-    if not os.path.isdir(base):
-        raise ValueError(f"--windows-dir {path!r} cannot be created: {base!r} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"--windows-dir {path!r} is not writable ({base!r}); give a folder you can write to")
-
-
 def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.longclip.plan import plan_windows
@@ -155,24 +141,16 @@ def run_long_clip(args: argparse.Namespace) -> int:
         raise ValueError("--video gives every frame including the first; drop --image")
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
-    # the same weight-free checks as a single clip, before anything loads
-    from ovi_core import validate
+    # the same weight-free checks as a single clip (validate.check_plan), before anything loads
     from ovi_core.cli import speed as speed_cli
-    from ovi_core.cli.common import check_fusion, check_outputs, load_image, target_area
+    from ovi_core.cli.common import check_run, target_area
 
-    for text in prompts:
-        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
-                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
-                                  audio_guidance_scale=args.audio_cfg)
     area = target_area(args)
-    if args.size is not None:
-        validate.check_size(*args.size, area=area, draft=getattr(args, "draft", False))
-    check_outputs(args, [args.out])
-    if getattr(args, "windows_dir", None):
-        _check_windows_dir(args.windows_dir)
-    image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
-    speed = speed_cli.prepare(args)  # LoRA files and speed values
-    fusion = check_fusion(getattr(args, "fusion", None))
+    checked = check_run(args, prompts=prompts, outs=[args.out], area=area, images=[args.image] if args.image else [],
+                        windows_dir=getattr(args, "windows_dir", None))
+    image = checked.images[args.image].float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
+    speed = speed_cli.prepare(args)  # speed values
+    fusion = checked.fusion
     audio = None
     if getattr(args, "audio", None):
         from ovi_core.io.media import read_audio

@@ -61,6 +61,8 @@ def fusion_version_from_name(path: str | None) -> str | None:
     if not path:
         return None
     name = os.path.basename(path).lower()
+    if "dreamid" in name:  # DreamID-Omni: 704x1280 (the 960x960 area), 121 frames, 157 audio latents = Ovi 1.1's 5 s
+        return "1.1"
     if "960x960_10s" in name or "10s" in name:
         return "1.1-10s"
     if "960" in name:

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from ovi_core.model import rope
+from ovi_core.model import ref_rope, rope
 from ovi_core.model.config import FusionConfig
+from ovi_core.model.ref_rope import RefLayout
 from ovi_core.model.tower import OviTower, Rope
 
 logger = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class OviFusionModel(nn.Module):
         if self._text_cache is not None:
             self._text_cache.clear()
         rope.clear_caches()
+        ref_rope.clear_caches()
 
     def text_cache_stats(self) -> dict[str, int]:
         """Counters of the text cache since the model was built: context ``hits``/``misses`` and k/v
@@ -203,6 +205,7 @@ class OviFusionModel(nn.Module):
         slg_mask: torch.Tensor | None = None,
         video_clean: torch.Tensor | None = None,
         audio_clean: torch.Tensor | None = None,
+        references: RefLayout | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict the flow-matching velocities of both modalities.
 
@@ -222,6 +225,10 @@ class OviFusionModel(nn.Module):
                 modulation and in the head): ``[B|1, F, H/2, W/2]`` over the token grid, or ``[B|1, F]`` per
                 latent frame. Combined (or) with ``first_frame_clean``.
             audio_clean: optional bool ``[B|1, L]`` mask of clean audio tokens (timestep 0 in the audio tower).
+            references: reference mode (DreamID-Omni): the last ``references.video_frames`` latent frames and the
+                last ``sum(references.audio_lengths)`` audio positions are face/voice references; every token is
+                rotated with the tables of :mod:`ovi_core.model.ref_rope` (reference position offsets) in the
+                self-attention and both fusion cross-attentions. The references keep the shared timestep ``t``.
 
         With a mask, each tower keeps two modulation rows per sample (timestep t and 0) and selects per token
         where they are used, so no ``[B, L, 6, dim]`` tensor is built. Without masks (and without
@@ -261,8 +268,13 @@ class OviFusionModel(nn.Module):
         actx, astore = self._embed_text(self.audio_model, audio_context, dt, device)
         if vctx.shape[0] != b or actx.shape[0] != b:
             raise ValueError(f"text contexts must hold {b} rows, got {vctx.shape[0]} and {actx.shape[0]}")
-        vrope = self.video_model.rope(vgrid, device)
-        arope = self.audio_model.rope(agrid, device)
+        if references is None:
+            vrope = self.video_model.rope(vgrid, device)
+            arope = self.audio_model.rope(agrid, device)
+        else:
+            references.check(vgrid[0], agrid[0])
+            vrope = ref_rope.video_ref_table(vgrid, vcfg.head_dim, references, device)
+            arope = ref_rope.audio_ref_table(agrid[0], self.config.audio.head_dim, references, device)
 
         rows = None  # the rows that run the skip layer: None = all of them, empty = none
         if slg_mask is not None and slg_mask.shape != (b,):

@@ -17,6 +17,7 @@ from ovi_core.sampling.checks import check_seed, check_slg_layer
 from ovi_core.sampling.fast import ForwardCounter, SpeedState
 from ovi_core.sampling.guides import check_guides, clean_masks
 from ovi_core.sampling.joint import make_cfg_denoiser, sample_joint
+from ovi_core.sampling.reference import References, make_reference_denoiser
 from ovi_core.sampling.settings import SamplingSettings
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def sample_av(
     check_interrupt: InterruptFn | None = None,
     guides: Sequence = (),
     preview: Callable[[int, int, torch.Tensor], None] | None = None,
+    references: References | None = None,
 ) -> AVLatents:
     """Joint flow-matching sampling of one clip (both towers share each timestep; per-modality CFG).
 
@@ -74,23 +76,42 @@ def sample_av(
     ``stats``); None means the official defaults.
     ``guides`` (:class:`ovi_core.sampling.guides.Guide`) hold parts of either stream at given clean latents; a video
     guide's latent size wins too.
+    ``references`` (:class:`ovi_core.sampling.reference.References`): reference mode (DreamID-Omni): the faces and
+    voices are appended as held tails, the model gets their rotary offsets, and each step runs the four-pass
+    reference guidance (the settings' CFG scales plus the two reference scales; no skip-layer guidance). The
+    returned latents are the clip's only. The faces' latent size sets the clip's when nothing else does.
     """
     s = settings if settings is not None else SamplingSettings()
     steps, seed, audio_rope_scale = s.steps, s.seed, s.audio_rope_scale
     device = torch.device(device)
     spec = sizes.MODEL_SPECS[version]
     sized_by = size_source(guides, image_latent)
+    if sized_by is None and references is not None:
+        sized_by = references.faces[0]
     if sized_by is not None:
         height, width = sized_by.shape[-2] * 16, sized_by.shape[-1] * 16
+    if references is not None and image_latent is not None:
+        raise ValueError("reference mode has no image->AV (DreamID-Omni removed it): give the faces as references "
+                         "and no first frame")
+    if references is not None and s.speed is not None and s.speed.active:
+        raise ValueError("the speed options (CFG reuse, step cache) do not support reference mode yet; run "
+                         "references without them")
     sizes.validate_size(height, width)
     check_slg_layer(s.slg_layer, num_layers=len(model.video_model.blocks))
     check_seed(seed)
     vshape = (1, VIDEO_LATENT_CHANNELS, spec.video_latent_frames, height // 16, width // 16)
     ashape = (1, spec.audio_latent_length, AUDIO_LATENT_CHANNELS)
-    video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
-    audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
     first = image_latent.to(device=device, dtype=torch.float32) if image_latent is not None else None
     video_clean, audio_clean, guides = _guide_masks(guides, vshape, ashape, first_frame=first is not None)
+    if references is not None:  # the tails are extra positions: every shape, guide and mask grows by them
+        references.check_size(vshape)
+        guides = [references.extend_guide(g) for g in guides]
+        video_clean, audio_clean = references.extend_clean(video_clean, audio_clean)
+        vshape = (*vshape[:2], vshape[2] + references.video_frames, *vshape[3:])
+        ashape = (ashape[0], ashape[1] + references.audio_length, ashape[2])
+        guides += references.guides(vshape, ashape)
+    video = make_noise(vshape, seed=seed, device=device, dtype=torch.float32)
+    audio = make_noise(ashape, seed=seed, device=device, dtype=torch.float32)
 
     c = cond.to(device, dtype)
     prev_cfg = None
@@ -107,21 +128,17 @@ def sample_av(
 
     fast = SpeedState.make(s.speed, steps=steps)
     fast.counter = ForwardCounter(model_fn, batch=video.shape[0])
-    denoise = make_cfg_denoiser(
-        fast.counter,
-        pos_video_ctx=[c.positive],
-        pos_audio_ctx=[c.positive],
-        neg_video_ctx=[c.video_negative],
-        neg_audio_ctx=[c.audio_negative],
-        video_guidance_scale=s.video_guidance_scale,
-        audio_guidance_scale=s.audio_guidance_scale,
-        slg_layer=s.slg_layer,
-        first_frame_clean=first is not None and video_clean is None,
-        batch_cfg=batch_cfg,
-        cfg_cache=fast.cfg_cache,
-        video_clean=video_clean,
-        audio_clean=audio_clean,
-    )
+    if references is not None:
+        denoise = make_reference_denoiser(
+            fast.counter, layout=references.layout, pos_video_ctx=[c.positive], pos_audio_ctx=[c.positive],
+            neg_video_ctx=[c.video_negative], neg_audio_ctx=[c.audio_negative],
+            video_guidance_scale=s.video_guidance_scale, audio_guidance_scale=s.audio_guidance_scale,
+            video_ref_scale=references.video_ref_scale, audio_ref_scale=references.audio_ref_scale,
+            batch_cfg=batch_cfg, video_clean=video_clean, audio_clean=audio_clean,
+        )
+    else:
+        denoise = _plain_denoiser(fast, c, s, batch_cfg, first is not None and video_clean is None, video_clean,
+                                  audio_clean)
     if fast.step_cache is not None:
         denoise = fast.step_cache.wrap(denoise, on_skip=fast.cfg_cache.advance if fast.cfg_cache else None)
     prev_hook = model.block_hook
@@ -143,6 +160,8 @@ def sample_av(
         model.block_hook = prev_hook
         if prev_cfg is not None:
             model.audio_model.config = prev_cfg
+    if references is not None:
+        video, audio = references.strip(video, audio)
     stats = fast.stats()
     logger.info("sampling: %s", ", ".join(f"{k} {v:g}" for k, v in stats.items()))
     return AVLatents(video=video.cpu(), audio=audio.cpu(), version=version, fps=sizes.FPS, stats=stats)
@@ -163,3 +182,22 @@ def _guide_masks(guides: Sequence, vshape: tuple, ashape: tuple, *, first_frame:
         video_clean = video_clean.clone()
         video_clean[:, 0] = True  # [1, F] or [1, F, h/2, w/2]
     return video_clean, audio_clean, guides
+
+
+def _plain_denoiser(fast, c, s: SamplingSettings, batch_cfg: bool, first_frame_clean: bool, video_clean, audio_clean):
+    """Ovi's two-pass CFG (+ skip-layer guidance) denoiser for :func:`sample_av`."""
+    return make_cfg_denoiser(
+        fast.counter,
+        pos_video_ctx=[c.positive],
+        pos_audio_ctx=[c.positive],
+        neg_video_ctx=[c.video_negative],
+        neg_audio_ctx=[c.audio_negative],
+        video_guidance_scale=s.video_guidance_scale,
+        audio_guidance_scale=s.audio_guidance_scale,
+        slg_layer=s.slg_layer,
+        first_frame_clean=first_frame_clean,
+        batch_cfg=batch_cfg,
+        cfg_cache=fast.cfg_cache,
+        video_clean=video_clean,
+        audio_clean=audio_clean,
+    )

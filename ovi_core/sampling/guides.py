@@ -11,11 +11,15 @@ boolean mask over that stream's latent positions and a mode:
 - ``clean``: the masked positions are held at ``x0`` before every step and in the result, and the model is
   told that their tokens are clean (timestep 0), the way image->AV treats latent frame 0. The per-token
   timestep masks come from :func:`clean_masks` and go to :func:`~ovi_core.sampling.joint.make_cfg_denoiser`.
+- ``reference``: the masked positions are held at ``x0`` before every step and in the result, but their tokens
+  keep the shared timestep (no clean mask): DreamID-Omni's face and voice reference tails, which sit on extra
+  positions after the clip (:mod:`ovi_core.sampling.reference`).
 
 ``until`` (replace mode) enforces the guide only during the first ``until`` fraction of the steps and lets
 the model move the positions freely afterwards (``1.0``: all steps and the result).
 
-Where guides of one stream overlap, replace guides are applied first, in order, then clean guides: clean wins.
+Where guides of one stream overlap, replace guides are applied first, in order, then clean and reference guides:
+those win.
 Shapes: video stream ``[B, 48, F, h, w]`` (latent), video masks ``[F]`` (whole latent frames) or ``[F, h, w]``;
 audio stream ``[B, L, 20]``, audio masks ``[L]``. Guide latents are ``[1, ...]`` (or ``[B, ...]``) of the stream.
 """
@@ -30,22 +34,22 @@ from typing import Literal
 import torch
 
 STREAMS = ("video", "audio")
-MODES = ("replace", "clean")
+MODES = ("replace", "clean", "reference")
 VIDEO_PATCH = 2  # the DiT patchifies 2x2 latent pixels into one token
 
 
 def check_mode(mode: str, until: float) -> None:
     """Raise ``ValueError`` unless ``mode`` is a guide mode and ``until`` a usable fraction for it."""
     if mode not in MODES:
-        raise ValueError(f"guide mode must be 'replace' or 'clean', got {mode!r}")
+        raise ValueError(f"guide mode must be 'replace', 'clean' or 'reference', got {mode!r}")
     try:
         u = float(until)
     except (TypeError, ValueError):
         raise ValueError(f"guide until must be a number in (0, 1], got {until!r}") from None
     if not 0.0 < u <= 1.0:
         raise ValueError(f"guide until must be in (0, 1] (fraction of the steps), got {until!r}")
-    if mode == "clean" and u != 1.0:
-        raise ValueError("guide until < 1 works only with mode 'replace': clean tokens keep timestep 0 for the "
+    if mode != "replace" and u != 1.0:
+        raise ValueError(f"guide until < 1 works only with mode 'replace': {mode} positions are held for the "
                          "whole run")
 
 
@@ -58,14 +62,15 @@ class Guide:
         latent: clean ``x0`` for the WHOLE stream: video ``[1, 48, F, h, w]``; audio ``[1, L, 20]`` (values at
             unmasked positions are ignored).
         mask: bool over latent positions, True = enforced: audio ``[L]``; video ``[F]`` or ``[F, h, w]``.
-        mode: ``"replace"`` (forward-process noising at the shared timestep) or ``"clean"`` (timestep 0, held).
+        mode: ``"replace"`` (forward-process noising at the shared timestep), ``"clean"`` (timestep 0, held) or
+            ``"reference"`` (held, shared timestep).
         until: enforce during the first ``until`` fraction of the steps, in (0, 1]; below 1 only for replace.
     """
 
     stream: Literal["video", "audio"]
     latent: torch.Tensor
     mask: torch.Tensor
-    mode: Literal["replace", "clean"] = "replace"
+    mode: Literal["replace", "clean", "reference"] = "replace"
     until: float = 1.0
 
     def __post_init__(self) -> None:
@@ -190,7 +195,7 @@ class GuideSchedule:
         steps: int,
     ) -> None:
         guides = check_guides(guides, video_shape=video_noise.shape, audio_shape=audio_noise.shape)
-        ordered = [g for g in guides if g.mode == "replace"] + [g for g in guides if g.mode == "clean"]
+        ordered = [g for g in guides if g.mode == "replace"] + [g for g in guides if g.mode != "replace"]
         self.steps = steps
         self._sigmas = list(sigmas.to(torch.float32).unbind(0))  # 0-d float32 CPU tensors, as the solvers
         self._items: list[tuple[str, str, torch.Tensor, torch.Tensor, int]] = []
@@ -212,7 +217,7 @@ class GuideSchedule:
         for s, mode, mask, x0, n in self._items:
             if s != stream or (step is not None and step >= n) or (step is None and n < self.steps):
                 continue
-            if mode == "clean" or step is None:
+            if mode != "replace" or step is None:
                 value = x0
             else:
                 sigma = self._sigmas[step]

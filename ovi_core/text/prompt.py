@@ -44,6 +44,9 @@ class ParsedPrompt:
     format: PromptFormat | None = None
 
 
+# DreamID-Omni's structured captions (reference mode) describe the sound in this section instead
+DREAMID_AUDIO = "[AUDIO_DESCRIPTION_START]"
+
 def _normalize_version(version: str) -> PromptFormat:
     v = str(version).strip().lower().lstrip("v")
     if v.startswith("1.0") or v in ("1", "720x720_5s"):
@@ -185,7 +188,7 @@ def check_prompt(text: str, *, version: str | None = None) -> list[str]:
             "No speech in <S>…<E>. Fine for scenes without dialogue; otherwise put the exact words to be spoken "
             "between <S> and <E>, or the model may speak parts of the description."
         )
-    if not has_cap and not audio_at:
+    if not has_cap and not audio_at and DREAMID_AUDIO not in text:  # DreamID-Omni's structured caption has its own
         warnings.append(
             "No audio caption: add '<AUDCAP>…<ENDAUDCAP>' (Ovi 1.0) or 'Audio: …' at the end (Ovi 1.1) describing "
             "voices and sounds, or the model may speak the whole prompt."
