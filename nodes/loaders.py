@@ -155,12 +155,12 @@ class OviFusionModelLoader:
 
         # headers (an Ovi fusion file, tower pair, GGUF caps) before anything loads; a GGUF's block scales are
         # checked tensor by tensor as they are read, so the file is read once
-        validate.check_plan(validate.Plan(fusion=paths, fusion_what="diffusion model", fusion_values=False))
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
         from ovi_core.runtime.devices import check_gpu
 
         check_gpu(torch.device(device), dtype)  # a pre-Ampere GPU is refused before anything is read (GPU_REVIEW #4)
+        validate.check_plan(validate.Plan(fusion=paths, fusion_what="diffusion model", fusion_values=False))
         load_dev = _patcher.build_device(device, memory_mode)
         # fp8: converted on the CPU tensor by tensor while reading (files packed already are kept as they are)
         module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
