@@ -3,7 +3,7 @@
 ``--seconds 5`` and ``--seconds 10`` keep their meaning (one clip of the 5 s or the 10 s model); any other
 length, several prompts or a ``.txt`` prompt file make a long clip of chained windows of the chosen model
 (:mod:`ovi_core.longclip`). ``--image`` is window 1's first frame; ``--audio`` (the guide flag) is a track for
-the whole clip. Everything is read and checked before the weights load.
+the clip from ``--audio-offset`` (default 0 s), ``--video`` its frames from ``--video-offset``. Everything is read and checked before the weights load.
 """
 
 from __future__ import annotations
@@ -147,12 +147,13 @@ def run_long_clip(args: argparse.Namespace) -> int:
         raise ValueError("several prompts (or a .txt prompt file) make a long clip: give its length, --seconds N")
     if getattr(args, "guide_until", 1.0) != 1.0 and not (getattr(args, "audio", None) or getattr(args, "video", None)):
         raise ValueError("--guide-until applies to a guide: add --audio FILE or --video FILE (or drop it)")
-    for flag in ("source", "redo", "audio_offset"):
+    for flag in ("source", "redo"):
         if getattr(args, flag, None):
             raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
-                             "(first frame), --video (frames from 0 s) and --audio (a track from 0 s)")
+                             "(first frame), --video [--video-offset S] and --audio [--audio-offset S]")
     if getattr(args, "video", None) and args.image:
-        raise ValueError("--video gives every frame including the first; drop --image")
+        raise ValueError("--video gives the clip's frames (from --video-offset on) and is not combined with a first "
+                         "frame; drop --image")
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
     # the same weight-free checks as a single clip, before anything loads
@@ -173,27 +174,36 @@ def run_long_clip(args: argparse.Namespace) -> int:
     image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
     speed = speed_cli.prepare(args)  # LoRA files and speed values
     fusion = check_fusion(getattr(args, "fusion", None))
+    from ovi_core.conditioning import ranges
+
     audio = None
+    aoff = ranges.offset_samples(args.audio_offset) if getattr(args, "audio_offset", None) else 0
     if getattr(args, "audio", None):
         from ovi_core.io.media import read_audio
 
         audio = read_audio(args.audio)
     video = None
     if getattr(args, "video", None):
-        from ovi_core.longclip.video_guide import FileVideo
+        from ovi_core.longclip.video_guide import FileVideo, offset_frames
 
-        video = FileVideo(args.video)  # headers only; the frames are read one window at a time
+        # headers only; the frames are read one window at a time
+        video = FileVideo(args.video, offset=offset_frames(getattr(args, "video_offset", None) or 0))
     version = _model_version(args)  # from the file names and headers; nothing is loaded yet
     plan = plan_windows(seconds, version=version, overlap_seconds=args.overlap, crossfade_seconds=args.crossfade)
-    if audio is not None and audio[0].shape[-1] * 16000 > plan.samples * audio[1]:
+    if video is not None:  # a size or an offset that does not fit: said now, not after the weights load
+        from ovi_core.longclip.video_guide import WindowVideo
+
+        WindowVideo(video, plan, area=area)
+    if audio is not None and aoff < plan.samples and \
+            audio[0].shape[-1] * 16000 > (plan.samples - aoff) * audio[1]:
         if not getattr(args, "trim_media", False):
-            logger.warning("note: the clip is %.2f s; the audio (%.2f s) is cut there", plan.samples / 16000,
-                           audio[0].shape[-1] / audio[1])
-        audio = (audio[0][..., : -(-plan.samples * audio[1] // 16000)], audio[1])
+            logger.warning("note: the clip is %.2f s; the audio (%.2f s from %.2f s) is cut there",
+                           plan.samples / 16000, audio[0].shape[-1] / audio[1], aoff / 16000)
+        audio = (audio[0][..., : -(-(plan.samples - aoff) * audio[1] // 16000)], audio[1])
     if audio is not None:  # too short for the clip: said now, not after the weights load
         from ovi_core.longclip.job import prepare_audio
 
-        prepare_audio(*audio, plan=plan)
+        prepare_audio(*audio, plan=plan, offset=aoff)
     prompts_for_windows(prompts, plan.num_windows, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
@@ -216,7 +226,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         guide_mode=getattr(args, "guide_mode", "replace"), guide_until=getattr(args, "guide_until", 1.0),
         windows_dir=args.windows_dir, wav=args.wav, progress=_progress(),
         resume_key=_resume_key(args, fusion, speed) if args.windows_dir else None,
-        draft=getattr(args, "draft", False),
+        draft=getattr(args, "draft", False), audio_offset=float(getattr(args, "audio_offset", None) or 0.0),
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)
