@@ -120,14 +120,15 @@ class OviAudioGuide:
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
 
 
-def _long_video(images, fps: float, model, seconds) -> GuideItem | None:
-    """A video longer than one clip of the model: an unencoded item for OviLongClipSampler (None otherwise)."""
+def _long_video(images, fps: float, model, seconds, offset: float = 0.0) -> GuideItem | None:
+    """A video longer than one clip of the model, or placed later in the clip (``offset`` seconds): an unencoded
+    item for OviLongClipSampler (None otherwise)."""
     from ovi_core import sizes
     from ovi_core.conditioning.video_in import output_size
-    from ovi_core.longclip.video_guide import TensorVideo
+    from ovi_core.longclip.video_guide import TensorVideo, offset_frames
 
-    src = TensorVideo(images if images.ndim == 4 else images[None], fps)
-    if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames:
+    src = TensorVideo(images if images.ndim == 4 else images[None], fps, offset=offset_frames(offset))
+    if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames and src.offset == 0:
         return None
     output_size(src.height, src.width, area=model.target_area)  # the size check, now
     return GuideItem(guide=None, source=src)
@@ -158,6 +159,10 @@ class OviVideoGuide:
                                                "frame rate are used."}),
                 "guides": (OVI_GUIDES, {"tooltip": _CHAIN_TIP}),
                 **_trim_inputs("video"),
+                "offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
+                                     "tooltip": "Where the video starts in the clip, seconds; the frames before it "
+                                                "are generated. Above 0 the guide is for OviLongClipSampler (which "
+                                                "places it in the windows it covers)."}),
             },
         }
 
@@ -168,12 +173,12 @@ class OviVideoGuide:
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
-                   "longer than one clip is kept unencoded for OviLongClipSampler (which encodes it window by "
-                   "window); OviJointSampler refuses it. start and max_seconds trim it in the graph; a size that "
+                   "longer than one clip (or placed at an offset) is kept unencoded for OviLongClipSampler (which "
+                   "encodes it window by window); OviJointSampler refuses it. start and max_seconds trim it in the graph; a size that "
                    "does not fit the model is refused.")
 
     def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
-               max_seconds=0.0):
+               max_seconds=0.0, offset=0.0):
         from ovi_core.conditioning.trim import trim_frames
         from ovi_core.conditioning.video_in import encode_video_guide
 
@@ -185,7 +190,7 @@ class OviVideoGuide:
             comp = video.get_components()
             images, fps = comp.images, float(comp.frame_rate)
         images = trim_frames(images, float(fps), start=start, max_seconds=max_seconds)
-        long_item = _long_video(images, float(fps), model, seconds)
+        long_item = _long_video(images, float(fps), model, seconds, float(offset or 0.0))
         if long_item is not None:
             return (list(guides or []) + [long_item],)
         with _patcher.use(video_vae) as vae:

@@ -87,11 +87,16 @@ class OviLongClipSampler:
                                                "guides every window it covers (needs audio_vae). At most the clip's "
                                                "length."}),
                 "audio_vae": (OVI_AUDIO_VAE, {"tooltip": "MMAudio VAE, to encode the audio track."}),
-                "guides": (OVI_GUIDES, {"tooltip": "Optional guides from OviVideoGuide / OviAudioGuide, from 0 s and "
-                                                   "of any length: the video guides every window it covers (read "
+                "guides": (OVI_GUIDES, {"tooltip": "Optional guides from OviVideoGuide / OviAudioGuide, at their "
+                                                   "offsets and of any length: the video guides every window it "
+                                                   "covers (read "
                                                    "and encoded window by window; needs video_vae; the clip takes "
                                                    "its size), the sound as the audio input. Their mode is "
                                                    "guide_mode; frames or sound past 'seconds' are not used."}),
+                "audio_offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01, "advanced": True,
+                                           "tooltip": "Where the audio input starts in the clip, seconds (before it "
+                                                      "the sound is generated). An audio guide brings its own "
+                                                      "offset."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -108,8 +113,9 @@ class OviLongClipSampler:
     def sample(self, model, text_encoder, prompts, seconds, aspect, width, height, steps, solver, shift, video_cfg,
                audio_cfg, slg_layer, seed, overlap=2.0, crossfade=0.5, guide_mode="replace",
                video_negative=VIDEO_NEGATIVE, audio_negative=AUDIO_NEGATIVE, image=None, video_vae=None, audio=None,
-               audio_vae=None, guides=None, unique_id=None):
-        from ovi_core.longclip.job import prepare_audio
+               audio_vae=None, guides=None, audio_offset=0.0, unique_id=None):
+        from ovi_core.conditioning.ranges import offset_samples
+        from ovi_core.longclip.job import prepare_audio, track_latents
         from ovi_core.longclip.plan import plan_windows
         from ovi_core.longclip.prompts import (
             describe_prompt_plan,
@@ -131,9 +137,10 @@ class OviLongClipSampler:
         height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
         plan = plan_windows(float(seconds), version=model.version, overlap_seconds=float(overlap),
                             crossfade_seconds=float(crossfade))
-        video, guide_audio = _long_guides(guides, image=image, audio=audio)
+        video, guide_audio, guide_offset = _long_guides(guides, image=image, audio=audio)
+        aoff = offset_samples(float(audio_offset or 0.0))
         if guide_audio is not None:
-            audio = guide_audio
+            audio, aoff = guide_audio, guide_offset
         if video is not None and video_vae is None:
             raise ValueError("A video guide is connected but no video_vae: connect OviVideoVAELoader (each window's "
                              "frames are encoded with the Wan2.2 VAE).")
@@ -146,7 +153,8 @@ class OviLongClipSampler:
             windows_video = WindowVideo(video, plan, area=model.target_area)
             height_px, width_px = windows_video.height, windows_video.width
         window_prompts = prompts_for_windows(split_prompts(prompts), plan.num_windows, plan=plan)
-        given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan) if audio is not None else None
+        given = prepare_audio(audio["waveform"], int(audio["sample_rate"]), plan=plan, offset=aoff) \
+            if audio is not None else None
         plan_text = "Ovi long clip: " + plan.describe() + "\n" + describe_prompt_plan(plan, window_prompts)
         if draft and image is None and windows_video is None:
             from ovi_core.validate import draft_note
@@ -158,7 +166,7 @@ class OviLongClipSampler:
         with _patcher.use(text_encoder) as te:
             conds = encode_window_prompts(te, window_prompts, video_negative=video_negative,
                                           audio_negative=audio_negative, version=model.version)
-        image_latent = given_latents = None
+        image_latent = given_latents = given_mask = None
         if image is not None:
             with _patcher.use(video_vae) as vae:
                 image_latent = encode_image(vae, image[0], area=min(model.target_area, height_px * width_px)
@@ -166,12 +174,12 @@ class OviLongClipSampler:
                                             dtype=video_vae.dtype)
         if given is not None:
             with _patcher.use(audio_vae) as codec:
-                given_latents = codec.encode(given.to(device=audio_vae.device, dtype=audio_vae.dtype), 16000)
-            given_latents = given_latents.float().cpu()
+                given_latents, given_mask = track_latents(codec, given, offset=aoff, device=audio_vae.device,
+                                                          dtype=audio_vae.dtype)
 
         def encode_window(k):
             with _patcher.use(video_vae) as vae:
-                return windows_video.latent(k, vae, device=video_vae.device)
+                return windows_video.window_latent(k, vae, device=video_vae.device)
 
         total = plan.num_windows * int(steps)
         shown = _preview.video_preview(total, unique_id, model.device)  # None: ComfyUI gives no preview this run
@@ -189,7 +197,7 @@ class OviLongClipSampler:
                 settings=SamplingSettings(steps=int(steps), solver=solver, shift=float(shift),
                                           video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
                                           slg_layer=int(slg_layer), seed=int(seed)),
-                image_latent=image_latent, given_audio=given_latents,
+                image_latent=image_latent, given_audio=given_latents, given_audio_mask=given_mask,
                 given_video=encode_window if windows_video is not None else None,
                 guide_mode=guide_mode, device=model.device, dtype=model.dtype,
                 progress=progress if shown is None else None, preview=preview if shown is not None else None,
@@ -199,32 +207,34 @@ class OviLongClipSampler:
 
 
 def _long_guides(guides, *, image, audio):
-    """OVI_GUIDES -> ``(video source or None, ComfyUI AUDIO or None)`` for a long clip; refuses what it cannot take."""
+    """OVI_GUIDES -> ``(video source or None, ComfyUI AUDIO or None, its offset in 16 kHz samples)`` for a long clip;
+    refuses what it cannot take."""
     from ovi_core.conditioning.audio_in import AudioInput
     from ovi_core.conditioning.video_in import VideoInput
     from ovi_core.longclip.video_guide import TensorVideo
 
     video = track = None
+    offset = 0
     for item in guides or []:
         src = item.source
         if src is None or getattr(src, "exclude", None) is not None:
-            raise ValueError("OviLongClipSampler takes video and audio guides from 0 s; a redo guide works on "
-                             "OviJointSampler (one clip).")
+            raise ValueError("OviLongClipSampler takes video and audio guides (at any offset); a redo guide works "
+                             "on OviJointSampler (one clip).")
         if isinstance(src, (TensorVideo, VideoInput)):
             if video is not None:
                 raise ValueError("Connect one video guide to OviLongClipSampler, not several.")
             if image is not None:
-                raise ValueError("A video guide gives every frame including the first; disconnect the image.")
+                raise ValueError("A video guide gives the clip's frames (from its offset on) and is not combined with "
+                                 "a first frame; disconnect the image.")
             video = src if isinstance(src, TensorVideo) else TensorVideo(src.frames, 24)
         elif isinstance(src, AudioInput):
             if track is not None or audio is not None:
                 raise ValueError("Give one sound track: the audio input or one audio guide, not both.")
-            if src.start != 0:
-                raise ValueError("A long clip takes its sound track from 0 s; set the audio guide's offset to 0.")
             track = {"waveform": src.samples.reshape(1, 1, -1), "sample_rate": 16000}
+            offset = int(src.start)
         else:
             raise ValueError(f"OviLongClipSampler cannot take a guide made from {type(src).__name__}.")
-    return video, track
+    return video, track, offset
 
 
 NODE_CLASS_MAPPINGS = {"OviLongClipSampler": OviLongClipSampler}

@@ -246,8 +246,9 @@ class OviJointSampler:
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
         if any(item.guide is None for item in guides or []):
-            raise ValueError("A video guide is longer than one clip of this model: connect the guides to "
-                             "OviLongClipSampler (chained windows, each guided by its part of the video).")
+            raise ValueError("A video guide is longer than one clip of this model (or placed at an offset): connect "
+                             "the guides to OviLongClipSampler (chained windows, each guided by its part of the "
+                             "video).")
         from ovi_core import sizes
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options

@@ -21,6 +21,7 @@ from ovi_core.longclip.plan import (
     DEFAULT_CROSSFADE_SECONDS,
     DEFAULT_OVERLAP_SECONDS,
     SAMPLE_RATE,
+    SAMPLES_PER_LATENT,
     WindowPlan,
     plan_windows,
 )
@@ -66,6 +67,24 @@ def prepare_audio(waveform: torch.Tensor, sample_rate: int, *, plan: WindowPlan,
     if mono.shape[1] < 2048:
         raise ValueError(f"the audio is too short to encode ({dur:.3f} s); give at least 0.128 s")
     return mono[:, : plan.samples - offset]
+
+
+def track_latents(codec, track: torch.Tensor, *, offset: int = 0, device: torch.device | str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A given track ``[1, T16]`` (:func:`prepare_audio`) placed at sample ``offset`` -> ``(latents [1, L, 20]``
+    float32 on the CPU in clip coordinates, ``mask [L]`` of the latents that are given, or None for all of them).
+
+    The track is encoded after ``offset`` samples of silence; only the latents lying wholly after the offset are
+    given (the silence before it is left to the model). With ``offset == 0`` the track alone is encoded, as before
+    offsets existed.
+    """
+    canvas = track if not offset else torch.cat([torch.zeros(1, offset), track], dim=1)
+    with torch.no_grad():
+        lat = codec.encode(canvas.to(device=device, dtype=dtype), SAMPLE_RATE).float().cpu()
+    if not offset:
+        return lat, None
+    first = -(-offset // SAMPLES_PER_LATENT)
+    return lat, torch.arange(lat.shape[1]) >= first
 
 
 def generate_long_clip(
@@ -170,14 +189,9 @@ def generate_long_clip(
                 image_latent = encode_image(pipe.video_vae, image, area=image_area, device=dev, dtype=vae_dtype)
         given_latents = given_mask = None
         if given is not None:
-            canvas = given if not aoff else torch.cat([torch.zeros(1, aoff), given], dim=1)  # silence before it
             with on_device(pipe.audio_codec, dev, offload=off):
-                given_latents = pipe.audio_codec.encode(canvas.to(device=dev, dtype=codec_dtype), SAMPLE_RATE)
-            given_latents = given_latents.float().cpu()
-            del canvas
-            if aoff:  # the latents lying wholly after the offset; the silence before it is left to the model
-                first = -(-aoff // ranges.SAMPLES_PER_LATENT)
-                given_mask = torch.arange(given_latents.shape[1]) >= first
+                given_latents, given_mask = track_latents(pipe.audio_codec, given, offset=aoff, device=dev,
+                                                          dtype=codec_dtype)
             logger.info("given audio: %.2f s from %.3f s guides the windows; the MP4 carries it, not its VAE round "
                         "trip", given.shape[1] / SAMPLE_RATE, aoff / SAMPLE_RATE)
         if given_video is not None:
