@@ -119,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
     from ovi_core.io.latents import OutputWriteError
     from ovi_core.pipeline import OviPipeline
 
+    if longclip_cli.long_source(args):  # --source longer than one window: re-run the windows of the range
+        return longclip_cli.run_long_redo(args)
     media_length.apply(args)  # --video/--audio without --seconds: the clip follows the media's length
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)

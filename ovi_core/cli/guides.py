@@ -35,7 +35,7 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
                    "audio/frames instead of the originals")
 
 
-def _check_args(args: argparse.Namespace) -> bool:
+def check_args(args: argparse.Namespace) -> bool:
     """Flag combinations and files; True when any guide flag is used."""
     used = any(getattr(args, k, None) for k in ("audio", "video", "source", "redo"))
     if args.audio_offset is not None and not args.audio:
@@ -82,7 +82,7 @@ def inputs_from_args(args: argparse.Namespace) -> list:
     from ovi_core.conditioning.redo import redo_inputs
     from ovi_core.conditioning.video_in import prepare_video, read_video_file
 
-    if not _check_args(args):
+    if not check_args(args):
         return []
     version, area = model_version_and_area(args)
     mode, until = args.guide_mode, args.guide_until

@@ -149,8 +149,8 @@ def run_long_clip(args: argparse.Namespace) -> int:
         raise ValueError("--guide-until applies to a guide: add --audio FILE or --video FILE (or drop it)")
     for flag in ("source", "redo"):
         if getattr(args, flag, None):
-            raise ValueError(f"--{flag.replace('_', '-')} is not supported for long clips; long clips take --image "
-                             "(first frame), --video [--video-offset S] and --audio [--audio-offset S]")
+            raise ValueError(f"--{flag} keeps its clip's length: drop --seconds and the extra prompts (long clips "
+                             "take --image, --video [--video-offset S] and --audio [--audio-offset S])")
     if getattr(args, "video", None) and args.image:
         raise ValueError("--video gives the clip's frames (from --video-offset on) and is not combined with a first "
                          "frame; drop --image")
@@ -230,4 +230,86 @@ def run_long_clip(args: argparse.Namespace) -> int:
     )
     logger.info("wrote %s: %s; audio %s", res.path, res.plan.describe(), res.audio_source)
     print(res.path)
+    return 0
+
+
+def long_source(args: argparse.Namespace) -> bool:
+    """True when ``--source`` is a video file longer than one window of the model: the redo re-runs the windows
+    that cover its range (:mod:`ovi_core.longclip.redo`). Only the file's headers are read."""
+    src = getattr(args, "source", None)
+    if not src or str(src).endswith((".safetensors", ".sft")) or not os.path.isfile(src):
+        return False  # saved latents and missing files: the single-clip path says what is wrong
+    from ovi_core import sizes
+    from ovi_core.longclip.video_guide import FileVideo
+
+    return FileVideo(src).frames24 > sizes.get_spec(_model_version(args)).frames
+
+
+def run_long_redo(args: argparse.Namespace) -> int:
+    """``--source CLIP --redo stream:A-B`` on a clip longer than one window (see :func:`long_source`)."""
+    from ovi_core import validate
+    from ovi_core.cli import speed as speed_cli
+    from ovi_core.cli.common import check_fusion, check_outputs, target_area
+    from ovi_core.cli.guides import check_args
+    from ovi_core.conditioning import ranges
+    from ovi_core.conditioning.audio_in import to_mono_16k
+    from ovi_core.conditioning.video_in import output_size
+    from ovi_core.io.media import read_audio
+    from ovi_core.longclip.prompts import encode_window_prompts, prompts_for_windows
+    from ovi_core.longclip.redo import plan_redo, redo_stream
+    from ovi_core.longclip.stream import ClipStreamWriter
+    from ovi_core.longclip.video_guide import FileVideo
+    from ovi_core.pipeline import OviPipeline
+    from ovi_core.runtime.memory import on_device
+    from ovi_core.sampling.settings import SamplingSettings
+
+    check_args(args)
+    if args.seconds is not None:
+        raise ValueError("--source/--redo keeps the clip's length; drop --seconds")
+    if getattr(args, "windows_dir", None):
+        raise ValueError("--windows-dir is for long clips; a redo re-runs only the windows of its range, drop it")
+    if getattr(args, "guide_until", 1.0) != 1.0:
+        raise ValueError("--guide-until applies to --audio/--video; a redo keeps the rest of the clip exactly")
+    if not args.out.lower().endswith(".mp4"):
+        raise ValueError(f"--out must name an .mp4 file for a redo of a long clip, got {args.out!r}")
+    prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
+    for text in prompts:
+        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
+                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
+                                  audio_guidance_scale=args.audio_cfg)
+    check_outputs(args, [args.out])
+    stream, start, end = ranges.parse_redo(args.redo)
+    source = FileVideo(args.source)  # headers; the frames are read window by window and chunk by chunk
+    output_size(source.height, source.width, area=target_area(args))  # the size check, now
+    wav, rate = read_audio(args.source)
+    track = to_mono_16k(wav, rate)[None]  # [1, T] at 16 kHz: what the output keeps outside the range
+    del wav
+    rp = plan_redo(stream, start, end, frames=source.frames24, samples=track.shape[1], version=_model_version(args),
+                   overlap=args.overlap)
+    window_prompts = prompts_for_windows(prompts, rp.plan.num_windows, plan=rp.plan)
+    logger.info("%s", rp.describe())
+    speed = speed_cli.prepare(args)
+    fusion = check_fusion(getattr(args, "fusion", None))
+
+    pipe = OviPipeline.from_weights(
+        args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,
+        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
+        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
+        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
+                                                       else {}),
+    )
+    speed_cli.apply(args, pipe, speed)
+    with on_device(pipe.text_encoder, pipe.device, offload=pipe._offload):
+        conds = encode_window_prompts(pipe.text_encoder, window_prompts, video_negative=args.negative_video,
+                                      audio_negative=args.negative_audio, version=pipe.version)
+    settings = SamplingSettings(steps=args.steps, solver=args.solver, shift=args.shift,
+                                video_guidance_scale=args.video_cfg, audio_guidance_scale=args.audio_cfg,
+                                slg_layer=args.slg_layer, seed=args.seed, speed=speed.speed)
+    wav_path = os.path.splitext(args.out)[0] + ".wav" if args.wav else None
+    with ClipStreamWriter(args.out, fps=24, sample_rate=16000, wav_path=wav_path) as writer:
+        for frames, samples in redo_stream(pipe, conds, rp, source=source, track=track, settings=settings,
+                                           guide_mode=args.guide_mode, progress=_progress()):
+            writer.write(frames, samples)
+    logger.info("wrote %s: %s", args.out, rp.describe())
+    print(args.out)
     return 0

@@ -44,6 +44,7 @@ def window_guides(
     until: float = 1.0,
     given_video_at: int = 0,
     given_audio_mask: torch.Tensor | None = None,
+    given_video_mask: torch.Tensor | None = None,
 ) -> list:
     """The guides of window ``index``: from ``previous`` (window ``index - 1``'s latents) and ``given_audio``.
 
@@ -51,8 +52,9 @@ def window_guides(
     coordinates or None; ``given_audio_mask``: bool ``[L_clip]``, the latents of ``given_audio`` that are given
     (None: all; a track placed later in the clip leaves the ones before it to the model); ``given_video``:
     ``[1, 48, c, h, w]``, the latent of the given frames of THIS window, its latent frames
-    ``given_video_at .. given_video_at + c - 1`` (a video placed later in the clip), or None. Returns a list of
-    ``Guide`` (empty for window 0 without given media).
+    ``given_video_at .. given_video_at + c - 1`` (a video placed later in the clip), or None;
+    ``given_video_mask``: bool ``[c]``, which of those latent frames are given (None: all; a redo leaves its range
+    to the model). Returns a list of ``Guide`` (empty for window 0 without given media).
     """
     from ovi_core.sampling.guides import Guide
 
@@ -73,8 +75,10 @@ def window_guides(
         if tuple(given_video.shape[3:]) != tuple(video_shape[3:]):
             raise ValueError(f"the given video's latent {tuple(given_video.shape)} does not fit the window "
                              f"{tuple(video_shape)}; encode it at the clip's size")
-        vlat[:, :, j0 : j0 + c] = given_video[:1, :, :c].float()  # the user's frames win over the carried ones
-        vmask[j0 : j0 + c] = True
+        m = torch.ones(c, dtype=torch.bool) if given_video_mask is None else given_video_mask[:c].to(torch.bool)
+        part = vlat[:, :, j0 : j0 + c]  # the user's frames win over the carried ones
+        vlat[:, :, j0 : j0 + c] = torch.where(m.view(1, 1, -1, 1, 1), given_video[:1, :, :c].float(), part)
+        vmask[j0 : j0 + c] |= m
     if bool(vmask.any()):
         guides.append(Guide("video", vlat, vmask, mode=mode, until=until))
     alat = torch.zeros(1, la, previous.audio.shape[-1] if previous is not None else 20, dtype=torch.float32)
@@ -126,7 +130,8 @@ def sample_windows(
     ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip
     (``given_audio_mask`` ``[L_clip]``: which of them are given; None: all);
     ``given_video(k)``: the latent ``[1, 48, c, h, w]`` of window ``k``'s given frames from its latent frame 0, or
-    ``(latent, j0)`` for frames from its latent frame ``j0``, or None; called just before window ``k`` is sampled
+    ``(latent, j0)`` for frames from its latent frame ``j0`` (``(latent, j0, mask [c])``: only where ``mask``), or
+    None; called just before window ``k`` is sampled
     (so only one window's frames are ever encoded at once);
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``settings``:
@@ -157,12 +162,13 @@ def sample_windows(
             logger.info("window %d/%d (frames %d-%d, seed %d)", k + 1, n, plan.windows[k].frame_start,
                         plan.windows[k].frame_start + plan.window_frames - 1, seed + k)
             vgiven = given_video(k) if given_video is not None else None
-            vat = 0
+            vat, vkeep = 0, None
             if isinstance(vgiven, tuple):
-                vgiven, vat = vgiven
+                vgiven, vat, *rest = vgiven
+                vkeep = rest[0] if rest else None
             guides = window_guides(plan, k, previous, video_shape=vshape, given_audio=given_audio,
                                    given_video=vgiven, mode=guide_mode, until=guide_until, given_video_at=vat,
-                                   given_audio_mask=given_audio_mask)
+                                   given_audio_mask=given_audio_mask, given_video_mask=vkeep)
             del vgiven
             cb = None
             if progress is not None:
