@@ -103,8 +103,9 @@ class OviAudioGuide:
                        "the decoders to keep the given sound exact).",)
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
-    DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than the "
-                   "clip is refused with the maximum; start and max_seconds trim it in the graph.")
+    DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than one "
+                   "clip is kept unencoded: OviJointSampler then makes a long clip as long as the sound (chained "
+                   "windows), as does OviLongClipSampler; start and max_seconds trim it in the graph.")
 
     def encode(self, audio_vae, model, audio, offset, mode, until, seconds, guides=None, start=0.0, max_seconds=0.0):
         from ovi_core.conditioning.audio_in import encode_audio_guide
@@ -113,11 +114,42 @@ class OviAudioGuide:
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError("audio must be a ComfyUI AUDIO (a dict with waveform [B, C, T] and sample_rate).")
         waveform = trim_audio(audio["waveform"], int(audio["sample_rate"]), start=start, max_seconds=max_seconds)
+        long_item = _long_audio(waveform, int(audio["sample_rate"]), model, seconds, offset=float(offset), mode=mode,
+                                until=float(until), audio_vae=audio_vae)
+        if long_item is not None:
+            return (list(guides or []) + [long_item],)
         with _patcher.use(audio_vae) as codec:
             inp, guide = encode_audio_guide(codec, waveform, int(audio["sample_rate"]),
                                             version=_version(model, seconds), offset=float(offset), mode=mode,
                                             until=float(until), device=audio_vae.device)
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
+
+
+def _long_audio(waveform, rate: int, model, seconds, *, offset: float, mode: str, until: float,
+                audio_vae) -> GuideItem | None:
+    """A sound longer than one clip of the model from ``offset``: an unencoded item for a long clip (None
+    otherwise); OviJointSampler and OviLongClipSampler encode it with ``audio_vae``."""
+    import math
+
+    import torch
+
+    from ovi_core import sizes
+    from ovi_core.conditioning import ranges
+    from ovi_core.conditioning.audio_in import AudioInput, to_mono_16k
+    from ovi_core.sampling.guides import check_mode
+
+    spec = sizes.get_spec(_version(model, seconds))
+    if float(offset) + waveform.shape[-1] / int(rate) <= spec.frames / sizes.FPS + 1e-9:
+        return None
+    check_mode(mode, until)
+    samples = to_mono_16k(waveform, int(rate))
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
+    samples = samples.clamp(-1.0, 1.0)
+    start = ranges.offset_samples(offset)
+    inp = AudioInput(samples=samples, start=start, length=math.ceil((start + samples.shape[-1]) / 512), mode=mode,
+                     until=float(until))
+    return GuideItem(guide=None, source=inp, encoder=audio_vae)
 
 
 def _long_video(images, fps: float, model, seconds, offset: float = 0.0) -> GuideItem | None:
@@ -173,8 +205,9 @@ class OviVideoGuide:
     FUNCTION = "encode"
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
-                   "longer than one clip (or placed at an offset) is kept unencoded for OviLongClipSampler (which "
-                   "encodes it window by window); OviJointSampler refuses it. start and max_seconds trim it in the graph; a size that "
+                   "longer than one clip (or placed at an offset) is kept unencoded and encoded window by window: "
+                   "OviJointSampler then makes a long clip as long as the video, OviLongClipSampler one of its "
+                   "seconds. start and max_seconds trim it in the graph; a size that "
                    "does not fit the model is refused.")
 
     def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
@@ -192,6 +225,8 @@ class OviVideoGuide:
         images = trim_frames(images, float(fps), start=start, max_seconds=max_seconds)
         long_item = _long_video(images, float(fps), model, seconds, float(offset or 0.0))
         if long_item is not None:
+            long_item.source.mode = mode
+            long_item.encoder = video_vae
             return (list(guides or []) + [long_item],)
         with _patcher.use(video_vae) as vae:
             inp, guide = encode_video_guide(vae, images, float(fps), version=_version(model, seconds),

@@ -245,10 +245,7 @@ class OviJointSampler:
                slg_layer, seed, image=None, video_vae=None, audio_rope_scale=None, preset="default",
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
-        if any(item.guide is None for item in guides or []):
-            raise ValueError("A video guide is longer than one clip of this model (or placed at an offset): connect "
-                             "the guides to OviLongClipSampler (chained windows, each guided by its part of the "
-                             "video).")
+        long_media = any(item.guide is None for item in guides or [])  # longer than one window, or placed later
         from ovi_core import sizes
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
@@ -272,6 +269,16 @@ class OviJointSampler:
                          shift=float(shift))
         steps, video_cfg, audio_cfg, shift = p["steps"], p["video_guidance_scale"], p["audio_guidance_scale"], p["shift"]
         w, h = ASPECT_PRESETS[aspect] or (int(width), int(height))
+        settings = SamplingSettings(
+            steps=int(steps), solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
+            audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
+            audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
+        )
+        if long_media:  # chained windows, as long as the media (see nodes.longclip.joint_long_clip)
+            from .longclip import joint_long_clip
+
+            return (joint_long_clip(model, conditioning.cond, guides, height=height_px, width=width_px,
+                                    settings=settings, image=image, video_vae=video_vae, unique_id=unique_id),)
         image_latent = None
         if image is not None:
             if video_vae is None:
@@ -299,11 +306,6 @@ class OviJointSampler:
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),
                          level=logging.WARNING if notes else logging.DEBUG)
-        settings = SamplingSettings(
-            steps=int(steps), solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
-            audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
-            audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
-        )
         # a latent preview each step where ComfyUI's preview settings give one, else the step count only
         preview = _preview.video_preview(int(steps), unique_id, model.device)
         progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)

@@ -53,12 +53,7 @@ def test_a_video_longer_than_one_window_guides_every_window_of_the_long_clip(com
     with torch.inference_mode():
         (g,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames)
         assert g[0].guide is None and isinstance(g[0].source, TensorVideo)  # kept for the long clip, unencoded
-        with pytest.raises(ValueError, match="OviLongClipSampler"):
-            OviJointSampler().sample(model, None, aspect="1:1 square (960x960)", width=960, height=960,
-                                     seconds="auto", steps=1, solver="unipc", shift=5.0, video_cfg=4.0, audio_cfg=3.0,
-                                     slg_layer=11, seed=1, guides=g)
-        with pytest.raises(ValueError, match="video_vae"):
-            OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, guides=g)
+        assert g[0].encoder is vae  # the sampler encodes the windows with it when its own video_vae is unconnected
         lat, text = OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, video_vae=vae, guides=g)
         assert "2 window(s)" in text and lat.video.shape[-2:] == (4, 4)  # the video's 64x64, not the preset
         plan = plan_windows(6.0, version=model.version)
@@ -104,10 +99,6 @@ def test_a_video_placed_later_guides_the_long_clip_from_its_offset(comps):
         (g,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames,
                                       offset=2.0)
         assert g[0].guide is None and g[0].source.offset == 48  # kept for the long clip, at clip frame 48
-        with pytest.raises(ValueError, match="OviLongClipSampler"):
-            OviJointSampler().sample(model, None, aspect="1:1 square (960x960)", width=960, height=960,
-                                     seconds="auto", steps=1, solver="unipc", shift=5.0, video_cfg=4.0, audio_cfg=3.0,
-                                     slg_layer=11, seed=1, guides=g)
         lat, _ = OviLongClipSampler().sample(model, te, seconds=6.0, **LONG, video_vae=vae, guides=g)
         (out,) = OviDecodeVideo().decode(vae, lat, tile_size=0, guides=g)
     a, b = held_frames(48, 88)
@@ -140,3 +131,45 @@ def test_a_sound_placed_later_guides_the_long_clip_as_the_audio_input_at_that_of
     assert mask.nonzero().flatten().tolist() == list(range(94, 125))  # wholly after 3 s, to the end of the sound
     assert torch.equal(via_guide.audio[:, 94:125], ref[:, 94:125])
     assert not torch.allclose(via_guide.audio[:, :90], ref[:, :90], atol=1e-3)  # before 3 s: generated
+
+
+JOINT = dict(aspect="16:9 landscape (1280x704)", width=1280, height=704, seconds="auto", steps=1, solver="unipc",
+             shift=5.0, video_cfg=4.0, audio_cfg=3.0, slg_layer=11, seed=1)
+
+
+def test_the_joint_sampler_makes_a_clip_as_long_as_a_long_video_without_a_vae_of_its_own(comps, avae):
+    """The video-to-audio workflow's graph (OviJointSampler has no video_vae) with a video of 150 frames."""
+    model, te, vae = comps
+    cond = NODE_CLASS_MAPPINGS["OviTextEncode"]().encode(te, "A man says <S>Hi.<E> Audio: male voice.", "blur",
+                                                         "echo", model=model)["result"][0]
+    frames = torch.rand(150, 64, 64, 3)
+    with torch.inference_mode():
+        (g,) = OviVideoGuide().encode(vae, model, fps=24.0, mode="replace", until=1.0, seconds="auto", images=frames)
+        (lat,) = OviJointSampler().sample(model, cond, **JOINT, guides=g)
+        (out,) = OviDecodeVideo().decode(vae, lat, tile_size=0, guides=g)
+    assert lat.video.shape[2] == 1 + 149 // 4 + 1 and lat.video.shape[-2:] == (4, 4)  # 150 frames, the video's size
+    assert out.shape[0] >= 150 and torch.equal(out[:149], frames[:149])  # its frames (whole latents: 0-148)
+    plan = plan_windows(149 / 24, version=model.version)
+    with _patcher.use(vae) as v:
+        w0 = WindowVideo(g[0].source, plan, area=model.target_area).latent(0, v)
+    seam = plan.seams[0]
+    assert torch.equal(lat.video[:, :, : seam.latent0], w0[:, :, : seam.latent0])
+
+
+def test_the_joint_sampler_makes_a_clip_as_long_as_a_long_sound(comps, avae):
+    """The audio-to-video workflow's graph with a 7 s voice: longer than the 5 s window."""
+    model, te, _ = comps
+    cond = NODE_CLASS_MAPPINGS["OviTextEncode"]().encode(te, "A man says <S>Hi.<E> Audio: male voice.", "blur",
+                                                         "echo", model=model)["result"][0]
+    t = torch.arange(7 * 22050) / 22050
+    sound = {"waveform": (0.3 * torch.sin(2 * torch.pi * 220 * t)).view(1, 1, -1), "sample_rate": 22050}
+    with torch.inference_mode():
+        (g,) = OviAudioGuide().encode(avae, model, sound, offset=0.0, mode="replace", until=1.0, seconds="auto")
+        assert g[0].guide is None and g[0].encoder is avae  # kept unencoded for a long clip
+        (lat,) = OviJointSampler().sample(model, cond, **JOINT, guides=g)
+        (wav,) = NODE_CLASS_MAPPINGS["OviDecodeAudio"]().decode(avae, lat, guides=g)
+    assert lat.video.shape[2] == 1 + 168 // 4  # floor(7 * 24) + 1 = 169 frames
+    w = wav["waveform"][0, 0]
+    given = g[0].source.canvas()[0]
+    n = 7 * 16000 // 512 * 512  # the whole latents of the sound, put back sample for sample
+    assert torch.equal(w[:n], given[:n])

@@ -107,6 +107,7 @@ class TensorVideo:
     """
 
     stream = "video"
+    mode = "replace"  # the guide mode a node asked for (a long clip's guides take it)
 
     def __init__(self, frames: torch.Tensor, fps: float, *, offset: int = 0) -> None:
         self.offset = _check_offset(offset)  # clip frame of the video's first frame
