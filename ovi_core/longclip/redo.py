@@ -44,7 +44,7 @@ from ovi_core.longclip.plan import (
 logger = logging.getLogger(__name__)
 
 CONTEXT_FRAMES = 12  # half a second of the source on each side of the range, where the windows allow it
-CHUNK_FRAMES = 48  # source frames read and written at once
+CHUNK_FRAMES = 16  # source frames read and written at once
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def redo_stream(
     (the output's size); ``track``: its sound, 16 kHz mono ``[1, T]``; ``settings``: the sampling settings (window
     ``k`` uses ``seed + k``).
     """
-    from ovi_core.conditioning.video_in import VideoInput, output_size
+    from ovi_core.conditioning.video_in import output_size, to_pixels
     from ovi_core.longclip.job import track_latents
     from ovi_core.longclip.runner import sample_windows
     from ovi_core.pipeline import decode_audio, decode_video
@@ -191,10 +191,12 @@ def redo_stream(
 
     def given_video(k: int):
         s = plan.windows[k].frame_start
-        frames = source.frames(s, s + plan.window_frames)
-        inp = VideoInput(frames=frames, height=h, width=w, latent_frames=plan.window_latents)
+        n = min(s + plan.window_frames, rp.frames) - s
+        n = 1 + FRAMES_PER_LATENT * ((n - 1) // FRAMES_PER_LATENT)  # whole latent frames (as VideoInput.pixels)
+        pixels = to_pixels(source.chunks(s, s + n), count=n, height=h, width=w)  # read and resized chunk by chunk
         with on_device(pipe.video_vae, dev, offload=off), torch.no_grad():
-            lat = pipe.video_vae.encode(inp.pixels().to(device=dev, dtype=vae_dtype)).float().cpu()
+            lat = pipe.video_vae.encode(pixels.to(device=dev, dtype=vae_dtype)).float().cpu()
+        del pixels
         return lat, 0, _kept_latents(rp, k, lat.shape[2])
 
     windows = sample_windows(
@@ -206,8 +208,8 @@ def redo_stream(
     )
 
     def source_frames(a: int, b: int, samples: torch.Tensor | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for c in range(a, b, CHUNK_FRAMES):
-            yield source.frames(c, min(b, c + CHUNK_FRAMES)), samples
+        for chunk in source.chunks(a, b, CHUNK_FRAMES):
+            yield chunk, samples
             samples = None
         if a >= b and samples is not None:
             yield torch.zeros(0, source.height, source.width, 3, dtype=torch.uint8), samples

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 
 import torch
@@ -39,6 +40,7 @@ from ovi_core.longclip.plan import WindowPlan
 logger = logging.getLogger(__name__)
 
 FRAMES_PER_LATENT = ranges.FRAMES_PER_LATENT
+CHUNK = 16  # frames decoded (at the file's size) and converted at once
 
 
 def _source_index(k: int, fps: Fraction) -> int:
@@ -90,6 +92,30 @@ class FileVideo:
             out += [out[-1]] * (len(idx) - len(out))
         return torch.stack(out)
 
+    def chunks(self, start: int, stop: int, size: int = CHUNK) -> Iterator[torch.Tensor]:
+        """:meth:`frames` ``[start, stop)`` as uint8 chunks of at most ``size`` frames, from one sequential decode
+        (only one chunk at the file's size in memory)."""
+        from ovi_core.io.media import iter_video_frames
+
+        stop = min(stop, self.frames24)
+        idx = [min(self.source_frames - 1, _source_index(k, self.fps)) for k in range(start, stop)]
+        buf, last, sent = [], None, 0
+        for frame in iter_video_frames(self.path, idx):
+            buf.append(frame)
+            last = frame
+            if len(buf) == size:
+                yield torch.stack(buf)
+                sent, buf = sent + len(buf), []
+        if last is None and idx:
+            raise ValueError(f"{self.path!r}: no frame at 24 fps frame {start} (the file is shorter than its header "
+                             "says); re-encode it")
+        missing = len(idx) - sent - len(buf)
+        if missing:
+            logger.warning("%s: %d frames short of its header; repeating the last frame", self.path, missing)
+        buf += [last] * missing
+        for a in range(0, len(buf), size):
+            yield torch.stack(buf[a : a + size])
+
 
 
 
@@ -126,6 +152,12 @@ class TensorVideo:
         idx = [min(self.source_frames - 1, _source_index(k, self.fps)) for k in range(start, stop)]
         return self._frames[idx]
 
+    def chunks(self, start: int, stop: int, size: int = 16) -> Iterator[torch.Tensor]:
+        """:meth:`frames` ``[start, stop)`` in chunks of at most ``size`` frames."""
+        stop = min(stop, self.frames24)
+        for a in range(start, stop, size):
+            yield self.frames(a, min(stop, a + size))
+
     def splice(self, decoded: torch.Tensor) -> torch.Tensor:
         """Decoded frames ``[F, H', W', 3]`` of a clip guided with these frames (from clip frame ``offset``), with
         them put back (resized, clamped) on the frames the guides held (:func:`held_frames`; every window's latent
@@ -133,7 +165,7 @@ class TensorVideo:
         a, b = held_frames(self.offset, min(decoded.shape[0], self.offset + self.frames24))
         if b <= a:
             return decoded
-        return _resized_into(decoded, self.frames(a - self.offset, b - self.offset), a)
+        return _resized_into(decoded, self.chunks(a - self.offset, b - self.offset), a)
 
 
 class WindowVideo:
@@ -197,17 +229,23 @@ class WindowVideo:
 
     def latent(self, index: int, vae, *, device: torch.device | str = "cpu") -> torch.Tensor | None:
         """VAE latent ``[1, 48, j1 - j0, h, w]`` (float32, CPU) of window ``index``'s latent frames ``[j0, j1)``
-        (:meth:`span`), or None."""
-        inp = self.window_input(index)
-        if inp is None:
-            return None
+        (:meth:`span`), or None. The frames of :meth:`window_input`, read and resized chunk by chunk."""
+        from ovi_core.conditioning.video_in import to_pixels
+
         j0, j1 = self.span(index)
+        if j1 <= j0:
+            return None
+        s = self.plan.windows[index].frame_start
+        p0 = s if j0 == 0 else s + FRAMES_PER_LATENT * (j0 - 1)
+        n = s + FRAMES_PER_LATENT * (j1 - 1) + 1 - p0
+        pixels = to_pixels(self.source.chunks(p0 - self.first, p0 - self.first + n), count=n, height=self.height,
+                           width=self.width)
         dtype = next(vae.parameters()).dtype
         with torch.no_grad():
-            lat = vae.encode(inp.pixels().to(device=device, dtype=dtype)).float().cpu()
+            lat = vae.encode(pixels.to(device=device, dtype=dtype)).float().cpu()
+        del pixels
         if j0 > 0:
             lat = lat[:, :, 1:]  # the lone context frame; latents 1.. are window latents j0..
-        s = self.plan.windows[index].frame_start
         logger.info("window %d: video guide on latent frames %d-%d (clip frames %d-%d)", index + 1, j0, j1 - 1,
                     s + (0 if j0 == 0 else 4 * j0 - 3), s + 4 * (j1 - 1))
         return lat
@@ -224,15 +262,18 @@ class WindowVideo:
         lo, hi = max(start, a), min(start + frames.shape[0], b)
         if hi <= lo:
             return frames
-        return _resized_into(frames, self.source.frames(lo - self.first, hi - self.first), lo - start)
+        return _resized_into(frames, self.source.chunks(lo - self.first, hi - self.first), lo - start)
 
 
-def _resized_into(out: torch.Tensor, given: torch.Tensor, at: int) -> torch.Tensor:
-    """``out`` ``[F, H, W, 3]`` with ``given`` ``[n, h, w, 3]`` (uint8 or float in [0, 1]) resized to ``H x W``
-    (bicubic, clamped, as :meth:`VideoInput.splice`) at frames ``[at, at + n)``."""
-    x = (given.float() / 255.0 if given.dtype == torch.uint8 else given.float()).permute(0, 3, 1, 2)
-    if tuple(x.shape[-2:]) != tuple(out.shape[1:3]):
-        x = F.interpolate(x, size=tuple(out.shape[1:3]), mode="bicubic", align_corners=False)
+def _resized_into(out: torch.Tensor, given, at: int) -> torch.Tensor:
+    """``out`` ``[F, H, W, 3]`` with ``given`` (``[n, h, w, 3]`` uint8 or float in [0, 1], or an iterable of such
+    chunks) resized to ``H x W`` (bicubic, clamped, as :meth:`VideoInput.splice`) at frames ``[at, at + n)``; one
+    chunk at a time is float at the source's size."""
     out = out.clone()
-    out[at : at + x.shape[0]] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
+    for chunk in ([given] if isinstance(given, torch.Tensor) else given):
+        x = (chunk.float() / 255.0 if chunk.dtype == torch.uint8 else chunk.float()).permute(0, 3, 1, 2)
+        if tuple(x.shape[-2:]) != tuple(out.shape[1:3]):
+            x = F.interpolate(x, size=tuple(out.shape[1:3]), mode="bicubic", align_corners=False)
+        out[at : at + x.shape[0]] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
+        at += x.shape[0]
     return out
