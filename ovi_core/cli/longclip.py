@@ -240,7 +240,12 @@ def long_source(args: argparse.Namespace) -> bool:
     if not src or str(src).endswith((".safetensors", ".sft")) or not os.path.isfile(src):
         return False  # saved latents and missing files: the single-clip path says what is wrong
     from ovi_core import sizes
+    from ovi_core.cli.guides import check_args
+    from ovi_core.conditioning import ranges
     from ovi_core.longclip.video_guide import FileVideo
+
+    check_args(args)  # flag combinations and the range's syntax first, as for a clip of one window
+    ranges.parse_redo(args.redo)
 
     return FileVideo(src).frames24 > sizes.get_spec(_model_version(args)).frames
 
