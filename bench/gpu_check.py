@@ -20,7 +20,11 @@ after ``--budget`` seconds is skipped):
 * ``dit_fp8`` / ``dit_q8_0``: the step with fp8 (upcast per layer, then fp8 compute) and GGUF Q8_0 weights;
 * ``q6_k_linear``: syncs of one Linear call with a Q6_K weight;
 * ``compile``: ``--compile`` over 2 steps: graphs, graph breaks, recompile-limit messages;
-* ``vae_decode``: the Wan2.2 VAE decode of the clip (the automatic plan) and a forced tiled decode.
+* ``rope``: RoPE on one video q, the eager complex multiply against the compiled real-arithmetic kernel (CUDA's
+  default): seconds, peak memory, whether the bits agree;
+* ``vae_decode``: the Wan2.2 VAE decode of the clip (the automatic plan) and a forced tiled decode;
+* ``fp8_load``: a bf16 file (2 full-width fused blocks) loaded as fp8, converted on the CPU while reading, against
+  bf16 loaded and converted on the device: device memory above the baseline, same weights.
 
 Prints one JSON document and then a table (stdout); ``--json PATH`` also writes the JSON there.
 """
@@ -45,7 +49,15 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from gpu_check_parts import FULL, GIB, SMALL, pack, table  # noqa: E402  (bench/ is this script's folder)
+from gpu_check_parts import (  # noqa: E402  (bench/ is this script's folder)
+    FULL,
+    GIB,
+    SMALL,
+    pack,
+    sec_fp8_load,
+    sec_rope,
+    table,
+)
 from torch import nn  # noqa: E402
 
 from ovi_core.model.fusion import OviFusionModel, _fused_blocks  # noqa: E402
@@ -60,7 +72,7 @@ from ovi_core.runtime.transfers import TransferCounter  # noqa: E402
 from ovi_core.vae.wan_vae import WanVAE  # noqa: E402
 
 SECTIONS = ("env", "dit_gpu", "attn", "dit_block_swap_10", "dit_block_swap_0", "dit_offload", "fp8_linear",
-            "dit_fp8", "dit_q8_0", "q6_k_linear", "compile", "vae_decode")
+            "dit_fp8", "dit_q8_0", "q6_k_linear", "compile", "rope", "vae_decode", "fp8_load")
 
 
 class Check:
@@ -402,7 +414,9 @@ RUNNERS = {
     "dit_q8_0": lambda c: sec_dit_packed(c, "q8_0"),
     "q6_k_linear": sec_q6_k_linear,
     "compile": sec_compile,
+    "rope": sec_rope,
     "vae_decode": sec_vae,
+    "fp8_load": sec_fp8_load,
 }
 
 

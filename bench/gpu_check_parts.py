@@ -1,4 +1,4 @@
-"""Sizes, in-memory weight packing and the result table of ``bench/gpu_check.py``."""
+"""Sizes, in-memory weight packing, the RoPE and fp8-load sections and the result table of ``bench/gpu_check.py``."""
 
 from __future__ import annotations
 
@@ -65,6 +65,92 @@ def pack(model: nn.Module, fmt: str):
             mod._parameters["weight"] = w
         model.compute_dtype = None
     return restore
+
+
+def sec_rope(chk) -> dict:
+    """RoPE on one video q of the clip (``[2, L, heads, head_dim]`` bf16): the eager complex multiply (the official
+    form) against the real-arithmetic form, compiled on CUDA (what :func:`ovi_core.model.rope.apply_rope` runs there;
+    eager with ``--small``, where an inductor compile would take minutes): seconds, peak memory, same bits."""
+    import time
+
+    from ovi_core.model import rope
+
+    c = chk.size.cfg.video
+    f, h, w = chk.size.latent
+    grid = (f, h // 2, w // 2)
+    table_ = rope.video_rope_table(grid, c.head_dim, chk.dev)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, table_.shape[0], c.num_heads, c.head_dim, generator=g).to(chk.dev, torch.bfloat16)
+    # whether the DiT forwards of the earlier sections kept the fused kernel (False: it failed to compile there)
+    out: dict = {"shape": list(x.shape), "fused_kernel_in_use": bool(chk.cuda and rope._fused_enabled)}
+    fused = rope.rotate_pairs
+    if chk.cuda:
+        fused = torch.compile(rope.rotate_pairs, dynamic=True, fullgraph=True)
+        t0 = time.perf_counter()
+        fused(x, table_)
+        chk.sync()
+        out["fused_first_call_sec"] = round(time.perf_counter() - t0, 2)
+    forms = {"complex_eager": lambda: rope._apply_rope_whole(x, torch.view_as_complex(table_)),
+             "real_fused" if chk.cuda else "real_eager": lambda: fused(x, table_)}
+    ys = {}
+    for name, fn in forms.items():
+        chk.reset_peak()
+        sec, ys[name] = chk.timed(fn, repeat=5)
+        out[name] = {"sec": round(sec, 5), **chk.peak()}
+    a, b = ys.values()
+    out["bit_identical"] = bool(torch.equal(a, b))
+    out["max_abs_diff"] = float((a.float() - b.float()).abs().max())
+    return out
+
+
+def sec_fp8_load(chk) -> dict:
+    """fp8 precision at load (issue 22 item 4): a bf16 file of the model's widths with 2 fused blocks (full size:
+    2.7 GiB) loaded as fp8 straight to the device, converted on the CPU while reading, against the old way (bf16 to
+    the device, then converted there): seconds, device memory above what was allocated before, same weights."""
+    import os
+    import tempfile
+    import time
+
+    from ovi_core.model.fusion import OviFusionModel
+    from ovi_core.model.loader import fp8_state_dict, load_fusion, save_fusion
+
+    c = chk.size.cfg
+    if not chk.small:
+        c = dataclasses.replace(c, video=dataclasses.replace(c.video, num_layers=2),
+                                audio=dataclasses.replace(c.audio, num_layers=2))
+    m = OviFusionModel(c, device="meta", dtype=torch.bfloat16).to_empty(device="cpu")
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.02)
+    out: dict = {"layers": c.video.num_layers}
+    sds = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.safetensors")
+        save_fusion(m, path)
+        del m
+        out["file_gib"] = round(os.path.getsize(path) / GIB, 3)
+        for way in ("float8_while_reading", "bf16_then_convert_on_device"):
+            base = torch.cuda.memory_allocated(chk.dev) if chk.cuda else 0
+            chk.reset_peak()
+            t0 = time.perf_counter()
+            if way == "float8_while_reading":
+                mod = load_fusion(path, device=chk.dev, dtype=torch.bfloat16, config=c, float8=torch.float8_e4m3fn)
+            else:
+                mod = load_fusion(path, device=chk.dev, dtype=torch.bfloat16, config=c)
+                mod.load_state_dict(fp8_state_dict(mod.state_dict()), assign=True)
+            chk.sync()
+            res = {"sec": round(time.perf_counter() - t0, 2)}
+            sd = mod.state_dict()
+            res["model_gib"] = round(sum(t.numel() * t.element_size() for t in sd.values()) / GIB, 3)
+            if chk.cuda:
+                res["peak_above_before_gib"] = round((torch.cuda.max_memory_allocated(chk.dev) - base) / GIB, 3)
+            sds[way] = {k: t.cpu() for k, t in sd.items()}
+            out[way] = res
+            del mod, sd
+    a, b = sds.values()
+    out["same_weights"] = all(torch.equal(a[k].view(torch.uint8), b[k].view(torch.uint8)) if a[k].element_size() == 1
+                              else torch.equal(a[k], b[k]) for k in a)
+    return out
 
 
 def table(doc: dict) -> str:

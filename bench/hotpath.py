@@ -200,7 +200,7 @@ def bench_rope(model, official_path: str | None, tokens: int, *, repeat: int) ->
     table = model.video_model.rope(grid, torch.device("cpu"))
     cs = video_rope(grid, hd, torch.device("cpu"))
     fns = {"complex": lambda: apply_rope(x, table),  # on the CPU: token chunks through one float64 buffer
-           "complex_one_multiply": lambda: _apply_rope_whole(x, table),  # the GPU/autograd path
+           "complex_one_multiply": lambda: _apply_rope_whole(x, torch.view_as_complex(table)),  # autograd path
            "real_pairs_before": lambda: apply_rope(x, cs)}
     if official_path:
         from official import load_official

@@ -12,6 +12,8 @@ from .longclip import NODE_CLASS_MAPPINGS as _LONGCLIP_NODES
 from .longclip import NODE_DISPLAY_NAME_MAPPINGS as _LONGCLIP_NAMES
 from .lora import NODE_CLASS_MAPPINGS as _LORA_NODES
 from .lora import NODE_DISPLAY_NAME_MAPPINGS as _LORA_NAMES
+from .media import NODE_CLASS_MAPPINGS as _MEDIA_NODES
+from .media import NODE_DISPLAY_NAME_MAPPINGS as _MEDIA_NAMES
 from .outputs import OviLoadLatents, OviSaveLatents, OviSaveVideo
 from .sampling import OviJointSampler, OviTextEncode
 
@@ -30,6 +32,7 @@ NODE_CLASS_MAPPINGS: dict[str, type] = {
     **_LORA_NODES,
     **_GUIDE_NODES,
     **_LONGCLIP_NODES,
+    **_MEDIA_NODES,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
@@ -47,6 +50,7 @@ NODE_DISPLAY_NAME_MAPPINGS: dict[str, str] = {
     **_LORA_NAMES,
     **_GUIDE_NAMES,
     **_LONGCLIP_NAMES,
+    **_MEDIA_NAMES,
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -36,6 +36,7 @@ class OviDecodeVideo:
     RETURN_NAMES = ("images",)
     OUTPUT_TOOLTIPS = ("Decoded frames [F, H, W, 3] in [0, 1] at 24 fps; to OviSaveVideo or any IMAGE node.",)
     FUNCTION = "decode"
+    SEARCH_ALIASES = ["vae decode", "video decode", "latents to frames"]
     CATEGORY = "Ovi/decode"
     DESCRIPTION = "Decodes Ovi's video latents into frames (24 fps)."
 
@@ -72,6 +73,7 @@ class OviDecodeAudio:
     RETURN_NAMES = ("audio",)
     OUTPUT_TOOLTIPS = ("The decoded sound track (16 kHz mono AUDIO); to OviSaveVideo or any AUDIO node.",)
     FUNCTION = "decode"
+    SEARCH_ALIASES = ["audio vae decode", "vocoder", "latents to audio"]
     CATEGORY = "Ovi/decode"
     DESCRIPTION = "Decodes Ovi's audio latents into a 16 kHz mono waveform (ComfyUI AUDIO)."
 

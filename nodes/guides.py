@@ -48,6 +48,18 @@ def _check_range(name: str, value, lo: float, hi: float) -> str | None:
 
 
 
+def _sample_rate(value) -> int:
+    """An AUDIO's sample rate as a positive int (a float NaN or a string from a custom node: a clear error)."""
+    try:
+        rate = int(value)
+    except (TypeError, ValueError, OverflowError):
+        rate = 0
+    if rate <= 0:
+        raise ValueError(f"the audio's sample_rate must be a positive number of samples per second, got {value!r}; "
+                         "load the sound with LoadAudio.")
+    return rate
+
+
 def _version(model, seconds: str) -> str:
     from .sampling import OviJointSampler
 
@@ -102,26 +114,30 @@ class OviAudioGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus this sound guide; connect to OviJointSampler's guides (and to "
                        "the decoders to keep the given sound exact).",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["audio to video", "a2v", "lip sync", "lipsync", "speech to video", "voice to video"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than one "
                    "clip is kept unencoded: OviJointSampler then makes a long clip as long as the sound (chained "
                    "windows), as does OviLongClipSampler; start and max_seconds trim it in the graph.")
 
     def encode(self, audio_vae, model, audio, offset, mode, until, seconds, guides=None, start=0.0, max_seconds=0.0):
-        from ovi_core.conditioning.audio_in import encode_audio_guide
+        from ovi_core import validate
         from ovi_core.conditioning.trim import trim_audio
 
         if not isinstance(audio, dict) or "waveform" not in audio or "sample_rate" not in audio:
             raise ValueError("audio must be a ComfyUI AUDIO (a dict with waveform [B, C, T] and sample_rate).")
-        waveform = trim_audio(audio["waveform"], int(audio["sample_rate"]), start=start, max_seconds=max_seconds)
-        long_item = _long_audio(waveform, int(audio["sample_rate"]), model, seconds, offset=float(offset), mode=mode,
-                                until=float(until), audio_vae=audio_vae)
-        if long_item is not None:
+        rate = _sample_rate(audio["sample_rate"])
+        waveform = trim_audio(audio["waveform"], rate, start=start, max_seconds=max_seconds)
+        long_item = _long_audio(waveform, rate, model, seconds, offset=float(offset), mode=mode, until=float(until),
+                                audio_vae=audio_vae)
+        if long_item is not None:  # longer than one clip: kept for a long clip (chained windows)
             return (list(guides or []) + [long_item],)
+        # checked and placed (NaN, length, caps) before the audio VAE is loaded
+        req = validate.GuideRequest("audio", version=_version(model, seconds), waveform=waveform, rate=rate,
+                                    offset=float(offset), mode=mode, until=float(until))
+        (inp,) = validate.check_plan(validate.Plan(guides=[req])).guides[0]
         with _patcher.use(audio_vae) as codec:
-            inp, guide = encode_audio_guide(codec, waveform, int(audio["sample_rate"]),
-                                            version=_version(model, seconds), offset=float(offset), mode=mode,
-                                            until=float(until), device=audio_vae.device)
+            guide = inp.encode(codec, device=audio_vae.device)
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
 
 
@@ -203,6 +219,7 @@ class OviVideoGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus this video guide; connect to OviJointSampler's guides (and to "
                        "OviDecodeVideo to keep the given frames exact).",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["video to audio", "v2a", "foley", "add sound to video", "soundtrack"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
                    "longer than one clip (or placed at an offset) is kept unencoded and encoded window by window: "
@@ -212,8 +229,8 @@ class OviVideoGuide:
 
     def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
                max_seconds=0.0, offset=0.0):
+        from ovi_core import validate
         from ovi_core.conditioning.trim import trim_frames
-        from ovi_core.conditioning.video_in import encode_video_guide
 
         if (images is None) == (video is None):
             raise ValueError("connect either images (with fps) or a video to OviVideoGuide, not both or neither.")
@@ -228,10 +245,11 @@ class OviVideoGuide:
             long_item.source.mode = mode
             long_item.encoder = video_vae
             return (list(guides or []) + [long_item],)
+        req = validate.GuideRequest("video", version=_version(model, seconds), area=model.target_area, frames=images,
+                                    fps=float(fps), mode=mode, until=float(until))
+        (inp,) = validate.check_plan(validate.Plan(guides=[req])).guides[0]  # before the video VAE is loaded
         with _patcher.use(video_vae) as vae:
-            inp, guide = encode_video_guide(vae, images, float(fps), version=_version(model, seconds),
-                                            area=model.target_area, mode=mode, until=float(until),
-                                            device=video_vae.device)
+            guide = inp.encode(vae, device=video_vae.device)
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
 
 
@@ -260,6 +278,7 @@ class OviRedoGuide:
     OUTPUT_TOOLTIPS = ("The incoming guides plus guides that keep everything outside the range; connect to "
                        "OviJointSampler's guides.",)
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["inpaint", "redo", "regenerate a range", "video inpainting", "audio inpainting"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = "Redo a time range of audio or video of a clip and keep the rest (use the same seconds setting)."
 

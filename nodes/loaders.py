@@ -133,11 +133,12 @@ class OviFusionModelLoader:
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The Ovi fusion model (video + audio towers); to OviJointSampler, OviTextEncode and the guide nodes.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["load ovi model", "ovi diffusion model", "ovi unet", "audio video model", "wan2.2 ovi", "character.ai ovi"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Ovi fusion DiT (11.66 B parameters: twin video/audio towers with cross-attention)."
 
     def load(self, model, precision, attention, memory_mode, blocks_on_gpu, audio_model="none", version="auto"):
-        from ovi_core.model.loader import fp8_state_dict, load_fusion
+        from ovi_core.model.loader import load_fusion
 
         if memory_mode not in MEMORY_MODES:
             raise ValueError(f"memory_mode must be one of {MEMORY_MODES}, got {memory_mode!r}.")
@@ -149,19 +150,25 @@ class OviFusionModelLoader:
                 raise ValueError(f"{model!r} is already a video + audio pair; set audio_model to 'none'.")
             audio_path = _resolve_fusion(audio_model)[0]
             paths.append(audio_path)
+        from ovi_core import validate
+
+        # headers (an Ovi fusion file, tower pair, GGUF caps) before anything loads; a GGUF's block scales are
+        # checked tensor by tensor as they are read, so the file is read once
+        validate.check_plan(validate.Plan(fusion=paths, fusion_what="diffusion model", fusion_values=False))
         device = _comfy.torch_device()
         dtype = _runtime.compute_dtype(precision, device)
-        load_dev = _patcher.build_device(device, memory_mode)
-        module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
-                             attention_backend=attention)
-        if precision == "fp8":
-            from ovi_core.quant.tensor import is_quantized
+        from ovi_core.runtime.devices import check_gpu
 
-            has_fp8 = any(p.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) or is_quantized(p)
-                          for p in module.parameters())  # already packed (fp8, fp8_scaled, GGUF): keep it
-            if not has_fp8:
-                module.load_state_dict(fp8_state_dict(module.state_dict()), assign=True)
-                module.compute_dtype = dtype
+        check_gpu(torch.device(device), dtype)  # a pre-Ampere GPU is refused before anything is read (GPU_REVIEW #4)
+        load_dev = _patcher.build_device(device, memory_mode)
+        # fp8: converted on the CPU tensor by tensor while reading (files packed already are kept as they are)
+        module = load_fusion(paths if len(paths) > 1 else path, device=load_dev, dtype=dtype,
+                             attention_backend=attention,
+                             float8=torch.float8_e4m3fn if precision == "fp8" else None)
+        from ovi_core.runtime.attention import probe_backend
+
+        vc = module.config.video  # a chosen kernel is tried once now, on the GPU with small tensors (else SDPA)
+        probe_backend(attention, device, dtype, heads=vc.num_heads, head_dim=vc.dim // vc.num_heads)
         from ovi_core.pipeline import fusion_file_info
 
         info = fusion_file_info(path)
@@ -206,6 +213,7 @@ class OviTextEncoderLoader:
     RETURN_NAMES = ("text_encoder",)
     OUTPUT_TOOLTIPS = ("The UMT5-XXL text encoder; to OviTextEncode (or OviLongClipSampler).",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["umt5", "t5 text encoder", "load clip", "ovi text encoder"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the UMT5-XXL text encoder used by Ovi (512 tokens, 4096-dim embeddings)."
 
@@ -244,6 +252,7 @@ class OviVideoVAELoader:
     RETURN_NAMES = ("video_vae",)
     OUTPUT_TOOLTIPS = ("The Wan2.2 video VAE; to OviDecodeVideo, OviVideoGuide and the sampler's video_vae (image input).",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["wan vae", "wan2.2 vae", "video vae", "load vae"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the Wan2.2 video VAE (decodes Ovi's video latents, encodes the first frame)."
 
@@ -282,6 +291,7 @@ class OviAudioVAELoader:
     RETURN_NAMES = ("audio_vae",)
     OUTPUT_TOOLTIPS = ("The MMAudio VAE with the BigVGAN vocoder; to OviDecodeAudio and OviAudioGuide.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["mmaudio vae", "bigvgan", "vocoder", "audio vae"]
     CATEGORY = CATEGORY
     DESCRIPTION = "Loads the audio decoder: MMAudio VAE (latent -> 80-bin mel) + BigVGAN (mel -> 16 kHz waveform)."
 

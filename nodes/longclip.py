@@ -13,7 +13,9 @@ from .sampling import (
     DEFAULT_PRESET,
     VIDEO_NEGATIVE,
     VIDEO_NEGATIVE_LABEL,
+    attention_text,
     preset_size,
+    sampling_values,
 )
 
 DEFAULT_PROMPTS = (
@@ -106,6 +108,7 @@ class OviLongClipSampler:
     OUTPUT_TOOLTIPS = ("Latents of the whole clip; to OviDecodeVideo and OviDecodeAudio.",
                        "The window plan as text: each window's time range and the prompt it used.")
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["long video", "extend video", "multi prompt", "chained windows", "long clip"]
     CATEGORY = "Ovi"
     DESCRIPTION = ("Long clips: chained windows that carry picture and sound across every seam; the latents of the "
                    "whole clip go to OviDecodeVideo / OviDecodeAudio.")
@@ -126,6 +129,11 @@ class OviLongClipSampler:
 
         if aspect not in ASPECT_PRESETS:
             raise ValueError(f"Unknown aspect {aspect!r}; choose one of {list(ASPECT_PRESETS)}.")
+        from ovi_core import validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         media = LongMedia.from_guides(guides, image=image, audio=audio, audio_offset=offset_samples(
             float(audio_offset or 0.0)), video_vae=video_vae, audio_vae=audio_vae)
         height_px, width_px, draft = preset_size(aspect, width, height, area=model.target_area)
@@ -148,6 +156,7 @@ class OviLongClipSampler:
                                     video_guidance_scale=float(video_cfg), audio_guidance_scale=float(audio_cfg),
                                     slg_layer=int(slg_layer), seed=int(seed))
         latents = job.sample(conds, settings=settings, guide_mode=guide_mode, draft=draft, unique_id=unique_id)
+        _comfy.show_text(unique_id, plan_text + "\n" + attention_text(model), level=logging.INFO)
         return (latents, plan_text)
 
 

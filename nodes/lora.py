@@ -54,18 +54,24 @@ class OviLoraLoader:
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The model with this LoRA applied (the loaded base model is unchanged).",)
     FUNCTION = "apply"
+    SEARCH_ALIASES = ["load lora", "lora loader", "wan lora", "fastwan"]
     CATEGORY = "Ovi/lora"
     DESCRIPTION = ("Applies a LoRA (Ovi, or Wan2.2-TI2V-5B in ComfyUI/diffusers/kohya naming) to the Ovi DiT. The base "
                    "model is shared and unchanged; the LoRA is active only where this node's output is used.")
 
     def apply(self, model, lora_name, strength, towers="auto"):
+        from ovi_core import validate
         from ovi_core.lora.model import lora_model
 
-        if float(strength) == 0.0 or lora_name == "none":
+        if lora_name == "none" or float(strength) == 0.0:  # a NaN strength goes on to be refused
             return (model,)
         path = _comfy.model_path(LORA_FOLDER, lora_name)
         if path is None:
             raise FileNotFoundError(f"LoRA {lora_name!r} not found in the models/{LORA_FOLDER} folder.")
+        # the strength, the file's values and its fit to this model (from the two headers), before it is applied
+        model_files = [p for p in (getattr(model, "path", None), getattr(model, "audio_path", None)) if p]
+        validate.check_plan(validate.Plan(loras=[validate.LoraRequest(path, strength, towers, what="LoRA")],
+                                          model_files=model_files))
         view = lora_model(model.module, path, strength=float(strength), towers=towers)
         return (dataclasses.replace(model, module=view),)
 
@@ -117,6 +123,7 @@ class OviTrainLoRA:
     OUTPUT_TOOLTIPS = ("The model with the newly trained LoRA applied.", "Path of the saved LoRA file (.safetensors).",
                        "The training loss per step, drawn as an image.")
     FUNCTION = "train"
+    SEARCH_ALIASES = ["train lora", "lora training", "fine-tune", "finetune"]
     CATEGORY = "Ovi/lora"
     OUTPUT_NODE = True
     DESCRIPTION = ("Fine-tunes LoRA adapters on the attention layers with the paper's joint flow-matching loss "

@@ -71,6 +71,7 @@ class OviSaveVideo:
     OUTPUT_TOOLTIPS = ("The saved clip as a VIDEO, for core video nodes.", "Path of the written MP4 file.")
     FUNCTION = "save"
     OUTPUT_NODE = True
+    SEARCH_ALIASES = ["save mp4", "video combine", "save video with audio", "export mp4"]
     CATEGORY = "Ovi/output"
     DESCRIPTION = "Writes an MP4 (H.264 + AAC) and shows it; the VIDEO output feeds native video nodes."
 
@@ -128,6 +129,7 @@ class OviSaveLatents:
     OUTPUT_TOOLTIPS = ("Path of the written latents file.",)
     FUNCTION = "save"
     OUTPUT_NODE = True
+    SEARCH_ALIASES = ["save latent", "cache latents"]
     CATEGORY = "Ovi/latents"
     DESCRIPTION = "Saves video + audio latents (safetensors with the model version) for OviLoadLatents."
 
@@ -186,6 +188,7 @@ class OviLoadLatents:
     RETURN_NAMES = ("latents",)
     OUTPUT_TOOLTIPS = ("The loaded paired latents; to OviDecodeVideo / OviDecodeAudio or OviRedoGuide.",)
     FUNCTION = "load"
+    SEARCH_ALIASES = ["load latent", "decode later"]
     CATEGORY = "Ovi/latents"
     DESCRIPTION = "Loads saved paired latents so a long run can be decoded later."
 
@@ -197,6 +200,6 @@ class OviLoadLatents:
             return float("nan")
 
     def load(self, latents_file):
-        from ovi_core.io.latents import load_latents
+        from ovi_core import validate
 
-        return (load_latents(_latent_path(latents_file)),)
+        return (validate.check_plan(validate.Plan(latents=_latent_path(latents_file))).latents,)

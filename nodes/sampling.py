@@ -73,6 +73,15 @@ def default_audio_rope_scale() -> float:
         return round((31 / (121 / 24)) / (16000 / 512), 5)
 
 
+def sampling_values(model, *, steps, shift, seed, slg_layer, solver, video_cfg, audio_cfg) -> dict:
+    """The sampler inputs as :class:`ovi_core.validate.Plan`'s ``sampling`` (checked before any VAE or the DiT
+    is loaded, with the model's block count for ``slg_layer``)."""
+    blocks = getattr(getattr(getattr(model, "module", None), "video_model", None), "blocks", None)
+    return {"steps": steps, "shift": shift, "seed": seed, "slg_layer": slg_layer, "solver": solver,
+            "video_guidance_scale": video_cfg, "audio_guidance_scale": audio_cfg,
+            "num_layers": len(blocks) if blocks is not None else None}
+
+
 def _family(version: str | None) -> str | None:
     if version is None:
         return None
@@ -112,6 +121,7 @@ class OviTextEncode:
     OUTPUT_TOOLTIPS = ("Prompt and negative-prompt embeddings; to OviJointSampler.",
                        "The prompt as encoded, after converting its audio caption to the model's format.")
     FUNCTION = "encode"
+    SEARCH_ALIASES = ["ovi prompt", "clip text encode", "negative prompt", "speech prompt"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Encodes the prompt and the video/audio negative prompts with UMT5-XXL."
 
@@ -223,6 +233,7 @@ class OviJointSampler:
     RETURN_NAMES = ("latents",)
     OUTPUT_TOOLTIPS = ("Paired video + audio latents; to OviDecodeVideo and OviDecodeAudio (or OviSaveLatents).",)
     FUNCTION = "sample"
+    SEARCH_ALIASES = ["ovi ksampler", "text to video with audio", "image to video with audio", "t2v", "i2v", "audio video generation"]
     CATEGORY = "Ovi"
     DESCRIPTION = "Samples paired video and audio latents with per-modality CFG and skip-layer guidance."
 
@@ -246,7 +257,11 @@ class OviJointSampler:
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, unique_id=None):
         long_media = any(item.guide is None for item in guides or [])  # longer than one window, or placed later
-        from ovi_core import sizes
+        from ovi_core import sizes, validate
+
+        validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
+                                                                   slg_layer=slg_layer, solver=solver,
+                                                                   video_cfg=video_cfg, audio_cfg=audio_cfg)))
         from ovi_core.sampling.av import encode_image, sample_av, size_source
         from ovi_core.sampling.fast import apply_preset, speed_options
         from ovi_core.sampling.settings import SamplingSettings
@@ -323,8 +338,18 @@ class OviJointSampler:
         lines = [text] + warn_lines
         if speed.active or preset != "default":
             lines.append("Ovi sampling: " + ", ".join(f"{k} {v:g}" for k, v in latents.stats.items()))
+        lines.append(attention_text(model))
         _comfy.show_text(unique_id, "\n".join(lines), level=logging.WARNING if notes else logging.INFO)
         return (latents,)
+
+
+def attention_text(model) -> str:
+    """``Ovi attention: <kernel>`` for the DiT handle ``model``: the kernel its runs use on its device and dtype, and
+    why it is SDPA when another was chosen (:func:`ovi_core.runtime.attention.describe_backend`)."""
+    from ovi_core.runtime.attention import describe_backend
+
+    backend = getattr(model.module, "attention_backend", "auto")
+    return "Ovi attention: " + describe_backend(backend, model.device, model.dtype)
 
 
 def size_text(width: int, height: int, frames: int, fps: float, *, requested: tuple[int, int] | None,

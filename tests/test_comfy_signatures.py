@@ -2,7 +2,7 @@
 pack's calls (issue #20). Read with ``ast`` from ``$COMFYUI_PATH`` (nothing of ComfyUI is imported), so any
 installed version can be checked: ``COMFYUI_PATH=/path/to/ComfyUI pytest tests/test_comfy_signatures.py``.
 
-Skipped without ``COMFYUI_PATH`` (CI has no ComfyUI tree); this is the only host-dependent test.
+Skipped without ``COMFYUI_PATH`` (CI has no ComfyUI tree), as is tests/test_comfy_templates.py.
 """
 
 from __future__ import annotations

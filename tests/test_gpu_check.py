@@ -78,3 +78,16 @@ def test_compile_section(tmp_path):
 def test_unknown_section_is_refused():
     with pytest.raises(SystemExit):
         gpu_check.main(["--small", "--only", "nope"])
+
+
+def test_rope_section(report):
+    r = report["sections"]["rope"]
+    assert r["status"] == "ok" and r["bit_identical"] and r["max_abs_diff"] == 0.0
+    assert r["complex_eager"]["sec"] > 0 and r["real_eager"]["sec"] > 0
+
+
+def test_fp8_load_section(report):
+    r = report["sections"]["fp8_load"]
+    assert r["status"] == "ok" and r["same_weights"]
+    new, old = r["float8_while_reading"], r["bf16_then_convert_on_device"]
+    assert new["model_gib"] == old["model_gib"] < r["file_gib"]

@@ -136,3 +136,31 @@ def test_guides_trim_in_the_graph(comps):
                                       images=frames, start=1.0, max_seconds=2.0)
     assert v[0].source.frames.shape[0] == 48
     assert whole[0].guide is None and whole[0].source.frames24 == 150  # unencoded, all 6.25 s of it
+
+
+def test_sampler_node_says_which_attention_kernel_ran(comps, monkeypatch):
+    """``Ovi attention: <kernel>`` on the node after the run; a chosen kernel that fails mid-run reads as SDPA with
+    the error (the kernel is one registered in the dispatcher for CPU float32, so the fallback runs here)."""
+    import nodes.sampling as sampling_node
+    from ovi_core.runtime import attention as at
+
+    shown = []
+    monkeypatch.setattr(sampling_node._comfy, "show_text", lambda node_id, text, **kw: shown.append(text))
+    model, _, _, cond = comps
+
+    def broken(q, k, v):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    at.register_backend("fake_dead", broken, device_types=("cpu",), dtypes=(torch.float32,))
+    before = model.module.attention_backend
+    try:
+        with torch.inference_mode():
+            OviJointSampler().sample(model, cond, **SAMPLER)
+            assert shown[-1].splitlines()[-1] == "Ovi attention: sdpa"
+            model.module.attention_backend = "fake_dead"
+            OviJointSampler().sample(model, cond, **SAMPLER)
+    finally:
+        model.module.attention_backend = before
+        at.unregister_backend("fake_dead")
+    assert shown[-1].splitlines()[-1] == ("Ovi attention: sdpa (fake_dead failed: RuntimeError: no kernel image is "
+                                          "available for execution on the device)")

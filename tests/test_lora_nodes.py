@@ -1,6 +1,6 @@
 """LoRA ComfyUI nodes (called directly, without ComfyUI) and the training workflow files.
 
-``python tests/test_lora_nodes.py --write`` regenerates workflows/ovi_train_lora{,_api}.json.
+``python tools/make_workflows.py`` regenerates the training workflow (``_train_lora_spec``) with the others.
 """
 
 from __future__ import annotations
@@ -30,83 +30,19 @@ def _use_our_nodes() -> None:
         sys.path.insert(0, ROOT)
 
 
-WF = os.path.join(ROOT, "workflows")
-AUTO = "auto-download: "
-PREVIEW_IMAGE = {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_name": ()}
-
-
-def workflow_spec() -> list[dict]:
-    """Load the model and codecs, train a LoRA on a folder of clips, then sample with the trained model."""
-    return [
-        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
-         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
-                     "memory_mode": "gpu", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
-        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
-         "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto",
-                     "precision": "auto", "device": "default", "memory_mode": "offload"}},
-        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
-         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "offload"}},
-        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
-         "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
-        {"id": 5, "type": "OviTrainLoRA", "pos": [460, 60], "size": [400, 480],
-         "widgets": {"dataset_folder": "ovi_dataset", "steps": 500, "learning_rate": 1e-4, "rank": 16,
-                     "targets": "all attention (paper)", "output_name": "ovi_lora", "towers": "both",
-                     "grad_accum": 1, "warmup_steps": 50, "save_every": 250, "gradient_checkpointing": True,
-                     "seed": 42, "frames": 0},
-         "links": {"model": (1, 0), "text_encoder": (2, 0), "video_vae": (3, 0), "audio_vae": (4, 0)}},
-        {"id": 6, "type": "PreviewImage", "pos": [900, 420], "size": [400, 260], "widgets": {},
-         "links": {"images": (5, 2)}},
-        {"id": 7, "type": "OviTextEncode", "pos": [900, 60], "size": [400, 320],
-         "widgets": {"prompt": "A person looks into the camera and says, <S>This is my new LoRA.<E> "
-                               "<AUDCAP>Clear voice, quiet room.<ENDAUDCAP>",
-                     "video_negative": "jitter, bad hands, blur, distortion",
-                     "audio_negative": "robotic, muffled, echo, distorted"},
-         "links": {"text_encoder": (2, 0), "model": (5, 0)}},
-        {"id": 8, "type": "OviJointSampler", "pos": [1340, 60], "size": [380, 460],
-         "widgets": {"aspect": "16:9 landscape (1280x704)", "width": 1280, "height": 704, "seconds": "auto",
-                     "steps": 50, "solver": "unipc", "shift": 5.0, "video_cfg": 4.0, "audio_cfg": 3.0,
-                     "slg_layer": 11, "seed": 103, "audio_rope_scale": 0.19676, "preset": "default",
-                     "cfg_reuse_refresh": 0, "cfg_reuse_start": 0.3, "cfg_reuse_end": 0.9, "cfg_reuse_towers": "both",
-                     "cfg_reuse_mode": "delta", "step_cache_threshold": 0.0},
-         "links": {"model": (5, 0), "conditioning": (7, 0)}},
-        {"id": 9, "type": "OviDecodeVideo", "pos": [1760, 60], "size": [300, 100],
-         "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (8, 0)}},
-        {"id": 10, "type": "OviDecodeAudio", "pos": [1760, 220], "size": [300, 80],
-         "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (8, 0)}},
-        {"id": 11, "type": "OviSaveVideo", "pos": [2100, 60], "size": [420, 480],
-         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_lora_sample"},
-         "links": {"images": (9, 0), "audio": (10, 0)}},
-    ]
-
-
-def build_workflows() -> dict[str, dict]:
+def test_training_workflows_are_current_and_valid():
     _use_our_nodes()
     import make_workflows as mw
 
-    from nodes.lora import NODE_CLASS_MAPPINGS
-
-    defs = mw.node_defs()
-    defs["PreviewImage"] = PREVIEW_IMAGE
-    for name, cls in NODE_CLASS_MAPPINGS.items():
-        defs[name] = {"input": cls.INPUT_TYPES(), "output": tuple(cls.RETURN_TYPES),
-                      "output_name": tuple(cls.RETURN_NAMES)}
-    spec = workflow_spec()
-    return {"ovi_train_lora.json": mw.to_ui(spec, defs), "ovi_train_lora_api.json": mw.to_api(spec)}
-
-
-def _text(data: dict) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def test_training_workflows_are_current_and_valid():
-    _use_our_nodes()
     from nodes import NODE_CLASS_MAPPINGS as ALL
     from nodes.lora import NODE_CLASS_MAPPINGS as OURS
 
-    for name, data in build_workflows().items():
-        with open(os.path.join(WF, name), encoding="utf-8") as f:
-            assert f.read() == _text(data), f"{name} is stale: run python tests/test_lora_nodes.py --write"
-    api = build_workflows()["ovi_train_lora_api.json"]
+    for path, data in mw.build().items():
+        if "ovi_train_lora" in os.path.basename(path):
+            with open(path, encoding="utf-8") as f:
+                assert f.read() == mw.text(data), f"{path} is stale: run python tools/make_workflows.py"
+    with open(mw.workflow_path("ovi_train_lora", "api"), encoding="utf-8") as f:
+        api = json.load(f)
     known = {**ALL, **OURS}
     for nid, node in api.items():
         if node["class_type"] == "PreviewImage":
@@ -245,10 +181,3 @@ def test_train_node_needs_codecs_for_raw_clips(dirs):
         OviTrainLoRA().train(handle, "raw", 1, 1e-4, 4, "all attention (paper)", "x")
     with pytest.raises(ValueError, match="output_name"):
         OviTrainLoRA().train(handle, "raw", 1, 1e-4, 4, "all attention (paper)", "../evil")
-
-
-if __name__ == "__main__":
-    if "--write" in sys.argv:
-        for name, data in build_workflows().items():
-            with open(os.path.join(WF, name), "w", encoding="utf-8") as f:
-                f.write(_text(data))

@@ -43,7 +43,8 @@ def test_complex_rope_is_bit_identical_to_real_rotation(dtype, grid, head_dim, h
     g = torch.Generator().manual_seed(1)
     cos, sin = video_rope(grid, head_dim, CPU)
     table = video_rope_table(grid, head_dim, CPU)
-    assert table.dtype == torch.complex128 and table.shape == cos.shape
+    assert table.dtype == torch.float64 and table.shape == (*cos.shape, 2)
+    assert torch.equal(table[..., 0], cos) and torch.equal(table[..., 1], sin)
     x = torch.randn(2, cos.shape[0], heads, head_dim, generator=g).to(dtype)
     got = apply_rope(x, table)
     assert got.dtype == dtype

@@ -94,7 +94,8 @@ def test_prompt_warnings_reach_the_node_escaped_in_one_text(server, loaded):
 def test_training_seed_has_control_after_generate():
     opts = OviTrainLoRA.INPUT_TYPES()["optional"]["seed"][1]
     assert opts["control_after_generate"] is True
-    with open(os.path.join(os.path.dirname(__file__), "..", "workflows", "ovi_train_lora.json"), encoding="utf-8") as f:
+    with open(os.path.join(os.path.dirname(__file__), "..", "example_workflows", "ovi_train_lora.json"),
+              encoding="utf-8") as f:
         ui = json.load(f)
     node = next(n for n in ui["nodes"] if n["type"] == "OviTrainLoRA")
     values = node["widgets_values"]

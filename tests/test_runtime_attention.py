@@ -111,3 +111,23 @@ def test_builtin_kernels_need_cuda_half():
         assert at.probe_backend(name, "cpu", torch.bfloat16) == "sdpa"
     with pytest.raises(ValueError, match="Unknown attention backend"):
         at.active_backend("nope")
+
+
+def test_describe_backend_says_which_kernel_runs_and_why(registered):
+    def broken(q, k, v):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    registered("fake_ok", _sdpa)
+    registered("fake_dead", broken)
+    assert at.describe_backend("sdpa", "cpu", torch.float32) == "sdpa"
+    assert at.describe_backend("fake_ok", "cpu", torch.float32) == "fake_ok"
+    assert at.describe_backend("fake_ok", "cpu", torch.bfloat16) == "sdpa (fake_ok runs on cpu in float32 only)"
+    assert at.describe_backend("fake_dead", "cpu", torch.float32) == "fake_dead"  # not tried yet
+    q, k, v = _qkv()
+    at.attention(q, k, v, backend="fake_dead")  # fails mid-run, falls back
+    assert at.describe_backend("fake_dead", "cpu", torch.float32) == (
+        "sdpa (fake_dead failed: RuntimeError: no kernel image is available for execution on the device)")
+    if not at._installed("flash_attn_2"):
+        assert at.describe_backend("flash_attn_2", "cpu", torch.float32) == "sdpa (flash_attn_2 is not installed)"
+    else:
+        assert at.describe_backend("flash_attn_2", "cpu", torch.float32).startswith("sdpa (flash_attn_2 runs on cuda")

@@ -15,19 +15,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_workflows as mw  # noqa: E402
 
-WF = os.path.join(ROOT, "workflows")
 DATA = os.path.join(ROOT, "tests", "data")
 PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json"),
          ("ovi_audio_to_video.json", "ovi_audio_to_video_api.json"),
-         ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]
+         ("ovi_video_to_audio.json", "ovi_video_to_audio_api.json")]  # run end to end here (long clip: its own file)
+ALL_PAIRS = [(f"{stem}.json", f"{stem}_api.json") for stem in mw.WORKFLOWS]  # every shipped workflow
 # Core nodes the workflows may use: LoadImage (first frame of image->AV), LoadAudio and LoadVideo (guides).
 ALLOWED_CORE = set(mw.CORE_NODES)
 FILE_INPUTS = {"model", "audio_model", "text_encoder", "tokenizer", "vae", "audio_vae", "vocoder", "image", "audio",
-               "file"}
+               "file", "unet_name"}
 
 
 def _load(name):
-    with open(os.path.join(WF, name), encoding="utf-8") as f:
+    """A shipped workflow by file name: "<stem>.json" (UI, a template) or "<stem>_api.json" (API)."""
+    api = name.endswith("_api.json")
+    path = mw.workflow_path(name[: -len("_api.json")] if api else name[: -len(".json")], "api" if api else "ui")
+    with open(path, encoding="utf-8") as f:
         return json.load(f)
 
 
@@ -38,6 +41,42 @@ def defs():
 
 def test_workflows_are_generated_from_the_spec():
     assert mw.main(["--check"]) == 0
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's frame header; AssertionError if the bytes are not a JPEG."""
+    assert data[:2] == b"\xff\xd8", "not a JPEG"
+    i = 2
+    while i + 9 < len(data):
+        assert data[i] == 0xFF, "not a JPEG"
+        marker, length = data[i + 1], int.from_bytes(data[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # a start-of-frame segment
+            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+        i += 2 + length
+    raise AssertionError("JPEG without a frame header")
+
+
+def test_templates_hold_only_ui_workflows_each_with_a_thumbnail():
+    """ComfyUI (0.33) lists every example_workflows/*.json of a pack in its template browser and shows
+    <name>.jpg as its picture: only UI-format files there, each with its thumbnail; API files elsewhere."""
+    names = sorted(os.listdir(mw.TEMPLATE_DIR))
+    jsons = [n for n in names if n.endswith(".json")]
+    assert jsons == sorted(os.path.basename(mw.workflow_path(s)) for s in mw.WORKFLOWS)
+    for name in jsons:
+        data = _load(name)
+        assert "nodes" in data and "links" in data, f"{name} is not a UI workflow"
+        thumb = mw.workflow_path(name[: -len(".json")], "thumbnail")
+        assert os.path.isfile(thumb), f"{name} has no thumbnail: draw it (README, Workflows) as {thumb}"
+        with open(thumb, "rb") as f:
+            w, h = _jpeg_size(f.read())
+        assert 64 <= min(w, h) and max(w, h) <= 1024 and os.path.getsize(thumb) < 200_000, (thumb, w, h)
+    assert sorted(names) == sorted(jsons + [n[: -len(".json")] + ".jpg" for n in jsons]), "stray files"
+    for name in os.listdir(mw.API_DIR):
+        assert name.endswith("_api.json") and "nodes" not in _load(name), name
+    # ComfyUI reads any of these folder names as templates: none of them may hold API files
+    for folder in ("example", "examples", "workflow", "workflows"):
+        path = os.path.join(ROOT, folder)
+        assert not os.path.isdir(path) or not [n for n in os.listdir(path) if n.endswith(".json")], path
 
 
 def _check_value(node_type, name, spec, value):
@@ -55,11 +94,13 @@ def _check_value(node_type, name, spec, value):
         assert isinstance(value, (int, float)) and opts["min"] <= value <= opts["max"], (node_type, name, value)
     elif kind == "STRING":
         assert isinstance(value, str), (node_type, name)
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), (node_type, name, value)
     else:
         raise AssertionError(f"{node_type}.{name}: {kind} is not a widget")
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", ALL_PAIRS)
 def test_api_workflow_is_valid(defs, ui_name, api_name):
     api = _load(api_name)
     for nid, node in api.items():
@@ -81,7 +122,7 @@ def test_api_workflow_is_valid(defs, ui_name, api_name):
                 _check_value(t, name, spec, value)
 
 
-@pytest.mark.parametrize("ui_name,api_name", PAIRS)
+@pytest.mark.parametrize("ui_name,api_name", ALL_PAIRS)
 def test_ui_workflow_is_loadable(defs, ui_name, api_name):
     ui, api = _load(ui_name), _load(api_name)
     assert ui["version"] == 0.4

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run one API-format workflow against a running ComfyUI server and report what happened.
 
-    python tools/comfy_smoke.py workflows/ovi_text_to_av_api.json --set OviJointSampler.steps=2
+    python tools/comfy_smoke.py api_workflows/ovi_text_to_av_api.json --set OviJointSampler.steps=2
 
 POSTs the graph to ``/prompt``, listens on the server's websocket for the node UI texts (what
 ``PromptServer.send_progress_text`` shows on a node) when ``aiohttp`` is importable (it is in every
@@ -148,7 +148,7 @@ def output_files(outputs: dict, comfy_dir: str | None, base: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    ap.add_argument("workflow", help="API-format workflow JSON (e.g. workflows/ovi_text_to_av_api.json)")
+    ap.add_argument("workflow", help="API-format workflow JSON (e.g. api_workflows/ovi_text_to_av_api.json)")
     ap.add_argument("--server", default="http://127.0.0.1:8188")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.input=VALUE",
                     help="override an input (NODE = node id or class_type; VALUE parsed as JSON when it parses)")

@@ -1,10 +1,16 @@
 """Generate the shipped workflows (UI format + API format) from one spec and the nodes' INPUT_TYPES.
 
-    python tools/make_workflows.py            # rewrites workflows/*.json
+    python tools/make_workflows.py            # rewrites example_workflows/*.json and api_workflows/*_api.json
     python tools/make_workflows.py --check    # exit 1 when the files are out of date
 
 The UI format (drag onto the canvas) lists widget values in INPUT_TYPES order, with the extra
 "control_after_generate" value after a seed; the API format (POST /prompt) names every input.
+
+Where the files live (``workflow_path``): the UI file in ``example_workflows/`` (ComfyUI lists that folder in its
+template browser, with the thumbnail ``<stem>.jpg`` beside it), the API file in ``api_workflows/`` (a folder the
+template browser does not read: an API file opened as a template is an empty graph). To add a workflow, write a
+spec function below and add one line to ``WORKFLOWS``; then draw its thumbnail with
+``tools/comfy_frontend_check.mjs --thumbnails example_workflows`` (see README, "Workflows").
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ import json
 import os
 import sys
 
+from workflow_layout import layout
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOWS = os.path.join(ROOT, "workflows")
+TEMPLATE_DIR = os.path.join(ROOT, "example_workflows")  # UI files + thumbnails (ComfyUI's template browser)
+API_DIR = os.path.join(ROOT, "api_workflows")  # API files (POST /prompt); never in the template folder
 WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN")
 
 # Core ComfyUI nodes used by the workflows, with the parts of their definitions that matter here.
@@ -40,7 +49,21 @@ CORE_NODES = {
         "output_name": ("VIDEO",),
         "extra_widget_values": ["image"],
     },
+    "PreviewImage": {"input": {"required": {"images": ("IMAGE",)}}, "output": (), "output_name": ()},
 }
+
+
+def workflow_path(stem: str, kind: str = "ui") -> str:
+    """The path of a shipped workflow file: ``kind`` "ui" (example_workflows/<stem>.json), "api"
+    (api_workflows/<stem>_api.json) or "thumbnail" (example_workflows/<stem>.jpg)."""
+    if kind == "ui":
+        return os.path.join(TEMPLATE_DIR, stem + ".json")
+    if kind == "api":
+        return os.path.join(API_DIR, stem + "_api.json")
+    if kind == "thumbnail":
+        return os.path.join(TEMPLATE_DIR, stem + ".jpg")
+    raise ValueError(f"kind must be 'ui', 'api' or 'thumbnail', not {kind!r}")
+
 
 AUTO = "auto-download: "  # nodes._runtime.AUTO: uses the local file when present, else downloads it
 EXAMPLE_IMAGE = "ovi_example_89.png"
@@ -79,34 +102,34 @@ SAMPLER = {
 def _spec(image: bool) -> list[dict]:
     """Nodes of one workflow: id, type, pos, widgets {name: value}, links {input: (node id, output slot)}."""
     nodes = [
-        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 200],
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 202],
          "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
                      "memory_mode": "auto", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
-        {"id": 2, "type": "OviTextEncoderLoader", "pos": [40, 300], "size": [380, 160],
+        {"id": 2, "type": "OviTextEncoderLoader", "below": 1, "size": [380, 160],
          "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto", "precision": "auto",
                      "device": "default", "memory_mode": "auto"}},
-        {"id": 3, "type": "OviVideoVAELoader", "pos": [40, 500], "size": [380, 110],
+        {"id": 3, "type": "OviVideoVAELoader", "below": 2, "size": [380, 110],
          "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "auto"}},
-        {"id": 4, "type": "OviAudioVAELoader", "pos": [40, 650], "size": [380, 110],
+        {"id": 4, "type": "OviAudioVAELoader", "below": 3, "size": [380, 110],
          "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "auto"}},
         {"id": 5, "type": "OviTextEncode", "pos": [460, 60], "size": [420, 420],
          "widgets": {"prompt": I2V_PROMPT if image else T2V_PROMPT,
                      "video_negative": "jitter, bad hands, blur, distortion",
                      "audio_negative": "robotic, muffled, echo, distorted"},
          "links": {"text_encoder": (2, 0), "model": (1, 0)}},
-        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 780],
+        {"id": 6, "type": "OviJointSampler", "pos": [920, 60], "size": [380, 594],
          "widgets": dict(SAMPLER),
          "links": {"model": (1, 0), "conditioning": (5, 0)}},
         {"id": 7, "type": "OviDecodeVideo", "pos": [1340, 60], "size": [300, 100],
          "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (6, 0)}},
-        {"id": 8, "type": "OviDecodeAudio", "pos": [1340, 220], "size": [300, 80],
+        {"id": 8, "type": "OviDecodeAudio", "below": 7, "size": [300, 80],
          "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (6, 0)}},
         {"id": 9, "type": "OviSaveVideo", "pos": [1680, 60], "size": [420, 480],
          "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_i2v" if image else "Ovi/ovi_t2v"},
          "links": {"images": (7, 0), "audio": (8, 0)}},
     ]
     if image:
-        nodes.append({"id": 10, "type": "LoadImage", "pos": [460, 520], "size": [420, 380],
+        nodes.append({"id": 10, "type": "LoadImage", "below": 5, "size": [420, 380],
                       "widgets": {"image": EXAMPLE_IMAGE}})
         nodes[5]["links"].update({"image": (10, 0), "video_vae": (3, 0)})
         nodes[5]["widgets"]["aspect"] = "~2:1 landscape (992x512)"
@@ -131,16 +154,16 @@ def _guide_spec(kind: str) -> list[dict]:
     nodes[4]["widgets"]["prompt"] = A2V_PROMPT if kind == "audio" else V2A_PROMPT
     nodes[8]["widgets"]["filename_prefix"] = "Ovi/ovi_a2v" if kind == "audio" else "Ovi/ovi_v2a"
     if kind == "audio":
-        nodes.append({"id": 10, "type": "LoadAudio", "pos": [460, 520], "size": [420, 140],
+        nodes.append({"id": 10, "type": "LoadAudio", "below": 5, "size": [420, 140],
                       "widgets": {"audio": EXAMPLE_VOICE}})
-        nodes.append({"id": 11, "type": "OviAudioGuide", "pos": [920, 880], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviAudioGuide", "below": 6, "size": [380, 238],
                       "widgets": {"offset": 0.0, **GUIDE},
                       "links": {"audio_vae": (4, 0), "model": (1, 0), "audio": (10, 0)}})
         nodes[7]["links"]["guides"] = (11, 0)  # OviDecodeAudio: the MP4 carries the original recording
     else:
-        nodes.append({"id": 10, "type": "LoadVideo", "pos": [460, 520], "size": [420, 320],
+        nodes.append({"id": 10, "type": "LoadVideo", "below": 5, "size": [420, 320],
                       "widgets": {"file": EXAMPLE_CLIP}})
-        nodes.append({"id": 11, "type": "OviVideoGuide", "pos": [920, 880], "size": [380, 220],
+        nodes.append({"id": 11, "type": "OviVideoGuide", "below": 6, "size": [380, 258],
                       "widgets": {"fps": 24.0, **GUIDE, "offset": 0.0},
                       "links": {"video_vae": (3, 0), "model": (1, 0), "video": (10, 0)}})
         nodes[6]["links"]["guides"] = (11, 0)  # OviDecodeVideo: the MP4 carries the original frames
@@ -239,6 +262,7 @@ def to_api(nodes: list[dict]) -> dict:
 
 
 def to_ui(nodes: list[dict], defs: dict) -> dict:
+    nodes = layout(nodes, defs)
     links = []
     out_links: dict[tuple[int, int], list[int]] = {}
     in_links: dict[tuple[int, str], int] = {}
@@ -269,38 +293,91 @@ def to_ui(nodes: list[dict], defs: dict) -> dict:
             "version": 0.4}
 
 
+def _train_lora_spec() -> list[dict]:
+    """Load the model and codecs, train a LoRA on a folder of clips, then sample with the trained model."""
+    return [
+        {"id": 1, "type": "OviFusionModelLoader", "pos": [40, 60], "size": [380, 202],
+         "widgets": {"model": AUTO + "model_960x960.safetensors", "precision": "auto", "attention": "auto",
+                     "memory_mode": "gpu", "blocks_on_gpu": 10, "audio_model": "none", "version": "auto"}},
+        {"id": 2, "type": "OviTextEncoderLoader", "below": 1, "size": [380, 160],
+         "widgets": {"text_encoder": AUTO + "models_t5_umt5-xxl-enc-bf16.pth", "tokenizer": "auto",
+                     "precision": "auto", "device": "default", "memory_mode": "offload"}},
+        {"id": 3, "type": "OviVideoVAELoader", "below": 2, "size": [380, 110],
+         "widgets": {"vae": AUTO + "Wan2.2_VAE.pth", "precision": "auto", "memory_mode": "offload"}},
+        {"id": 4, "type": "OviAudioVAELoader", "below": 3, "size": [380, 110],
+         "widgets": {"audio_vae": AUTO + "v1-16.pth", "vocoder": AUTO + "best_netG.pt", "memory_mode": "offload"}},
+        {"id": 5, "type": "OviTrainLoRA", "pos": [460, 60], "size": [400, 480],
+         "widgets": {"dataset_folder": "ovi_dataset", "steps": 500, "learning_rate": 1e-4, "rank": 16,
+                     "targets": "all attention (paper)", "output_name": "ovi_lora", "towers": "both",
+                     "grad_accum": 1, "warmup_steps": 50, "save_every": 250, "gradient_checkpointing": True,
+                     "seed": 42, "frames": 0},
+         "links": {"model": (1, 0), "text_encoder": (2, 0), "video_vae": (3, 0), "audio_vae": (4, 0)}},
+        {"id": 6, "type": "PreviewImage", "below": 7, "size": [400, 260], "widgets": {},
+         "links": {"images": (5, 2)}},
+        {"id": 7, "type": "OviTextEncode", "pos": [900, 60], "size": [400, 320],
+         "widgets": {"prompt": "A person looks into the camera and says, <S>This is my new LoRA.<E> "
+                               "<AUDCAP>Clear voice, quiet room.<ENDAUDCAP>",
+                     "video_negative": "jitter, bad hands, blur, distortion",
+                     "audio_negative": "robotic, muffled, echo, distorted"},
+         "links": {"text_encoder": (2, 0), "model": (5, 0)}},
+        {"id": 8, "type": "OviJointSampler", "pos": [1340, 60], "size": [380, 594],
+         "widgets": dict(SAMPLER), "links": {"model": (5, 0), "conditioning": (7, 0)}},
+        {"id": 9, "type": "OviDecodeVideo", "pos": [1760, 60], "size": [300, 100],
+         "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (8, 0)}},
+        {"id": 10, "type": "OviDecodeAudio", "below": 9, "size": [300, 80],
+         "widgets": {}, "links": {"audio_vae": (4, 0), "latents": (8, 0)}},
+        {"id": 11, "type": "OviSaveVideo", "pos": [2100, 60], "size": [420, 480],
+         "widgets": {"fps": 24.0, "filename_prefix": "Ovi/ovi_lora_sample"},
+         "links": {"images": (9, 0), "audio": (10, 0)}},
+    ]
+
+
+# Every shipped workflow: file stem -> spec. A new workflow is one spec function and one line here.
+WORKFLOWS = {
+    "ovi_text_to_av": lambda: _spec(False),
+    "ovi_image_to_av": lambda: _spec(True),
+    "ovi_audio_to_video": lambda: _guide_spec("audio"),
+    "ovi_video_to_audio": lambda: _guide_spec("video"),
+    "ovi_long_clip": _long_clip_spec,
+    "ovi_train_lora": _train_lora_spec,
+}
+
+
 def build() -> dict[str, dict]:
+    """{path: JSON data} of every shipped workflow file (UI and API)."""
     defs = node_defs()
     files = {}
-    for image, stem in ((False, "ovi_text_to_av"), (True, "ovi_image_to_av")):
-        spec = _spec(image)
-        files[f"{stem}.json"] = to_ui(spec, defs)
-        files[f"{stem}_api.json"] = to_api(spec)
-    for kind, stem in (("audio", "ovi_audio_to_video"), ("video", "ovi_video_to_audio")):
-        spec = _guide_spec(kind)
-        files[f"{stem}.json"] = to_ui(spec, defs)
-        files[f"{stem}_api.json"] = to_api(spec)
-    spec = _long_clip_spec()
-    files["ovi_long_clip.json"] = to_ui(spec, defs)
-    files["ovi_long_clip_api.json"] = to_api(spec)
+    for stem, make in WORKFLOWS.items():
+        spec = make()
+        files[workflow_path(stem, "ui")] = to_ui(spec, defs)
+        files[workflow_path(stem, "api")] = to_api(spec)
     return files
+
+
+def text(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
+    files = build()
     stale = []
-    for name, data in build().items():
-        text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-        path = os.path.join(WORKFLOWS, name)
+    for path, data in files.items():
         if args.check:
-            if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text:
-                stale.append(name)
+            if not os.path.isfile(path) or open(path, encoding="utf-8").read() != text(data):
+                stale.append(os.path.relpath(path, ROOT))
             continue
-        os.makedirs(WORKFLOWS, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(text(data))
+    # a JSON file in either folder that no spec makes would be listed (or posted) as a workflow
+    for folder in (TEMPLATE_DIR, API_DIR):
+        for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+            path = os.path.join(folder, name)
+            if name.endswith(".json") and path not in files:
+                stale.append(os.path.relpath(path, ROOT) + " (made by no spec: delete it or add it to WORKFLOWS)")
     if stale:
         sys.stderr.write("out of date: " + ", ".join(stale) + " (run python tools/make_workflows.py)\n")
         return 1

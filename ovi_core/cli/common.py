@@ -37,34 +37,48 @@ def target_area(args: argparse.Namespace) -> int:
     return sizes.MODEL_SPECS["1.0" if v.startswith("1.0") else v].area
 
 
-def check_outputs(args: argparse.Namespace, outs: list[str]) -> None:
+def _weights_fusion(args: argparse.Namespace) -> list[str]:
+    """The fusion file the weights folder gives this run (for the LoRA fit check), or none when it cannot be
+    found here (the loader then says what is missing)."""
+    from ovi_core.io.weights import resolve_weights
+
+    try:
+        paths = resolve_weights(getattr(args, "weights", None) or "", version=getattr(args, "model_version", "auto"),
+                                seconds=getattr(args, "seconds", None), fp8=getattr(args, "fp8", False),
+                                download=False)
+    except (OSError, ValueError):
+        return []
+    return [paths.fusion]
+
+
+def check_run(args: argparse.Namespace, *, prompts: list[str], outs: list[str], area: int, images=(), guides=(),
+              windows_dir: str | None = None):
+    """Every weight-free check of a ``generate`` run through :func:`ovi_core.validate.check_plan` (prompts,
+    sampling values, size, outputs, first frames, guides, LoRAs, fusion files, windows folder). Returns its
+    :class:`~ovi_core.validate.Checked`."""
     from ovi_core import validate
 
-    if len(outs) > 1 and not args.out.lower().endswith(".mp4"):
-        validate.check_output_folder(args.out)
+    outputs = []
     for out in outs:
-        validate.check_output_file(out)
+        outputs.append((out, (".mp4",)))
         if args.wav:
-            validate.check_output_file(os.path.splitext(out)[0] + ".wav", suffixes=(".wav",))
+            outputs.append((os.path.splitext(out)[0] + ".wav", (".wav",)))
+    fusion = list(getattr(args, "fusion", None) or [])
+    sampling = {"steps": args.steps, "shift": args.shift, "seed": args.seed, "slg_layer": args.slg_layer,
+                "solver": args.solver, "video_guidance_scale": args.video_cfg, "audio_guidance_scale": args.audio_cfg}
+    plan = validate.Plan(
+        prompts=prompts, sampling=sampling, size=args.size, area=area, draft=getattr(args, "draft", False),
+        blocks_on_gpu=getattr(args, "blocks_on_gpu", None),
+        outputs=outputs, output_folder=args.out if len(outs) > 1 and not args.out.lower().endswith(".mp4") else None,
+        windows_dir=windows_dir, images=list(images), guides=list(guides),
+        loras=[validate.LoraRequest(s.path, s.strength, s.towers) for s in getattr(args, "lora", [])],
+        fusion=fusion, model_files=(fusion or _weights_fusion(args)) if getattr(args, "lora", None) else (),
+    )
+    checked = validate.check_plan(plan)
+    for spec, km in zip(getattr(args, "lora", []), checked.lora_maps, strict=True):
+        logger.info("LoRA %s: %s", os.path.basename(spec.path), km.summary())
+    if fusion:
+        from ovi_core.model.loader import describe_files
 
-
-def check_fusion(files: list[str] | None) -> str | list[str] | None:
-    """``--fusion`` files: present, at most two, and readable as an Ovi fusion model (headers only)."""
-    if not files:
-        return None
-    if len(files) > 2:
-        raise ValueError(f"--fusion takes one fusion file or a video + audio tower pair, got {len(files)} files.")
-    from ovi_core.io.files import regular_file
-
-    for f in files:
-        regular_file(f, "--fusion file")
-    from ovi_core.model.loader import describe_files
-    from ovi_core.quant.gguf_file import check_gguf_values
-    from ovi_core.quant.sources import is_gguf
-
-    for f in files:
-        if is_gguf(f):
-            check_gguf_values(f)  # NaN/Inf block scales, before the weights load
-
-    logger.info("fusion model: %s", describe_files(files))
-    return files[0] if len(files) == 1 else files
+        logger.info("fusion model: %s", describe_files(fusion))
+    return checked

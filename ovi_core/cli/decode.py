@@ -58,18 +58,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ovi_core import validate
     from ovi_core.audio.codec import load_audio_codec
-    from ovi_core.io.latents import load_latents
     from ovi_core.io.media import write_mp4, write_wav
     from ovi_core.pipeline import SAMPLE_RATE, decode_audio, decode_video
     from ovi_core.runtime.devices import pick_device, pick_dtype
     from ovi_core.vae.wan_vae import load_wan_vae
 
-    validate.check_output_file(args.out)
-    if args.wav:
-        validate.check_output_file(os.path.splitext(args.out)[0] + ".wav", suffixes=(".wav",))
     if args.tile is not None and args.tile < 1:
         raise ValueError(f"--tile must be a positive number of latents, got {args.tile}.")
-    lat = load_latents(args.latents)
+    outputs = [(args.out, (".mp4",))] + ([(os.path.splitext(args.out)[0] + ".wav", (".wav",))] if args.wav else [])
+    lat = validate.check_plan(validate.Plan(outputs=outputs, latents=args.latents)).latents  # before the VAEs load
     paths = _decoder_paths(args.weights, download=not args.offline)
     dev = pick_device(args.device)
     dt = pick_dtype(args.precision, dev)

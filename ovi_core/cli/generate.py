@@ -8,7 +8,7 @@ import os
 import sys
 
 from ovi_core.cli import speed as speed_cli
-from ovi_core.cli.common import check_fusion, check_outputs, load_image, target_area
+from ovi_core.cli.common import check_run, target_area
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)
     args.prompt = longclip_cli.single_prompt(args)
+    if getattr(args, "windows_dir", None):
+        logger.warning("--windows-dir is used by long clips only; this is one clip, so nothing is saved there")
 
     jobs: list[tuple[str, str | None]]
     if validate.check_prompt_argument(args.prompt):
@@ -137,24 +139,20 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.prompt!r} has no prompts (expected a text_prompt column).")
     else:
         jobs = [(args.prompt, args.image)]
-    # everything that can be checked without the weights, before they load
-    for text, _ in jobs:
-        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
-                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
-                                  audio_guidance_scale=args.audio_cfg)
+    # everything that can be checked without the weights, through validate.check_plan, before they load
     if args.model_version != "auto":
         validate.clip_version(args.model_version, args.seconds)
     area = target_area(args)
-    if args.size is not None:
-        validate.check_size(*args.size, area=area, draft=getattr(args, "draft", False))
     outs = _out_paths(args.out, len(jobs))
-    check_outputs(args, outs)
-    from ovi_core.cli.guides import inputs_from_args
+    from ovi_core.cli.guides import guide_requests
 
-    guides = inputs_from_args(args)  # read and checked (flag conflicts first) before the weights load
-    images = {img: load_image(img, area=area) for _, img in jobs if img is not None}  # decodes, uint8
-    plan = speed_cli.prepare(args)  # LoRA files and speed values, before the weights load
-    fusion = check_fusion(getattr(args, "fusion", None))
+    guides = guide_requests(args)  # flag conflicts first; the files are read by check_run
+    checked = check_run(args, prompts=[t for t, _ in jobs], outs=outs, area=area,
+                        images=[img for _, img in jobs if img is not None], guides=guides)
+    guides = [inp for inputs in checked.guides for inp in inputs]
+    images = checked.images  # decoded, uint8, at most 4x the model's area
+    plan = speed_cli.prepare(args)  # speed values
+    fusion = checked.fusion
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,

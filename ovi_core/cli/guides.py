@@ -12,11 +12,21 @@ from ovi_core.io.files import regular_file
 logger = logging.getLogger(__name__)
 
 
+def _offset(text: str) -> float:
+    """``--audio-offset``: a finite number of seconds >= 0 (NaN reached a float-to-int conversion)."""
+    from ovi_core.conditioning.ranges import exact_seconds
+
+    try:
+        return float(exact_seconds(text, what="--audio-offset"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_arguments(g: argparse.ArgumentParser) -> None:
     """Add the guide flags to the ``generate`` sub-parser."""
     g.add_argument("--audio", help="a sound file (any format PyAV reads, any rate, mono/stereo) the clip must "
                    "carry: audio -> video (e.g. a voice line the character speaks)")
-    g.add_argument("--audio-offset", type=float, default=None, help="where --audio starts in the clip, seconds "
+    g.add_argument("--audio-offset", type=_offset, default=None, help="where --audio starts in the clip, seconds "
                    "(default 0); the rest of the sound track is generated")
     g.add_argument("--video", help="a video file whose frames the clip must show: video -> audio (converted to "
                    "24 fps and the model's size; a shorter video is followed by generated frames)")
@@ -75,28 +85,30 @@ def model_version_and_area(args: argparse.Namespace) -> tuple[str, int]:
     return version, int(info.get("target_area") or sizes.MODEL_SPECS[version].area)
 
 
-def inputs_from_args(args: argparse.Namespace) -> list:
-    """The guide inputs the flags ask for (empty without guide flags), read and checked now."""
-    from ovi_core import sizes
-    from ovi_core.conditioning.audio_in import prepare_audio, read_audio_file
-    from ovi_core.conditioning.redo import redo_inputs
-    from ovi_core.conditioning.video_in import prepare_video, read_video_file
+def guide_requests(args: argparse.Namespace) -> list:
+    """The guides the flags ask for, as :class:`ovi_core.validate.GuideRequest` (empty without guide flags); the
+    flag combinations and the files' kinds are checked now, the files are read by :func:`validate.check_plan`."""
+    from ovi_core.validate import GuideRequest
 
     if not check_args(args):
         return []
     version, area = model_version_and_area(args)
-    mode, until = args.guide_mode, args.guide_until
+    common = {"version": version, "area": area, "mode": args.guide_mode, "until": args.guide_until}
     if args.source:
-        if until != 1.0:
-            raise ValueError("--guide-until applies to --audio/--video; a redo keeps the rest of the clip exactly")
-        return redo_inputs(args.source, args.redo, version=version, area=area, mode=mode)
+        return [GuideRequest("redo", source=args.source, redo=args.redo, **common)]
+    trim = bool(getattr(args, "trim_media", False))  # --seconds shorter than the media (cli.media_length noted it)
     out = []
-    trim = getattr(args, "trim_media", False)  # --seconds shorter than the media (cli.media_length noted it)
     if args.video:
-        frames, fps = read_video_file(args.video, seconds=sizes.get_spec(version).frames / 24 if trim else None)
-        out.append(prepare_video(frames, fps, version=version, area=area, mode=mode, until=until, trim=trim))
+        out.append(GuideRequest("video", path=args.video, trim=trim, **common))
     if args.audio:
-        wav, rate = read_audio_file(args.audio)
-        out.append(prepare_audio(wav, rate, version=version, offset=args.audio_offset or 0.0, mode=mode, until=until,
-                                 trim=trim))
+        out.append(GuideRequest("audio", path=args.audio, offset=args.audio_offset or 0.0, trim=trim, **common))
     return out
+
+
+def inputs_from_args(args: argparse.Namespace) -> list:
+    """The guide inputs the flags ask for (empty without guide flags), read and checked now
+    (:func:`ovi_core.validate.check_plan`)."""
+    from ovi_core import validate
+
+    checked = validate.check_plan(validate.Plan(guides=guide_requests(args)))
+    return [inp for inputs in checked.guides for inp in inputs]

@@ -120,20 +120,6 @@ def _resume_key(args: argparse.Namespace, fusion, speed) -> dict:
             "preset": getattr(args, "preset", None)}
 
 
-def _check_windows_dir(path: str) -> None:
-    """``--windows-dir``: an existing writable folder, or one that can be created (checked before any weights)."""
-    p = os.path.abspath(path)
-    if os.path.exists(p) and not os.path.isdir(p):
-        raise ValueError(f"--windows-dir {path!r} is a file; give a folder (it is created when missing)")
-    base = p
-    while not os.path.exists(base):
-        base = os.path.dirname(base)
-    if not os.path.isdir(base):
-        raise ValueError(f"--windows-dir {path!r} cannot be created: {base!r} is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ValueError(f"--windows-dir {path!r} is not writable ({base!r}); give a folder you can write to")
-
-
 def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.longclip.plan import plan_windows
@@ -156,24 +142,16 @@ def run_long_clip(args: argparse.Namespace) -> int:
                          "frame; drop --image")
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
-    # the same weight-free checks as a single clip, before anything loads
-    from ovi_core import validate
+    # the same weight-free checks as a single clip (validate.check_plan), before anything loads
     from ovi_core.cli import speed as speed_cli
-    from ovi_core.cli.common import check_fusion, check_outputs, load_image, target_area
+    from ovi_core.cli.common import check_run, target_area
 
-    for text in prompts:
-        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
-                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
-                                  audio_guidance_scale=args.audio_cfg)
     area = target_area(args)
-    if args.size is not None:
-        validate.check_size(*args.size, area=area, draft=getattr(args, "draft", False))
-    check_outputs(args, [args.out])
-    if getattr(args, "windows_dir", None):
-        _check_windows_dir(args.windows_dir)
-    image = load_image(args.image, area=area).float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
-    speed = speed_cli.prepare(args)  # LoRA files and speed values
-    fusion = check_fusion(getattr(args, "fusion", None))
+    checked = check_run(args, prompts=prompts, outs=[args.out], area=area, images=[args.image] if args.image else [],
+                        windows_dir=getattr(args, "windows_dir", None))
+    image = checked.images[args.image].float() / 255.0 if args.image else None  # [H, W, 3] in [0, 1]
+    speed = speed_cli.prepare(args)  # speed values
+    fusion = checked.fusion
     from ovi_core.conditioning import ranges
 
     audio = None
@@ -252,9 +230,8 @@ def long_source(args: argparse.Namespace) -> bool:
 
 def run_long_redo(args: argparse.Namespace) -> int:
     """``--source CLIP --redo stream:A-B`` on a clip longer than one window (see :func:`long_source`)."""
-    from ovi_core import validate
     from ovi_core.cli import speed as speed_cli
-    from ovi_core.cli.common import check_fusion, check_outputs, target_area
+    from ovi_core.cli.common import check_run, target_area
     from ovi_core.cli.guides import check_args
     from ovi_core.conditioning import ranges
     from ovi_core.conditioning.audio_in import to_mono_16k
@@ -278,11 +255,7 @@ def run_long_redo(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(".mp4"):
         raise ValueError(f"--out must name an .mp4 file for a redo of a long clip, got {args.out!r}")
     prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
-    for text in prompts:
-        validate.check_generation(prompt=text, steps=args.steps, shift=args.shift, seed=args.seed,
-                                  slg_layer=args.slg_layer, solver=args.solver, video_guidance_scale=args.video_cfg,
-                                  audio_guidance_scale=args.audio_cfg)
-    check_outputs(args, [args.out])
+    checked = check_run(args, prompts=prompts, outs=[args.out], area=target_area(args))  # before anything loads
     stream, start, end = ranges.parse_redo(args.redo)
     source = FileVideo(args.source)  # headers; the frames are read window by window and chunk by chunk
     output_size(source.height, source.width, area=target_area(args))  # the size check, now
@@ -294,7 +267,7 @@ def run_long_redo(args: argparse.Namespace) -> int:
     window_prompts = prompts_for_windows(prompts, rp.plan.num_windows, plan=rp.plan)
     logger.info("%s", rp.describe())
     speed = speed_cli.prepare(args)
-    fusion = check_fusion(getattr(args, "fusion", None))
+    fusion = checked.fusion
 
     pipe = OviPipeline.from_weights(
         args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,

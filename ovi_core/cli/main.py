@@ -41,7 +41,7 @@ _COMMAND_MODULES = (
     "ovi_core.cli.decode",
     "ovi_core.tiny",
     "ovi_core.cli.train",
-    "ovi_core.quant.convert",
+    "ovi_core.cli.quantize",
 )
 
 

@@ -96,20 +96,12 @@ class SpeedPlan:
 
 
 def prepare(args: argparse.Namespace) -> SpeedPlan:
-    """Check the LoRA files (names only) and the speed values before any weights load."""
-    from ovi_core.lora.files import check_lora_file
+    """The LoRAs and the speed values of the flags. The LoRA files themselves are checked (names, values, fit to
+    the model, from the headers) by :func:`ovi_core.validate.check_plan`, before any weights load."""
     from ovi_core.sampling.cfg_cache import CFGReuse
     from ovi_core.sampling.fast import SpeedOptions
     from ovi_core.sampling.step_cache import StepCacheConfig
 
-    widths = None
-    for spec in args.lora:
-        km = check_lora_file(spec.path, towers=spec.towers)
-        if widths is None:
-            widths = _fusion_shapes(args)
-        if widths:
-            check_lora_fits(spec.path, km, widths)
-        logger.info("LoRA %s: %s", os.path.basename(spec.path), km.summary())
     def window(w):
         return None if w == "off" else w
 
@@ -121,52 +113,6 @@ def prepare(args: argparse.Namespace) -> SpeedPlan:
                          mode=args.cfg_reuse_mode)
     cache = StepCacheConfig(threshold=float(args.step_cache)) if args.step_cache else None
     return SpeedPlan(loras=list(args.lora), speed=SpeedOptions(cfg_reuse=reuse, step_cache=cache))
-
-
-def _fusion_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]]:
-    """``{official name: shape}`` of the fusion model this run will load, from the file headers only (no
-    weights read): ``--fusion`` when given, else the weights folder's fusion file. Empty when it cannot be
-    found or read here; the loader then reports that, and the LoRA is checked against the loaded model."""
-    from ovi_core.quant.sources import open_source
-
-    files = list(getattr(args, "fusion", None) or [])
-    if not files:
-        from ovi_core.io.weights import resolve_weights
-
-        try:
-            paths = resolve_weights(getattr(args, "weights", None) or "",
-                                    version=getattr(args, "model_version", "auto"),
-                                    seconds=getattr(args, "seconds", None), fp8=getattr(args, "fp8", False),
-                                    download=False)
-        except (OSError, ValueError):
-            return {}
-        files = [paths.fusion]
-    shapes: dict[str, tuple[int, ...]] = {}
-    for f in files:
-        if not os.path.isfile(f):
-            return {}
-        try:
-            src = open_source(f)
-        except (OSError, ValueError):  # not an Ovi file / unreadable: check_fusion names it
-            return {}
-        shapes.update({k: tuple(int(d) for d in v.shape) for k, v in src.infos.items()})
-    return shapes
-
-
-def check_lora_fits(path: str, km, model_shapes: dict[str, tuple[int, ...]]) -> None:
-    """A LoRA made for another model width (or another model) is refused from the two headers, before the
-    weights load: ``ValueError`` naming the file, the layers and the widths."""
-    from ovi_core.io import checkpoints as ck
-    from ovi_core.lora import keys as lora_keys
-
-    shapes = {k: tuple(v.shape) for k, v in ck.peek(path).items()}
-    dim = next((s[1] for k, s in model_shapes.items() if k.endswith("self_attn.q.weight") and len(s) == 2), None)
-    try:
-        lora_keys.check_fit(km, shapes, model_shapes)
-    except ValueError as e:
-        raise ValueError(f"--lora {os.path.basename(path)} does not fit this fusion model"
-                         f"{f' (width {dim})' if dim else ''}: {e} Use a LoRA made for this model "
-                         "(Ovi, or Wan2.2-TI2V-5B for the video tower).") from None
 
 
 def apply(args: argparse.Namespace, pipe, plan: SpeedPlan) -> None:

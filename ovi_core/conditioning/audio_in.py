@@ -30,7 +30,8 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
     Channels are averaged (before resampling), then resampled with :func:`ovi_core.audio.resample.resample`
     (torchaudio's windowed sinc, its defaults; odd rates through a bounded ratio), as
-    :meth:`ovi_core.audio.codec.AudioCodec.encode` does.
+    :meth:`ovi_core.audio.codec.AudioCodec.encode` does. NaN or infinite samples are refused (``ValueError``):
+    every given sound (guides, long-clip tracks, CLI and nodes) passes here before any weights load.
     """
     w = waveform.detach()
     if w.ndim == 3:
@@ -45,6 +46,8 @@ def to_mono_16k(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
     if rate <= 0:
         raise ValueError(f"audio sample rate must be positive, got {sample_rate}")
     mono = w.to(device="cpu", dtype=torch.float32).mean(dim=0)  # [T]
+    if not bool(torch.isfinite(mono).all()):  # every given sound passes here: guides, long-clip tracks, nodes
+        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
     return resample(mono, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else mono
 
 
@@ -164,9 +167,7 @@ def prepare_audio(
             f"guide node's max_seconds, or load the 10 s model "
             f"for up to {ranges.audio_seconds(sizes.MODEL_SPECS['1.1-10s'].audio_latent_length):.3f} s)"
         )
-    samples = to_mono_16k(waveform, rate)
-    if not bool(torch.isfinite(samples).all()):
-        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
+    samples = to_mono_16k(waveform, rate)  # NaN/Inf refused there
     peak = float(samples.abs().max())
     if peak > 1.0:  # clamped here, so the encoder and the samples spliced into the output both see [-1, 1]
         logger.warning("audio input exceeds full scale (peak %.2f); clamped to [-1, 1]", peak)

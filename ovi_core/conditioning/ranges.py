@@ -42,6 +42,17 @@ def exact_seconds(seconds: float | int | str | Fraction, *, what: str = "time") 
     return value
 
 
+def frame_rate(fps: float | int | str | Fraction) -> Fraction:
+    """A frame rate as an exact fraction: a finite number of frames per second above 0 (``ValueError`` else)."""
+    try:
+        f = float(fps)
+    except (TypeError, ValueError):
+        f = float("nan")
+    if not math.isfinite(f) or f <= 0:
+        raise ValueError(f"fps must be a finite number of frames per second above 0, got {fps!r}; e.g. 24")
+    return exact_seconds(fps, what="fps")
+
+
 # -- audio ------------------------------------------------------------------------------------------------
 
 

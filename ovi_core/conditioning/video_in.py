@@ -34,9 +34,7 @@ def to_24fps(frames: torch.Tensor, fps: float) -> torch.Tensor:
 
     Output frame ``k`` (shown at ``k / 24`` s) is the source frame on screen then: ``floor(k * fps / 24)``.
     """
-    rate = ranges.exact_seconds(fps, what="fps")
-    if rate <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    rate = ranges.frame_rate(fps)
     if rate == ranges.FPS:
         return frames
     n = frames.shape[0]

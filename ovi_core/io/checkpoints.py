@@ -142,6 +142,36 @@ def _flatten(obj: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
+_OTHER_FORMATS = ((b"GGUF", "a GGUF file (a quantized fusion model: give it as a fusion model, --fusion or the model "
+                   "loader; a LoRA or a VAE is a .safetensors or .pth file)"),
+                  (b"RIFF", "a RIFF (WAV/AVI) media file"), (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"),
+                  (b"\x1aE\xdf\xa3", "a Matroska/WebM video"))
+
+
+def _unreadable(path: str, e: BaseException) -> CheckpointError:
+    """The error for a file torch.load refused: what it is when its first bytes say so; PyTorch's own advice (to
+    turn the safe mode off, which would run code from the file) is never passed on."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        head = b""
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return CheckpointError(f"{path!r} is {what}, not a PyTorch checkpoint; give the file this input expects.")
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return CheckpointError(f"{path!r} is an MP4/MOV media file, not a PyTorch checkpoint; give the file this "
+                               "input expects.")
+    text = str(e)
+    if "weights only load failed" in text.lower():
+        detail = "it holds objects other than plain tensors, which are never unpickled"
+    else:
+        detail = f"{type(e).__name__}: {text.strip().splitlines()[0][:200] if text.strip() else 'no detail'}"
+    return CheckpointError(f"{path!r} could not be read safely as a PyTorch checkpoint ({detail}). Only plain "
+                           "tensor checkpoints are loaded (weights_only=True); the file is damaged, truncated or not "
+                           "a checkpoint: use the official file or a .safetensors copy.")
+
+
 def _torch_load(path: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -151,19 +181,10 @@ def _torch_load(path: str) -> Any:
             try:
                 return torch.load(path, map_location="cpu", weights_only=True)
             except Exception as e2:  # noqa: BLE001
-                raise CheckpointError(
-                    f"{path!r} could not be read as a PyTorch checkpoint ({e2}). It is damaged, truncated or "
-                    "not a checkpoint; download it again."
-                ) from e2
-        raise CheckpointError(
-            f"{path!r} could not be read as a PyTorch checkpoint ({e}). It is damaged, truncated or not a "
-            "checkpoint; download it again."
-        ) from e
+                raise _unreadable(path, e2) from e2
+        raise _unreadable(path, e) from e
     except Exception as e:  # noqa: BLE001  (pickle.UnpicklingError, EOFError, ...)
-        raise CheckpointError(
-            f"{path!r} could not be read safely as a PyTorch checkpoint ({type(e).__name__}: {e}). Only plain "
-            "tensor checkpoints are loaded (weights_only=True); use the official file or a .safetensors copy."
-        ) from e
+        raise _unreadable(path, e) from e
 
 
 def load_state_dict(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

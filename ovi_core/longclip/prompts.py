@@ -48,6 +48,11 @@ def read_prompt_file(path: str | os.PathLike) -> list[str]:
                          f"{e.start}); save it as UTF-8 (e.g. 'iconv -f latin1 -t utf-8') and try again") from None
     if not prompts:
         raise ValueError(f"{path!r} has no prompts: write one prompt per line (or blocks separated by '---')")
+    bad = next((p for p in prompts if any(ord(c) < 32 and c not in "\t\n\r" for c in p)), None)
+    if bad is not None:
+        code = next(ord(c) for c in bad if ord(c) < 32 and c not in "\t\n\r")
+        raise ValueError(f"prompt file {path!r} holds control character {code:#04x}; it is not a text file (or it is "
+                         "damaged): give a plain UTF-8 text file, one prompt per line")
     return prompts
 
 

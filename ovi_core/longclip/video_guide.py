@@ -140,9 +140,7 @@ class TensorVideo:
         if frames.ndim != 4 or frames.shape[-1] not in (3, 4) or frames.shape[0] == 0:
             raise ValueError(f"video frames must be [N, H, W, 3] RGB (channel last), got {tuple(frames.shape)}")
         self._frames = frames[..., :3]
-        self.fps = ranges.exact_seconds(fps, what="fps")
-        if self.fps <= 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        self.fps = ranges.frame_rate(fps)
         self.height, self.width = int(frames.shape[1]), int(frames.shape[2])
         self.source_frames = int(frames.shape[0])
         self.frames24 = math.ceil(Fraction(self.source_frames) * ranges.FPS / self.fps)

@@ -26,18 +26,28 @@ logger = logging.getLogger(__name__)
 def read_lora(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a LoRA file (safetensors, or a ``.pt`` read with ``weights_only``)."""
     from ovi_core.io import checkpoints as ck
-    from ovi_core.io.checkpoint_id import identify
 
     path = os.fspath(path)
     if os.path.isfile(path):  # refuse other models from the header, before reading any tensor
-        try:
-            ident = identify(ck.peek(path), path=path)
-        except ck.CheckpointError as e:
-            raise ck.CheckpointError(f"LoRA file: {e}") from e
-        if ident.component != "lora":
-            raise ck.CheckpointError(f"Not a LoRA file: {path!r} looks like {ident.description}. Pick a LoRA file "
-                                     "(from OviTrainLoRA or `python -m ovi_core train`) for the LoRA loader.")
+        _refuse_other_models(path)
     return ck.read_tensor_file(path, what="LoRA file")
+
+
+def _refuse_other_models(path: str) -> dict:
+    """The header of a LoRA file (``{name: TensorInfo}``); a file of another model (a VAE, the vocoder, the DiT
+    itself) is refused naming what it looks like."""
+    from ovi_core.io import checkpoints as ck
+    from ovi_core.io.checkpoint_id import identify
+
+    try:
+        infos = ck.peek(path)
+        ident = identify(infos, path=path)
+    except ck.CheckpointError as e:
+        raise ck.CheckpointError(f"LoRA file: {e}") from e
+    if ident.component != "lora":
+        raise ck.CheckpointError(f"Not a LoRA file: {path!r} looks like {ident.description}. Pick a LoRA file "
+                                 "(from OviTrainLoRA or `python -m ovi_core train`) for the LoRA loader.")
+    return infos
 
 
 def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping[str, str] | None = None,
@@ -76,10 +86,9 @@ def network_from_state_dict(sd: Mapping[str, torch.Tensor], *, metadata: Mapping
 def check_lora_file(path: str | os.PathLike, *, towers: str | Iterable[str] | None = None) -> lora_keys.LoRAKeyMap:
     """Map a LoRA file's keys from its header alone (no tensors read, no model needed), so that a wrong file
     fails before any weights load. Shapes are checked later, against the model (:func:`load_lora`)."""
-    from ovi_core.io import checkpoints as ck
 
     regular_file(path, "LoRA file")
-    infos = ck.peek(path)
+    infos = _refuse_other_models(os.fspath(path))
     try:
         km = lora_keys.map_lora_keys({k: tuple(v.shape) for k, v in infos.items()}, towers=towers)
     except ValueError as e:

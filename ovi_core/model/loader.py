@@ -29,7 +29,7 @@ from ovi_core.model.config import OVI_11B, TINY, FusionConfig, infer_config, inf
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.model.tower import OviTower
 from ovi_core.quant.fp8_compute import enable_fp8_compute
-from ovi_core.quant.sources import NotOviError, Source, is_gguf, iter_load, open_source
+from ovi_core.quant.sources import NotOviError, Source, fp8_eligible, is_gguf, iter_load, open_source
 from ovi_core.quant.tensor import is_quantized
 from ovi_core.runtime.attention import BACKENDS, available_backends
 
@@ -135,6 +135,12 @@ def _adopt(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
         raise ck.CheckpointError(f"the model has no tensor {name!r}.")
 
 
+def _packed_file(sources: Sequence[Source]) -> bool:
+    """Whether any of the files holds float8 or quantized weights already (fp8, fp8_scaled, GGUF)."""
+    return any(src.kind == "gguf" or src.qtypes or any(i.dtype in FP8_DTYPES for i in src.infos.values())
+               for src in sources)
+
+
 def load_fusion(
     path: str | os.PathLike | Sequence[str | os.PathLike],
     *,
@@ -143,6 +149,7 @@ def load_fusion(
     attention_backend: str = "auto",
     config: FusionConfig | None = None,
     fp8_compute: bool = False,
+    float8: torch.dtype | None = None,
 ) -> OviFusionModel:
     """Load an Ovi fusion model (one fusion file or two tower files) strictly, in eval mode.
 
@@ -165,6 +172,12 @@ def load_fusion(
         fp8_compute: multiply float8 e4m3fn weights in fp8 (``torch._scaled_mm``) where the GPU supports it
             (CUDA sm_89+); elsewhere, and by default, weights are upcast per layer
             (:mod:`ovi_core.quant.fp8_compute`).
+        float8: ``torch.float8_e4m3fn`` (or ``e5m2``) to keep a bf16/fp32 file's weights in float8, in the
+            official fp8 layout (norms and biases stay in ``dtype``): each tensor is converted on the CPU as it is
+            read and only then moved to ``device``, so a GPU never holds the unconverted model (the load peak
+            there is the fp8 model: 10.9 GiB at full size, not 21.7 + 10.9). The same weights as
+            ``fp8_state_dict`` of the model loaded without it. Ignored (with a log line) for files that are
+            packed already (fp8, fp8_scaled, GGUF). ``device="meta"`` traces a load without memory.
 
     Raises:
         FileNotFoundError: a path does not exist.
@@ -174,6 +187,8 @@ def load_fusion(
     """
     if dtype not in COMPUTE_DTYPES:
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES} (the compute dtype), got {dtype}.")
+    if float8 is not None and float8 not in FP8_DTYPES:
+        raise ValueError(f"float8 must be None or one of {FP8_DTYPES}, got {float8}.")
     if attention_backend != "auto" and attention_backend not in BACKENDS:
         raise ValueError(f"attention_backend must be 'auto' or one of {BACKENDS}, got {attention_backend!r}.")
     if attention_backend not in ("auto", *available_backends()):
@@ -201,14 +216,19 @@ def load_fusion(
     model = OviFusionModel(config, device="meta")
     ck.check_shapes(model.state_dict(), shapes, path=label, what=WHAT, ident=ident)
 
+    if float8 is not None and _packed_file(sources):
+        logger.info("%s is packed already (%s); kept as it is, not converted to %s", label, fmt, float8)
+        float8 = None
     packed = False
+    adopted: set[str] = set()
     for src in sources:
         names = [full for full, (s, _) in plan.items() if s is src]
-        for full, tensor in iter_load(src, names, device=device, dtype=dtype):
+        for full, tensor in iter_load(src, names, device=device, dtype=dtype, float8=float8):
             if tensor.dtype in FP8_DTYPES or is_quantized(tensor):
                 packed = True
             _adopt(model, full, tensor)
-    left = [n for n, t in model.state_dict().items() if t.is_meta]
+            adopted.add(full)
+    left = [n for n in model.state_dict() if n not in adopted]
     if left:
         raise ck.CheckpointError(f"{label!r}: {len(left)} tensors were not loaded (e.g. {left[:3]}).")
     if packed:
@@ -233,7 +253,7 @@ def fp8_state_dict(
     sd: Mapping[str, torch.Tensor], *, dtype: torch.dtype = torch.float8_e4m3fn
 ) -> dict[str, torch.Tensor]:
     """The official fp8 layout: tensors whose name contains neither ``norm`` nor ``bias`` in ``dtype``."""
-    return {k: v if ("norm" in k or "bias" in k) else v.to(dtype) for k, v in sd.items()}
+    return {k: v.to(dtype) if fp8_eligible(k) else v for k, v in sd.items()}
 
 
 def save_fusion(

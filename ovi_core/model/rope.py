@@ -10,13 +10,31 @@ Pairs are interleaved: head dims ``(2j, 2j+1)`` form complex pair ``j``. With ``
   through. The audio/video phase difference on those pairs is thus ``(f - 0.19676 i) * w_j``.
 
 Tables are ``cos``/``sin`` of float64 angles (float32 on devices without float64, i.e. MPS), computed
-per (grid, device) and cached; they are not module buffers and never enter a state dict. Rotation is done
+on the CPU per grid and cached per (grid, device) (a GPU holds only the pair table below, not the CPU cos/sin it
+was built from); they are not module buffers and never enter a state dict. Rotation is done
 in that precision and the result rounded to the compute dtype, as the official code does (float64 -> bf16).
 
-The towers use :func:`video_rope_table` / :func:`audio_rope_table`: one complex128 table ``cos + i sin``, so
-that :func:`apply_rope` is a single complex multiply (as in the official code), bit-identical to the
-real-arithmetic rotation on ``(cos, sin)`` and several times faster. On MPS (no float64) the tables stay a
-float32 ``(cos, sin)`` pair.
+The towers use :func:`video_rope_table` / :func:`audio_rope_table`: one real table ``[L, 1, D/2, 2]`` holding
+``(cos, sin)`` per pair (float64; float32 on MPS), the memory layout of the official complex128 ``cos + i sin``.
+:func:`apply_rope` picks the form of the rotation by where it runs; all give the official values:
+
+* CPU, no autograd: the complex multiply of the official code (:func:`torch.view_as_complex` of the table, no
+  copy) over token chunks through one reused buffer: the fastest eager form on a CPU.
+* inside ``torch.compile`` (``--compile``), and on CUDA: the real-arithmetic rotation
+  ``(a cos - b sin, a sin + b cos)`` in the table's precision, which inductor fuses into one kernel (it cannot
+  generate code for complex operators, GPU_REVIEW #15): it reads bf16 ``x`` and the table and writes bf16, about
+  4 bytes per element instead of the ~36 of the unfused float64/complex128 eager ops, and no float64
+  temporaries (the activation peak of the eager form). On CUDA outside a compiled model, the rotation alone is
+  compiled once (:func:`set_fused_rope`; any failure to compile falls back to the eager complex multiply with one
+  warning).
+* anywhere else (autograd, other devices): the eager complex multiply over the whole tensor; on MPS (no float64,
+  no complex) the eager real rotation.
+
+The real rotation is bit-identical to the complex multiply in eager PyTorch on the CPU (PyTorch's complex
+multiply is ``ac - bd``, ``ad + bc`` without fused multiply-add; tests compare every form on the golden cases). A
+compiled kernel may contract ``a*cos - b*sin`` into a fused multiply-add, as CUDA's complex multiply may: that
+changes the float64 value by at most about one unit in the last place, which changes the bf16 result only where
+the value falls within that distance of a bf16 rounding boundary (never in the golden cases).
 
 The cached tables are always built outside ``torch.inference_mode`` (and without autograd history): a table
 first built while ComfyUI runs a node under inference mode must still be usable by a later training run,
@@ -26,8 +44,11 @@ which saves it for backward.
 from __future__ import annotations
 
 import functools
+import logging
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 THETA = 10000.0
 
@@ -109,62 +130,136 @@ RopeTable = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 @functools.lru_cache(maxsize=64)
 @_normal_tensors
-def _complex_table(kind: str, key: tuple, device: torch.device) -> RopeTable:
-    cos, sin = _video_table(*key, device) if kind == "video" else _audio_table(*key, device)
-    if cos.dtype != torch.float64:
-        return cos, sin
-    return torch.complex(cos, sin)  # [L, 1, D/2] complex128, exactly cos + i sin
+def _pair_table(kind: str, key: tuple, device: torch.device) -> torch.Tensor:
+    cpu = torch.device("cpu")  # cos/sin are built and cached on the CPU: the device holds only this table
+    cos, sin = _video_table(*key, cpu) if kind == "video" else _audio_table(*key, cpu)
+    pairs = torch.stack([cos, sin], dim=-1)  # [L, 1, D/2, 2]: the bytes of the complex table cos + i sin
+    return pairs.to(device=device, dtype=_table_dtype(device))
 
 
-def video_rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> RopeTable:
-    """The video table for :func:`apply_rope`: complex128 ``[F*h*w, 1, head_dim//2]`` (MPS: ``(cos, sin)``)."""
+def video_rope_table(grid: tuple[int, int, int], head_dim: int, device: torch.device) -> torch.Tensor:
+    """The video table for :func:`apply_rope`: ``[F*h*w, 1, head_dim//2, 2]`` ``(cos, sin)`` pairs, float64
+    (float32 on MPS)."""
     f, h, w = (int(g) for g in grid)
-    return _complex_table("video", (f, h, w, int(head_dim)), torch.device(device))
+    return _pair_table("video", (f, h, w, int(head_dim)), torch.device(device))
 
 
-def audio_rope_table(length: int, head_dim: int, scale: float, device: torch.device) -> RopeTable:
-    """The audio table for :func:`apply_rope`: complex128 ``[L, 1, head_dim//2]`` (MPS: ``(cos, sin)``)."""
-    return _complex_table("audio", (int(length), int(head_dim), float(scale)), torch.device(device))
+def audio_rope_table(length: int, head_dim: int, scale: float, device: torch.device) -> torch.Tensor:
+    """The audio table for :func:`apply_rope`: ``[L, 1, head_dim//2, 2]`` ``(cos, sin)`` pairs, float64 (float32
+    on MPS)."""
+    return _pair_table("audio", (int(length), int(head_dim), float(scale)), torch.device(device))
 
 
 def clear_caches() -> None:
     """Drop every cached table (they may sit on a GPU and are no module buffers, so ``.to("cpu")`` leaves
     them): called when a model is unloaded or a run ends. The next forward rebuilds what it needs."""
-    _complex_table.cache_clear()
+    _pair_table.cache_clear()
     _video_table.cache_clear()
     _audio_table.cache_clear()
 
 
 def cached_tables() -> int:
     """How many tables the caches hold now (all three caches together)."""
-    return sum(f.cache_info().currsize for f in (_complex_table, _video_table, _audio_table))
+    return sum(f.cache_info().currsize for f in (_pair_table, _video_table, _audio_table))
 
 
 # elements of one float64 chunk of the CPU rotation (2 MiB: stays in a core's L2 cache)
 CPU_CHUNK_ELEMS = 1 << 18
 
 
-def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``rope``: a complex table ``[L, 1, D/2]`` (one
-    complex multiply) or a ``(cos, sin)`` pair, each ``[L, 1, D/2]`` (real arithmetic; same values).
+def _compiling() -> bool:
+    fn = getattr(torch.compiler, "is_compiling", None)
+    if fn is None:  # torch < 2.3
+        from torch import _dynamo
 
-    Computed in the table's precision (float64, or float32 on MPS) and returned in ``x``'s dtype.
+        fn = _dynamo.is_compiling
+    return bool(fn())
+
+
+def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:
+    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``rope``: a table ``[L, 1, D/2, 2]`` of ``(cos, sin)``
+    pairs (:func:`video_rope_table`) or a ``(cos, sin)`` tuple, each ``[L, 1, D/2]``.
+
+    Computed in the table's precision (float64, or float32 on MPS) and returned in ``x``'s dtype; the form of the
+    computation depends on where it runs (module docstring), the values do not.
 
     On the CPU without autograd the complex multiply runs over token chunks of about
     :data:`CPU_CHUNK_ELEMS` elements through one reused float64 buffer: the same arithmetic per element (so
     the same bits), but the float64 temporaries stay in cache instead of being three fresh tensors of 8x the
     input's size per call (at 1984 video tokens those cost more than the multiply).
     """
+    if isinstance(rope, tuple):
+        cos, sin = rope
+        return _rotate_real(x, cos, sin)
+    grad = torch.is_grad_enabled() and (x.requires_grad or rope.requires_grad)
+    form = rope_form(x.device.type, rope.dtype, grad=grad, compiling=_compiling())
+    if form == "real":
+        return rotate_pairs(x, rope)
+    if form == "chunked":
+        return _apply_rope_chunked(x, torch.view_as_complex(rope))
+    if form == "fused":
+        out = _fused_rotate(x, rope)
+        if out is not None:
+            return out
+    return _apply_rope_whole(x, torch.view_as_complex(rope))
+
+
+def rope_form(device_type: str, table_dtype: torch.dtype, *, grad: bool, compiling: bool) -> str:
+    """Which form :func:`apply_rope` computes (module docstring): ``"real"`` (real arithmetic, eager or traced into
+    the caller's compiled graph), ``"chunked"`` (complex multiply through one CPU buffer), ``"fused"`` (the real
+    arithmetic compiled on its own, CUDA) or ``"complex"`` (one complex multiply over the whole tensor)."""
+    if compiling or table_dtype != torch.float64:  # MPS tables are float32: no complex there
+        return "real"
+    if device_type == "cpu" and not grad:
+        return "chunked"
+    if device_type == "cuda" and not grad and _fused_enabled:
+        return "fused"
+    return "complex"
+
+
+def _rotate_real(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The real-arithmetic rotation: pair ``(a, b)`` -> ``(a cos - b sin, a sin + b cos)`` in ``cos``'s dtype."""
     b, n, h, d = x.shape
-    if isinstance(rope, torch.Tensor):
-        if x.device.type == "cpu" and not (torch.is_grad_enabled() and (x.requires_grad or rope.requires_grad)):
-            return _apply_rope_chunked(x, rope)
-        return _apply_rope_whole(x, rope)
-    cos, sin = rope
     xp = x.to(cos.dtype).reshape(b, n, h, d // 2, 2)  # [B, L, H, D/2, 2]
     a, bb = xp[..., 0], xp[..., 1]
     out = torch.stack([a * cos - bb * sin, a * sin + bb * cos], dim=-1)  # [B, L, H, D/2, 2]
     return out.reshape(b, n, h, d).to(x.dtype)
+
+
+def rotate_pairs(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_rope` in real arithmetic on a ``[L, 1, D/2, 2]`` table: no complex operator, so inductor
+    fuses it into one kernel (the form used inside ``torch.compile`` and, compiled, on CUDA)."""
+    return _rotate_real(x, table[..., 0], table[..., 1])
+
+
+# CUDA outside a compiled model: the real rotation compiled on its own, once (dynamic shapes: one kernel for all
+# token counts), or None after a failure to compile (then the eager complex multiply, with one warning).
+_fused_enabled = True
+_fused_fn = None
+
+
+def set_fused_rope(enabled: bool) -> None:
+    """Use (default) or not the compiled real-arithmetic rotation on CUDA outside a compiled model; off, CUDA runs
+    the eager complex multiply of the official code (more memory traffic and two float64 temporaries per call)."""
+    global _fused_enabled, _fused_fn
+    _fused_enabled = bool(enabled)
+    _fused_fn = None
+
+
+def _fused_rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor | None:
+    global _fused_enabled, _fused_fn
+    try:
+        if _fused_fn is None:
+            logger.info("compiling the fused RoPE kernel (once per process)")
+            _fused_fn = torch.compile(rotate_pairs, dynamic=True, fullgraph=True)
+        return _fused_fn(x, table)
+    except torch.cuda.OutOfMemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 (no triton, an old driver, a compiler bug: the eager form still works)
+        _fused_enabled, _fused_fn = False, None
+        logger.warning("fused RoPE kernel unavailable (%s: %s); using the eager complex multiply",
+                       type(e).__name__, str(e)[:200])
+        return None
 
 
 def _apply_rope_whole(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,6 @@ One concept per module:
 * :mod:`~ovi_core.quant.stream`: safetensors read/written one tensor at a time;
 * :mod:`~ovi_core.quant.sources`: one file of any format seen under official names;
 * :mod:`~ovi_core.quant.policy`: which tensors are quantized;
-* :mod:`~ovi_core.quant.convert`: the ``quantize`` command;
+* :mod:`~ovi_core.quant.convert`: streamed conversion (the ``quantize`` command, :mod:`ovi_core.cli.quantize`);
 * :mod:`~ovi_core.quant.fp8_compute`: opt-in ``torch._scaled_mm`` on CUDA sm_89+.
 """

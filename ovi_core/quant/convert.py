@@ -14,7 +14,6 @@ float32 copy while it is quantized), never the model. Tensor names are the offic
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 from collections.abc import Iterator
@@ -172,23 +171,4 @@ def quantize_file(src_path: str | os.PathLike, out_path: str | os.PathLike, *, f
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    q = sub.add_parser("quantize", help="write a smaller fusion model: fp8 / fp8_scaled safetensors or GGUF "
-                                        "(q8_0, q6_k, q4_k), streamed, official tensor names")
-    q.add_argument("input", help="Ovi fusion file (official or kijai layout, .safetensors)")
-    q.add_argument("output", help="output file: .safetensors for fp8/fp8_scaled, .gguf for q8_0/q6_k/q4_k")
-    q.add_argument("--format", required=True, choices=FORMATS)
-    q.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-
-    rep = quantize_file(args.input, args.output, format=args.format)
-    json.dump(rep, sys.stdout, indent=1)
-    sys.stdout.write("\n")
-    return 0
-
-
-__all__ = ["quantize_file", "register"]
+__all__ = ["quantize_file"]

@@ -7,7 +7,10 @@ Formats: safetensors or ``.pt`` in the official layout or kijai's (split video/a
 * float tensors cast to the compute dtype one by one (when a cast is needed the file is read with plain
   reads, so a bf16 file loaded for fp32 compute peaks near the fp32 model, not model + mapped file);
 * official fp8 tensors unchanged (upcast per layer at call time, as before);
-* scaled fp8 weights and GGUF-quantized weights as :class:`~ovi_core.quant.tensor.QuantizedWeight`.
+* scaled fp8 weights and GGUF-quantized weights as :class:`~ovi_core.quant.tensor.QuantizedWeight`;
+* with ``float8``, the weights of the official fp8 layout (:func:`fp8_eligible`) converted to that float8 dtype
+  on the CPU, tensor by tensor, before they go to the device: a bf16 file loaded as fp8 for a GPU never holds
+  a bf16 copy of the model there (the device peak is the fp8 model, not bf16 + fp8).
 """
 
 from __future__ import annotations
@@ -121,6 +124,27 @@ def open_source(path: str | os.PathLike) -> Source:
     return Source(path, kind, lay, infos, qtypes, raw_infos=raw)
 
 
+def read_scales(src: Source, *, whole_file: bool = True) -> dict[str, float]:
+    """``{weight name: scale}`` of an fp8_scaled file, each checked by :func:`ovi_core.quant.fp8.scale_value` (a
+    finite number above 0; ``ValueError`` naming the tensor). Safetensors: only the scale tensors are read; a pickled
+    file is read whole, or with ``whole_file=False`` skipped (empty), as a check before loading would read it twice."""
+    lay = src.layout
+    if not lay.scales or src.kind == "gguf":
+        return {}
+    keys = list(lay.scales.values())
+    if src.kind == "safetensors":
+        got = dict(stream.iter_tensors(src.path, keys))
+    elif whole_file:
+        sd = ck.load_state_dict(src.path)
+        got = {k: sd[k] for k in keys}
+    else:
+        return {}
+    try:
+        return {w: f8.scale_value(got[k], name=k) for w, k in lay.scales.items()}
+    except ValueError as e:
+        raise ValueError(f"{src.path!r}: {e}") from None
+
+
 class NotOviError(ck.CheckpointError):
     """The file is readable but holds no Ovi fusion model or tower."""
 
@@ -139,11 +163,22 @@ def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype)
 
 
-def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, dtype: torch.dtype
-              ) -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(official name, tensor)`` for ``names`` of ``src``, ready to adopt (see module docstring)."""
+def fp8_eligible(name: str) -> bool:
+    """Whether the official fp8 layout stores tensor ``name`` in float8: all but norms and biases."""
+    return "norm" not in name and "bias" not in name
+
+
+def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, dtype: torch.dtype,
+              float8: torch.dtype | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(official name, tensor)`` for ``names`` of ``src``, ready to adopt (see module docstring).
+
+    ``float8`` (``torch.float8_e4m3fn`` or ``torch.float8_e5m2``): store the :func:`fp8_eligible` float tensors in
+    it, converted on the CPU (after the cast to ``dtype``, as ``fp8_state_dict`` of the loaded model would) and
+    only then moved to ``device``. Tensors that are float8 or quantized already are left as they are."""
     names = list(names)
     device = torch.device(device)
+    if float8 is not None and float8 not in FP8_DTYPES:
+        raise ValueError(f"float8 must be one of {FP8_DTYPES} or None, got {float8}.")
     lay = src.layout
     if src.kind == "gguf":
         with open(src.path, "rb") as f:
@@ -156,35 +191,39 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
                     out = ggml.dequantize(raw, t.qtype, t.shape, dtype)
                 yield n, out.to(device)
         return
-    scales: dict[str, float] = {}
-    if lay.scales:  # tiny tensors; read them first
-        keys = list(lay.scales.values())
-        if src.kind == "safetensors":
-            got = dict(stream.iter_tensors(src.path, keys))
-        else:
-            sd = ck.load_state_dict(src.path)
-            got = {k: sd[k] for k in keys}
-        scales = {w: f8.scale_value(got[k], name=k) for w, k in lay.scales.items()}
+    scales = read_scales(src)  # tiny tensors; read them first
+
+    def to_fp8(n: str, dt: torch.dtype) -> bool:
+        return float8 is not None and n not in scales and dt.is_floating_point and dt not in FP8_DTYPES \
+            and fp8_eligible(n)
 
     def finish(n: str, t: torch.Tensor) -> torch.Tensor:
         if n in scales:
             return QuantizedWeight.from_fp8(t, scales[n])
-        return _cast(t, dtype)
+        t = _cast(t, dtype)
+        return t.to(float8) if to_fp8(n, t.dtype) else t
 
     needs_cast = any(i.is_floating_point and i not in FP8_DTYPES and i != dtype
                      for i in (src.infos[n].dtype for n in names))
-    if src.kind == "safetensors" and needs_cast:
+    if src.kind == "safetensors" and (needs_cast or float8 is not None):
         index, _ = stream.read_index(src.path)
         order = sorted(names, key=lambda n: index[lay.names[n]].start)
         entries = [index[lay.names[n]] for n in order]
         staging = torch.empty(max(e.end - e.start for e in entries), dtype=torch.uint8)
         with open(src.path, "rb") as f:
             for n, e in zip(order, entries, strict=True):
-                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in FP8_DTYPES and e.dtype != dtype
+                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in FP8_DTYPES and (
+                    e.dtype != dtype or to_fp8(n, e.dtype))  # finish() returns a new tensor: read via staging
                 t = stream.read_tensor(f, e, buffer=staging if casts else None)
                 out = finish(n, t)
                 del t
                 yield n, out.to(device)
+        return
+    if float8 is not None or device.type == "meta":  # convert on the CPU, then move tensor by tensor
+        raw_sd = ck.load_state_dict(src.path, device="cpu")
+        for n in names:
+            yield n, finish(n, raw_sd.pop(lay.names[n])).to(device)
+        del raw_sd
         return
     raw_sd = ck.load_state_dict(src.path, device=device)
     for n in names:
@@ -192,4 +231,4 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
     del raw_sd
 
 
-__all__ = ["NotOviError", "Source", "open_source", "iter_load", "is_gguf", "not_ovi"]
+__all__ = ["NotOviError", "Source", "open_source", "iter_load", "fp8_eligible", "is_gguf", "not_ovi"]

@@ -7,7 +7,8 @@ kernel lacks (per-sample key lengths are handled by SDPA only). Otherwise the ca
 to SDPA. A kernel that is installed but fails (a FlashAttention 3 build for Hopper on another GPU,
 FlashAttention 2 on Turing, a wheel built for another torch) is caught: :func:`probe_backend` tries it once
 at load on the real device with small tensors, and a failure there or later, mid-run, marks it broken and
-falls back to SDPA with one warning. :func:`active_backend` says which kernel runs.
+falls back to SDPA with one warning. :func:`active_backend` says which kernel runs, :func:`describe_backend` also
+why it is SDPA when another kernel was chosen (the nodes show it as ``Ovi attention: ...``).
 
 Backends (``available_backends()`` lists those usable in this process):
 
@@ -150,6 +151,27 @@ def active_backend(backend: str = "auto", device: torch.device | str = "cuda",
     backend's name, or ``"sdpa"`` when it falls back (not installed, not for this device or dtype, or broken)."""
     name = _resolve(backend)
     return name if _usable(name, torch.device(device).type, dtype) else "sdpa"
+
+
+def describe_backend(backend: str = "auto", device: torch.device | str = "cuda",
+                     dtype: torch.dtype = torch.bfloat16) -> str:
+    """The kernel :func:`attention` runs for ``backend`` on ``device`` in ``dtype``, for a node or a log line:
+    ``"flash_attn_2"``, ``"sdpa"``, or ``"sdpa (<chosen> failed: <error>)"`` / ``"sdpa (<chosen> is not
+    installed)"`` / ``"sdpa (<chosen> runs on cuda in float16/bfloat16 only)"`` when it falls back. A kernel that
+    failed mid-run reads as failed from then on, so asked after a run it says what that run used at its end."""
+    name = _resolve(backend)
+    run = active_backend(backend, device, dtype)
+    if run == name:
+        return run
+    if name in _broken:
+        why = f"{name} failed: {_broken[name]}"
+    elif not _installed(name):
+        why = f"{name} is not installed"
+    else:
+        types, dtypes = _REGISTERED[name][1:] if name in _REGISTERED else (("cuda",), _HALF)
+        why = (f"{name} runs on {'/'.join(types)} in {'/'.join(str(d).replace('torch.', '') for d in dtypes)} "
+               "only")
+    return f"{run} ({why})"
 
 
 def _give_up(name: str, err: BaseException, when: str) -> None:

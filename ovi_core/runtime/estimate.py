@@ -1,12 +1,17 @@
 """How much GPU memory a fusion-DiT forward needs, and what fits: pure arithmetic, no device queries.
 
-The activation formula was measured on the ``meta`` device with a flash-like attention stub (GPU_REVIEW §3:
-live storages of one full-size 11.66 B forward, RoPE tables and the cached text keys/values included)::
+The activation formula comes from traces on the ``meta`` device with a flash-like attention kernel (live storages
+of one full-size 11.66 B forward, RoPE tables and the cached text keys/values included; GPU_REVIEW §3, checked by
+``tests/test_runtime_estimate_trace.py``)::
 
-    activations ≈ 14.1·A + 0.35 GiB·B,   A = B·L·3072·2 bytes
+    activations ≈ 14.2·A + 360 MiB·B,   A = B·L·3072·2 bytes
 
-with ``L`` the tokens of one row (video + audio) and ``B`` the rows of one forward (2 with batched CFG). It gives
-3.16 / 5.25 / 9.64 GiB at 704²×121 / 960²×121 / 960²×241 with B = 2.
+with ``L`` the tokens of one row (video + audio) and ``B`` the rows of one forward (2 with batched CFG). 360 MiB per
+row is the text k/v cache (2 towers x 30 blocks x 512 tokens x 3072 x k and v x 2 bytes); the traces give
+14.14-14.16·A for the rest, rounded up to 14.2. Traced / estimated with B = 2: 3.16 / 3.17 GiB at 704²×121,
+5.25 / 5.26 GiB at 960²×121, 9.64 / 9.68 GiB at 960²×241. (The fit 14.1·A + 0.35 GiB·B used before fell 0.01-0.03
+GiB short of the trace.) The eager RoPE's float64 temporaries set that peak; the fused RoPE kernel on CUDA lowers it
+by a few hundred MiB, so the estimate stays an upper bound there.
 
 :func:`plan_dit` turns that and the free memory into a placement: the whole DiT on the device (``gpu``), or
 ``block_swap`` with as many resident fused blocks as fit. ComfyUI's nodes and the command line's ``auto`` memory
@@ -22,8 +27,8 @@ from ovi_core import sizes
 GIB = 1 << 30
 DIM = 3072  # hidden size of both towers
 BYTES_PER_VALUE = 2  # bf16 activations
-ACT_PER_A = 14.1
-ROW_BYTES = int(0.35 * GIB)  # text k/v cache and other per-row constants
+ACT_PER_A = 14.2
+ROW_BYTES = 2 * 30 * 512 * DIM * 2 * BYTES_PER_VALUE  # the text k/v cache of one row: 360 MiB
 MARGIN = GIB  # CUDA context, cuBLAS workspace, fragmentation
 IN_FLIGHT_BLOCKS = 2  # block swap: the block computing and the one being uploaded
 
