@@ -61,6 +61,7 @@ class GuideItem:
 
     guide: Any  # ovi_core.sampling.guides.Guide
     source: Any = None
+    encoder: Any = None  # media kept unencoded for a long clip (guide None): the VAE patcher the guide node was given
 
 
 @dataclass

@@ -116,8 +116,9 @@ class OviAudioGuide:
     FUNCTION = "encode"
     SEARCH_ALIASES = ["audio to video", "a2v", "lip sync", "lipsync", "speech to video", "voice to video"]
     CATEGORY = "Ovi/guides"
-    DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than the "
-                   "clip is refused with the maximum; start and max_seconds trim it in the graph.")
+    DESCRIPTION = ("Audio -> video: the clip carries this sound (lip-sync to a voice line). A sound longer than one "
+                   "clip is kept unencoded: OviJointSampler then makes a long clip as long as the sound (chained "
+                   "windows), as does OviLongClipSampler; start and max_seconds trim it in the graph.")
 
     def encode(self, audio_vae, model, audio, offset, mode, until, seconds, guides=None, start=0.0, max_seconds=0.0):
         from ovi_core import validate
@@ -127,6 +128,10 @@ class OviAudioGuide:
             raise ValueError("audio must be a ComfyUI AUDIO (a dict with waveform [B, C, T] and sample_rate).")
         rate = _sample_rate(audio["sample_rate"])
         waveform = trim_audio(audio["waveform"], rate, start=start, max_seconds=max_seconds)
+        long_item = _long_audio(waveform, rate, model, seconds, offset=float(offset), mode=mode, until=float(until),
+                                audio_vae=audio_vae)
+        if long_item is not None:  # longer than one clip: kept for a long clip (chained windows)
+            return (list(guides or []) + [long_item],)
         # checked and placed (NaN, length, caps) before the audio VAE is loaded
         req = validate.GuideRequest("audio", version=_version(model, seconds), waveform=waveform, rate=rate,
                                     offset=float(offset), mode=mode, until=float(until))
@@ -136,14 +141,42 @@ class OviAudioGuide:
         return (list(guides or []) + [GuideItem(guide=guide, source=inp)],)
 
 
-def _long_video(images, fps: float, model, seconds) -> GuideItem | None:
-    """A video longer than one clip of the model: an unencoded item for OviLongClipSampler (None otherwise)."""
+def _long_audio(waveform, rate: int, model, seconds, *, offset: float, mode: str, until: float,
+                audio_vae) -> GuideItem | None:
+    """A sound longer than one clip of the model from ``offset``: an unencoded item for a long clip (None
+    otherwise); OviJointSampler and OviLongClipSampler encode it with ``audio_vae``."""
+    import math
+
+    import torch
+
+    from ovi_core import sizes
+    from ovi_core.conditioning import ranges
+    from ovi_core.conditioning.audio_in import AudioInput, to_mono_16k
+    from ovi_core.sampling.guides import check_mode
+
+    spec = sizes.get_spec(_version(model, seconds))
+    if float(offset) + waveform.shape[-1] / int(rate) <= spec.frames / sizes.FPS + 1e-9:
+        return None
+    check_mode(mode, until)
+    samples = to_mono_16k(waveform, int(rate))
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("the audio holds NaN or infinite samples; the file is damaged, give another one")
+    samples = samples.clamp(-1.0, 1.0)
+    start = ranges.offset_samples(offset)
+    inp = AudioInput(samples=samples, start=start, length=math.ceil((start + samples.shape[-1]) / 512), mode=mode,
+                     until=float(until))
+    return GuideItem(guide=None, source=inp, encoder=audio_vae)
+
+
+def _long_video(images, fps: float, model, seconds, offset: float = 0.0) -> GuideItem | None:
+    """A video longer than one clip of the model, or placed later in the clip (``offset`` seconds): an unencoded
+    item for OviLongClipSampler (None otherwise)."""
     from ovi_core import sizes
     from ovi_core.conditioning.video_in import output_size
-    from ovi_core.longclip.video_guide import TensorVideo
+    from ovi_core.longclip.video_guide import TensorVideo, offset_frames
 
-    src = TensorVideo(images if images.ndim == 4 else images[None], fps)
-    if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames:
+    src = TensorVideo(images if images.ndim == 4 else images[None], fps, offset=offset_frames(offset))
+    if src.frames24 <= sizes.get_spec(_version(model, seconds)).frames and src.offset == 0:
         return None
     output_size(src.height, src.width, area=model.target_area)  # the size check, now
     return GuideItem(guide=None, source=src)
@@ -174,6 +207,10 @@ class OviVideoGuide:
                                                "frame rate are used."}),
                 "guides": (OVI_GUIDES, {"tooltip": _CHAIN_TIP}),
                 **_trim_inputs("video"),
+                "offset": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 3600.0, "step": 0.01,
+                                     "tooltip": "Where the video starts in the clip, seconds; the frames before it "
+                                                "are generated. Above 0 the guide is for OviLongClipSampler (which "
+                                                "places it in the windows it covers)."}),
             },
         }
 
@@ -185,12 +222,13 @@ class OviVideoGuide:
     SEARCH_ALIASES = ["video to audio", "v2a", "foley", "add sound to video", "soundtrack"]
     CATEGORY = "Ovi/guides"
     DESCRIPTION = ("Video -> audio: the clip shows these frames and the model makes the sound for them. A video "
-                   "longer than one clip is kept unencoded for OviLongClipSampler (which encodes it window by "
-                   "window); OviJointSampler refuses it. start and max_seconds trim it in the graph; a size that "
+                   "longer than one clip (or placed at an offset) is kept unencoded and encoded window by window: "
+                   "OviJointSampler then makes a long clip as long as the video, OviLongClipSampler one of its "
+                   "seconds. start and max_seconds trim it in the graph; a size that "
                    "does not fit the model is refused.")
 
     def encode(self, video_vae, model, fps, mode, until, seconds, images=None, video=None, guides=None, start=0.0,
-               max_seconds=0.0):
+               max_seconds=0.0, offset=0.0):
         from ovi_core import validate
         from ovi_core.conditioning.trim import trim_frames
 
@@ -202,8 +240,10 @@ class OviVideoGuide:
             comp = video.get_components()
             images, fps = comp.images, float(comp.frame_rate)
         images = trim_frames(images, float(fps), start=start, max_seconds=max_seconds)
-        long_item = _long_video(images, float(fps), model, seconds)
+        long_item = _long_video(images, float(fps), model, seconds, float(offset or 0.0))
         if long_item is not None:
+            long_item.source.mode = mode
+            long_item.encoder = video_vae
             return (list(guides or []) + [long_item],)
         req = validate.GuideRequest("video", version=_version(model, seconds), area=model.target_area, frames=images,
                                     fps=float(fps), mode=mode, until=float(until))

@@ -272,9 +272,7 @@ class OviJointSampler:
                cfg_reuse_refresh=0, cfg_reuse_start=0.3, cfg_reuse_end=0.9, cfg_reuse_towers="both",
                cfg_reuse_mode="delta", step_cache_threshold=0.0, guides=None, references=None, video_ref_cfg=1.5,
                audio_ref_cfg=2.0, unique_id=None):
-        if any(item.guide is None for item in guides or []):
-            raise ValueError("A video guide is longer than one clip of this model: connect the guides to "
-                             "OviLongClipSampler (chained windows, each guided by its part of the video).")
+        long_media = any(item.guide is None for item in guides or [])  # longer than one window, or placed later
         from ovi_core import sizes, validate
 
         validate.check_plan(validate.Plan(sampling=sampling_values(model, steps=steps, shift=shift, seed=seed,
@@ -305,6 +303,20 @@ class OviJointSampler:
         if references and image is not None:
             raise ValueError("Reference mode has no image -> AV (DreamID-Omni removed it): disconnect the image, the "
                              "faces come from OviReference.")
+        if references and long_media:
+            raise ValueError("Reference mode makes one clip, but a guide is longer than one clip of this model (or "
+                             "placed later): trim it on its guide node (start / max_seconds) or disconnect the "
+                             "references.")
+        settings = SamplingSettings(
+            steps=int(steps), solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
+            audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
+            audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
+        )
+        if long_media:  # chained windows, as long as the media (see nodes.longclip.joint_long_clip)
+            from .longclip import joint_long_clip
+
+            return (joint_long_clip(model, conditioning.cond, guides, height=height_px, width=width_px,
+                                    settings=settings, image=image, video_vae=video_vae, unique_id=unique_id),)
         image_latent = None
         if image is not None:
             if video_vae is None:
@@ -337,11 +349,6 @@ class OviJointSampler:
         _comfy.show_text(unique_id, "\n".join([size_text(*planned, spec.frames, sizes.FPS, requested=None,
                                                           prefix="Ovi: sampling ")] + warn_lines),
                          level=logging.WARNING if notes else logging.DEBUG)
-        settings = SamplingSettings(
-            steps=int(steps), solver=solver, shift=float(shift), video_guidance_scale=float(video_cfg),
-            audio_guidance_scale=float(audio_cfg), slg_layer=int(slg_layer), seed=int(seed),
-            audio_rope_scale=None if audio_rope_scale is None else float(audio_rope_scale), speed=speed,
-        )
         # a latent preview each step where ComfyUI's preview settings give one, else the step count only
         preview = _preview.video_preview(int(steps), unique_id, model.device)
         progress = None if preview is not None else _comfy.progress_bar(int(steps), node_id=unique_id)

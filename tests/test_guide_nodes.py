@@ -70,9 +70,10 @@ def test_audio_guide_node_to_sampler_and_decoder(comps):
     canvas = guides[0].source.canvas()
     assert torch.equal(orig["waveform"][0, :, span], canvas[:, span])  # the original sound, not the round trip
     assert not torch.equal(dec["waveform"][0, :, span], canvas[:, span])
-    with torch.inference_mode(), pytest.raises(ValueError, match="at most"):
-        OviAudioGuide().encode(avae, model, _audio(6.0, 8000), offset=0.0, mode="replace", until=1.0,
-                               seconds="auto")
+    with torch.inference_mode():  # longer than one clip: kept unencoded for a long clip (chained windows)
+        (long_g,) = OviAudioGuide().encode(avae, model, _audio(6.0, 8000), offset=0.0, mode="replace", until=1.0,
+                                           seconds="auto")
+    assert long_g[0].guide is None and long_g[0].source.samples.shape[-1] == 6 * 16000
 
 
 def test_video_guide_node_chains_and_sets_the_size(comps, monkeypatch):
@@ -115,12 +116,14 @@ def test_redo_guide_node(comps):
 
 
 def test_guides_trim_in_the_graph(comps):
-    """A 6 s sound or video is refused by a 5 s Ovi 1.1 guide, and start/max_seconds on the node trim it to fit."""
+    """A 6 s sound or video is longer than a 5 s Ovi 1.1 clip (kept for a long clip), and start/max_seconds on the
+    node trim it to fit one clip."""
     model, vae, avae, _ = comps
     long_sound = _audio(6.0, 8000)
     with torch.inference_mode():
-        with pytest.raises(ValueError, match="Ovi 1.1"):
-            OviAudioGuide().encode(avae, model, long_sound, offset=0.0, mode="replace", until=1.0, seconds="auto")
+        (whole_sound,) = OviAudioGuide().encode(avae, model, long_sound, offset=0.0, mode="replace", until=1.0,
+                                                seconds="auto")
+        assert whole_sound[0].guide is None
         (g,) = OviAudioGuide().encode(avae, model, long_sound, offset=0.0, mode="replace", until=1.0,
                                       seconds="auto", start=1.0, max_seconds=4.0)
     # the guide's sound is seconds 1..5 of the input, resampled to 16 kHz: 4 s of it

@@ -58,7 +58,7 @@ def test_long_clip_from_the_command_line(weights, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["--prompt", "a", "--prompt", "b"], "--seconds"),
     (["--prompt", "a", "--prompt", "b", "--prompt", "c", "--seconds", "8"], "at most 2"),
-    (["--prompt", "a", "--seconds", "20", "--source", "v.mp4", "--redo", "audio:1-2"], "not supported"),
+    (["--prompt", "a", "--seconds", "20", "--source", "v.mp4", "--redo", "audio:1-2"], "drop --seconds"),
     (["--prompt", "a", "--seconds", "20", "--overlap", "9"], "overlap"),
     (["--prompt", "a", "--seconds", "20", "--image", "missing.png"], "Image not found"),
     (["--prompt", "a", "--seconds", "20", "--seed", str(2**70)], "seed"),

@@ -179,3 +179,20 @@ def test_ranges_after_a_seek_are_the_frames_of_a_full_decode(tmp_path):
             assert media._seek_before(c, c.streams.video[0], a) > 0  # it did seek past frame 0
         got = list(media.iter_video_frames(path, range(a, b)))
         assert all(torch.equal(x, y) for x, y in zip(got, whole[a:b], strict=True)), (a, b)
+
+
+def test_chunked_reading_and_conversion_give_the_same_values(clip30):
+    """Frames are read and converted to the VAE's input a chunk at a time (memory flat in the source's size): the
+    same frames and bit-identical pixels as reading and converting them at once."""
+    import torch.nn.functional as F
+
+    from ovi_core.conditioning.video_in import VideoInput, to_pixels
+
+    src = FileVideo(clip30)
+    for a, b, size in ((0, 144, 16), (37, 121, 5), (100, 200, 16)):
+        assert torch.equal(torch.cat(list(src.chunks(a, b, size))), src.frames(a, b)), (a, b, size)
+    frames = src.frames(0, 121)
+    whole = frames.float().div(255.0).permute(0, 3, 1, 2) * 2.0 - 1.0
+    whole = F.interpolate(whole, size=(96, 160), mode="bicubic", align_corners=False).permute(1, 0, 2, 3)[None]
+    assert torch.equal(VideoInput(frames=frames, height=96, width=160, latent_frames=31).pixels(), whole)
+    assert torch.equal(to_pixels(src.chunks(0, 121, 7), count=121, height=96, width=160), whole)

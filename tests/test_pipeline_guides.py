@@ -178,7 +178,7 @@ def test_cli_guide_errors_come_before_the_weights_load(weights, tmp_path, monkey
     long_wav = tmp_path / "long.wav"
     write_wav(str(long_wav), _tone(6.0, 16000, 1), sample_rate=16000)
     bad = [
-        (["--audio", str(long_wav), "--audio-offset", "1.0"], "drop --audio-offset"),  # a long clip starts at 0 s
+        (["--audio", str(long_wav), "--audio-offset", "9", "--seconds", "8"], "must lie inside the clip"),
         (["--audio", str(tmp_path / "missing.wav")], "not found"),
         (["--audio-offset", "1.0"], "needs --audio"),
         (["--redo", "audio:1-2"], "go together"),

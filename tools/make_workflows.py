@@ -187,7 +187,7 @@ def _guide_spec(kind: str) -> list[dict]:
         nodes.append({"id": 10, "type": "LoadVideo", "below": 5, "size": [420, 320],
                       "widgets": {"file": EXAMPLE_CLIP}})
         nodes.append({"id": 11, "type": "OviVideoGuide", "below": 6, "size": [380, 258],
-                      "widgets": {"fps": 24.0, **GUIDE},
+                      "widgets": {"fps": 24.0, **GUIDE, "offset": 0.0},
                       "links": {"video_vae": (3, 0), "model": (1, 0), "video": (10, 0)}})
         nodes[6]["links"]["guides"] = (11, 0)  # OviDecodeVideo: the MP4 carries the original frames
     nodes[5]["links"]["guides"] = (11, 0)
@@ -224,7 +224,7 @@ def _long_clip_spec() -> list[dict]:
                      "width": 1280, "height": 704, "steps": 50, "solver": "unipc", "shift": 5.0, "video_cfg": 4.0,
                      "audio_cfg": 3.0, "slg_layer": 11, "seed": 103, "overlap": 2.0, "crossfade": 0.5,
                      "guide_mode": "replace", "video_negative": "jitter, bad hands, blur, distortion",
-                     "audio_negative": "robotic, muffled, echo, distorted"},
+                     "audio_negative": "robotic, muffled, echo, distorted", "audio_offset": 0.0},
          "links": {"model": (1, 0), "text_encoder": (2, 0)}},
         {"id": 6, "type": "OviDecodeVideo", "pos": [920, 60], "size": [300, 100],
          "widgets": {"tile_size": 0}, "links": {"video_vae": (3, 0), "latents": (5, 0)}},

@@ -127,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("reference mode makes one window (5 s, or 10 s with a 10 s model); drop --seconds "
                          f"{args.seconds}")
     references_cli.apply_defaults(args)  # DreamID-Omni's CFG scales and negatives where Ovi's defaults stand
+    if longclip_cli.long_source(args):  # --source longer than one window: re-run the windows of the range
+        return longclip_cli.run_long_redo(args)
     media_length.apply(args)  # --video/--audio without --seconds: the clip follows the media's length
     if longclip_cli.is_long_clip(args):
         return longclip_cli.run_long_clip(args)

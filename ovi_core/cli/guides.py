@@ -1,4 +1,4 @@
-"""``generate`` flags for guides: ``--audio FILE [--audio-offset S]``, ``--video FILE``,
+"""``generate`` flags for guides: ``--audio FILE [--audio-offset S]``, ``--video FILE [--video-offset S]``,
 ``--source CLIP --redo audio:2.0-3.5`` (or ``video:1.0-2.0``), ``--guide-mode``, ``--guide-until``,
 ``--no-original-media``. Everything is read and checked before the weights load."""
 
@@ -30,6 +30,8 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
                    "(default 0); the rest of the sound track is generated")
     g.add_argument("--video", help="a video file whose frames the clip must show: video -> audio (converted to "
                    "24 fps and the model's size; a shorter video is followed by generated frames)")
+    g.add_argument("--video-offset", type=float, default=None, help="where --video starts in the clip, seconds "
+                   "(default 0); the frames before it are generated (makes a long clip: chained windows)")
     g.add_argument("--source", help="an existing clip (MP4, or *.ovi_latents.safetensors) to redo a time range "
                    "of, with --redo")
     g.add_argument("--redo", help="the range of --source to regenerate, keeping the rest: audio:START-END or "
@@ -43,11 +45,13 @@ def add_arguments(g: argparse.ArgumentParser) -> None:
                    "audio/frames instead of the originals")
 
 
-def _check_args(args: argparse.Namespace) -> bool:
+def check_args(args: argparse.Namespace) -> bool:
     """Flag combinations and files; True when any guide flag is used."""
     used = any(getattr(args, k, None) for k in ("audio", "video", "source", "redo"))
     if args.audio_offset is not None and not args.audio:
         raise ValueError("--audio-offset needs --audio FILE")
+    if getattr(args, "video_offset", None) is not None and not args.video:
+        raise ValueError("--video-offset needs --video FILE")
     if bool(args.source) != bool(args.redo):
         raise ValueError("--source CLIP and --redo audio:START-END (or video:START-END) go together")
     if args.source and (args.audio or args.video):
@@ -86,7 +90,7 @@ def guide_requests(args: argparse.Namespace) -> list:
     flag combinations and the files' kinds are checked now, the files are read by :func:`validate.check_plan`."""
     from ovi_core.validate import GuideRequest
 
-    if not _check_args(args):
+    if not check_args(args):
         return []
     version, area = model_version_and_area(args)
     common = {"version": version, "area": area, "mode": args.guide_mode, "until": args.guide_until}

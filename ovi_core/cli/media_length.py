@@ -35,9 +35,9 @@ def media_frames(args: argparse.Namespace) -> tuple[int, str] | None:
     if getattr(args, "source", None) or (getattr(args, "video", None) and getattr(args, "image", None)):
         return None  # --source keeps its own length; --video with --image is refused by the guide checks
     if getattr(args, "video", None):
-        from ovi_core.longclip.video_guide import FileVideo
+        from ovi_core.longclip.video_guide import FileVideo, offset_frames
 
-        return FileVideo(args.video).frames24, "video"
+        return offset_frames(getattr(args, "video_offset", None) or 0) + FileVideo(args.video).frames24, "video"
     if getattr(args, "audio", None):
         from ovi_core.io.media import read_audio
 
@@ -58,13 +58,14 @@ def apply(args: argparse.Namespace) -> None:
         return
     n, what = measured
     seconds = (n - 1) / sizes.FPS
+    placed = getattr(args, "video", None) and getattr(args, "video_offset", None)  # frames from a later time
     if args.seconds is None:
         spec = sizes.get_spec(_version(args))
-        if n <= spec.frames:
+        if n <= spec.frames and not placed:
             return  # one clip of the model, as before
-        if getattr(args, "audio_offset", None):
-            raise ValueError(f"the {what} ({n / sizes.FPS:.2f} s) is longer than one {spec.seconds:.0f} s clip: a long clip "
-                             "takes a track from 0 s; drop --audio-offset (or pad the sound with silence)")
+        if n <= spec.frames:  # a video placed later is guided by the long-clip windows: here, one window
+            args.seconds, args.long_clip = (spec.frames - 1) / sizes.FPS, True
+            return
         args.seconds = seconds
         args.long_clip = True  # even at exactly 5 or 10 s: the model's own window is shorter
         logger.info("the %s has %d frames at 24 fps (%.2f s): a long clip of chained %.0f s windows", what, n,
@@ -72,6 +73,8 @@ def apply(args: argparse.Namespace) -> None:
         return
     frames = sizes.get_spec(_version(args)).frames if args.seconds in SINGLE_CLIP_SECONDS and not \
         getattr(args, "long_clip", False) else clip_frames(args.seconds)
+    if placed:
+        args.long_clip = True  # the windows place the video (one window when the clip fits one)
     if n > frames:
         args.trim_media = True
         logger.warning("note: --seconds %g uses the first %d of the %s's %d frames at 24 fps (%.2f s); leave out "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -87,13 +88,12 @@ class VideoInput:
     def pixels(self) -> torch.Tensor:
         """The frames of the covered latents, resized: ``[1, 3, 1 + 4 (n - 1), H', W']`` in [-1, 1].
 
-        Bicubic, ``align_corners=False``, no clamp: frame 0 is exactly what image->AV feeds the VAE.
+        Bicubic, ``align_corners=False``, no clamp: frame 0 is exactly what image->AV feeds the VAE. Converted
+        :data:`PIXEL_CHUNK` frames at a time (:func:`to_pixels`), so a large source is never float at its size whole.
         """
         used = 1 + ranges.FRAMES_PER_LATENT * (self.covered - 1)
-        x = _float_frames(self.frames[:used]).permute(0, 3, 1, 2) * 2.0 - 1.0  # [n, 3, H, W]
-        if tuple(x.shape[-2:]) != (self.height, self.width):
-            x = F.interpolate(x, size=(self.height, self.width), mode="bicubic", align_corners=False)
-        return x.permute(1, 0, 2, 3).unsqueeze(0)  # [1, 3, n, H', W']
+        return to_pixels((self.frames[a : min(used, a + PIXEL_CHUNK)] for a in range(0, used, PIXEL_CHUNK)),
+                         count=used, height=self.height, width=self.width)
 
     def encode(self, vae, *, device: torch.device | str = "cpu") -> Guide:
         """Wan2.2 VAE encode -> guide with latent ``[1, 48, F, H'/16, W'/16]`` and mask ``[F]``."""
@@ -123,6 +123,27 @@ class VideoInput:
                 x = F.interpolate(x, size=(self.height, self.width), mode="bicubic", align_corners=False)
             out[a:b] = x.clamp(0, 1).permute(0, 2, 3, 1).to(out.dtype)
         return out
+
+
+PIXEL_CHUNK = 8  # source frames converted to float and resized at once
+
+
+def to_pixels(chunks: Iterable[torch.Tensor], *, count: int, height: int, width: int) -> torch.Tensor:
+    """Frames given chunk by chunk (``[k, H, W, 3]``, uint8 or float in [0, 1], ``count`` in all) -> the VAE's input
+    ``[1, 3, count, height, width]`` in [-1, 1]: each chunk scaled to [-1, 1] and resized (bicubic,
+    ``align_corners=False``, no clamp) on its own, the same values as converting them all at once; only one
+    chunk is ever float at the source's size."""
+    out = torch.empty(1, 3, count, height, width)
+    i = 0
+    for chunk in chunks:
+        x = _float_frames(chunk).permute(0, 3, 1, 2) * 2.0 - 1.0  # [k, 3, H, W]
+        if tuple(x.shape[-2:]) != (height, width):
+            x = F.interpolate(x, size=(height, width), mode="bicubic", align_corners=False)
+        out[0, :, i : i + x.shape[0]] = x.permute(1, 0, 2, 3)
+        i += x.shape[0]
+    if i != count:
+        raise ValueError(f"expected {count} frames, got {i}; the video is shorter than its header says, re-encode it")
+    return out
 
 
 def output_size(height: int, width: int, *, area: int) -> tuple[int, int]:

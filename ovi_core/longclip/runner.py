@@ -42,12 +42,19 @@ def window_guides(
     given_video: torch.Tensor | None = None,
     mode: str = "replace",
     until: float = 1.0,
+    given_video_at: int = 0,
+    given_audio_mask: torch.Tensor | None = None,
+    given_video_mask: torch.Tensor | None = None,
 ) -> list:
     """The guides of window ``index``: from ``previous`` (window ``index - 1``'s latents) and ``given_audio``.
 
     ``video_shape``: the window's video latent ``[1, 48, F, h, w]``; ``given_audio``: ``[1, L_clip, 20]`` in clip
-    coordinates or None; ``given_video``: ``[1, 48, c, h, w]``, the latent of the given frames of THIS window
-    (its latent frames ``0..c-1``) or None. Returns a list of ``Guide`` (empty for window 0 without given media).
+    coordinates or None; ``given_audio_mask``: bool ``[L_clip]``, the latents of ``given_audio`` that are given
+    (None: all; a track placed later in the clip leaves the ones before it to the model); ``given_video``:
+    ``[1, 48, c, h, w]``, the latent of the given frames of THIS window, its latent frames
+    ``given_video_at .. given_video_at + c - 1`` (a video placed later in the clip), or None;
+    ``given_video_mask``: bool ``[c]``, which of those latent frames are given (None: all; a redo leaves its range
+    to the model). Returns a list of ``Guide`` (empty for window 0 without given media).
     """
     from ovi_core.sampling.guides import Guide
 
@@ -63,12 +70,15 @@ def window_guides(
         vlat[:, :, :o] = previous.video[:1, :, -o:].float()
         vmask[:o] = True
     if given_video is not None:
-        c = min(given_video.shape[2], video_shape[2])
+        j0 = int(given_video_at)
+        c = max(0, min(given_video.shape[2], video_shape[2] - j0))
         if tuple(given_video.shape[3:]) != tuple(video_shape[3:]):
             raise ValueError(f"the given video's latent {tuple(given_video.shape)} does not fit the window "
                              f"{tuple(video_shape)}; encode it at the clip's size")
-        vlat[:, :, :c] = given_video[:1, :, :c].float()  # the user's frames win over the carried ones
-        vmask[:c] = True
+        m = torch.ones(c, dtype=torch.bool) if given_video_mask is None else given_video_mask[:c].to(torch.bool)
+        part = vlat[:, :, j0 : j0 + c]  # the user's frames win over the carried ones
+        vlat[:, :, j0 : j0 + c] = torch.where(m.view(1, 1, -1, 1, 1), given_video[:1, :, :c].float(), part)
+        vmask[j0 : j0 + c] |= m
     if bool(vmask.any()):
         guides.append(Guide("video", vlat, vmask, mode=mode, until=until))
     alat = torch.zeros(1, la, previous.audio.shape[-1] if previous is not None else 20, dtype=torch.float32)
@@ -80,9 +90,13 @@ def window_guides(
     if given_audio is not None:
         lo = win.audio_start
         hi = min(lo + la, given_audio.shape[1])
-        if hi > lo:
+        if hi > lo and given_audio_mask is None:
             alat[:, : hi - lo] = given_audio[:1, lo:hi].float()  # the user's track wins over the carried one
             amask[: hi - lo] = True
+        elif hi > lo:
+            m = given_audio_mask[lo:hi].to(torch.bool)
+            alat[:, : hi - lo] = torch.where(m.view(1, -1, 1), given_audio[:1, lo:hi].float(), alat[:, : hi - lo])
+            amask[: hi - lo] |= m
     if bool(amask.any()):
         guides.append(Guide("audio", alat, amask, mode=mode, until=until))
     return guides
@@ -98,7 +112,7 @@ def sample_windows(
     settings: SamplingSettings | None = None,
     image_latent: torch.Tensor | None = None,
     given_audio: torch.Tensor | None = None,
-    given_video: Callable[[int], torch.Tensor | None] | None = None,
+    given_video: Callable[[int], torch.Tensor | tuple[torch.Tensor, int] | None] | None = None,
     guide_mode: str = "replace",
     guide_until: float = 1.0,
     device: torch.device | str = "cpu",
@@ -108,13 +122,17 @@ def sample_windows(
     load_window: Callable[[int], AVLatents | None] | None = None,
     place: Callable[[], object] | None = None,
     preview: Callable[[int, int, int, int, torch.Tensor], None] | None = None,
+    given_audio_mask: torch.Tensor | None = None,
 ) -> Iterator[AVLatents]:
     """Yield each window's latents (``video [1, 48, F, h, w]``, ``audio [1, L, 20]``, on the CPU) in order.
 
     ``conds``: one :class:`Conditioning` per window; ``height``/``width``: pixels (with ``image_latent``
-    ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip;
-    ``given_video(k)``: the latent ``[1, 48, c, h, w]`` of window ``k``'s given frames (or None), called just
-    before window ``k`` is sampled (so only one window's frames are ever encoded at once);
+    ``[1, 48, 1, h, w]`` its size wins); ``given_audio``: latents ``[1, L_clip, 20]`` of a track for the clip
+    (``given_audio_mask`` ``[L_clip]``: which of them are given; None: all);
+    ``given_video(k)``: the latent ``[1, 48, c, h, w]`` of window ``k``'s given frames from its latent frame 0, or
+    ``(latent, j0)`` for frames from its latent frame ``j0`` (``(latent, j0, mask [c])``: only where ``mask``), or
+    None; called just before window ``k`` is sampled
+    (so only one window's frames are ever encoded at once);
     ``load_window(k)``: latents of window ``k`` saved by an earlier run, or None to sample it (resume);
     ``place()``: a context manager that places the DiT for one window's sampling (memory modes); ``settings``:
     the sampling settings of every window (window ``k`` samples with ``settings.seed + k``); ``preview(window,
@@ -144,8 +162,13 @@ def sample_windows(
             logger.info("window %d/%d (frames %d-%d, seed %d)", k + 1, n, plan.windows[k].frame_start,
                         plan.windows[k].frame_start + plan.window_frames - 1, seed + k)
             vgiven = given_video(k) if given_video is not None else None
+            vat, vkeep = 0, None
+            if isinstance(vgiven, tuple):
+                vgiven, vat, *rest = vgiven
+                vkeep = rest[0] if rest else None
             guides = window_guides(plan, k, previous, video_shape=vshape, given_audio=given_audio,
-                                   given_video=vgiven, mode=guide_mode, until=guide_until)
+                                   given_video=vgiven, mode=guide_mode, until=guide_until, given_video_at=vat,
+                                   given_audio_mask=given_audio_mask, given_video_mask=vkeep)
             del vgiven
             cb = None
             if progress is not None:
