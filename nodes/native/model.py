@@ -62,7 +62,8 @@ class OviDiT(rooted.OviRootedFusionModel):
                              "Model node or bridge an Ovi model with OviModelToNative.")
         # built on meta, then given uninitialised storage: no random init of weights the file replaces (also the
         # only way to get float8 storage: torch cannot init float8 tensors), as ComfyUI's own ops skip init
-        super().__init__(ovi_config, device="meta")
+        # layers from ComfyUI's operations (comfy.ops), so that ComfyUI can stream what does not fit (lowvram)
+        super().__init__(ovi_config, device="meta", operations=operations)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dev.type != "meta":
             self._apply(lambda t: torch.empty(t.shape, device=dev, dtype=dtype if dtype is not None and

@@ -34,8 +34,8 @@ class OviRootedFusionModel(OviFusionModel):
     """
 
     def __init__(self, config: FusionConfig, *, device: torch.device | str | None = None,
-                 dtype: torch.dtype | None = None) -> None:
-        super().__init__(config, device=device, dtype=dtype)
+                 dtype: torch.dtype | None = None, operations: object | None = None) -> None:
+        super().__init__(config, device=device, dtype=dtype, operations=operations)
         tower = self._modules.pop("video_model")
         for name, child in tower.named_children():
             self.add_module(name, child)
