@@ -189,13 +189,15 @@ def use_all(*ps) -> Iterator[tuple]:
         yield tuple(stack.enter_context(use(p)) for p in ps)
 
 
-def plan(p, mm) -> tuple[str, int, int]:
-    """``(mode, blocks_on_gpu, activation bytes)`` for a sampling run of the DiT handle ``p`` (an ``OviModel``)."""
+def plan(p, mm, *, rows: int = 2, extra_tokens: int = 0) -> tuple[str, int, int]:
+    """``(mode, blocks_on_gpu, activation bytes)`` for a sampling run of the DiT handle ``p`` (an ``OviModel``):
+    ``rows`` rows per forward (2: batched CFG; 4: reference mode's four passes) of the model's tokens plus
+    ``extra_tokens`` (reference tails)."""
     from ovi_core.runtime.estimate import activation_bytes, dit_tokens_for_area, plan_dit
     from ovi_core.runtime.memory import dit_layout
 
-    tokens = dit_tokens_for_area(p.target_area, version=p.version)
-    act = activation_bytes(tokens, rows=2)
+    tokens = dit_tokens_for_area(p.target_area, version=p.version) + int(extra_tokens)
+    act = activation_bytes(tokens, rows=rows)
     mode = p.memory_mode
     if p.device.type == "cpu" or mm is None:
         return ("offload" if mode == "auto" else mode), p.blocks_on_gpu, act
@@ -209,7 +211,7 @@ def plan(p, mm) -> tuple[str, int, int]:
     weights, block, n = dit_layout(p.module)
     _free(mm, weights + act, p.device)  # ComfyUI unloads what it must (its models, our other components)
     d = plan_dit(int(mm.get_free_memory(p.device)), weight_bytes=weights, block_bytes=block, num_blocks=n,
-                 tokens=tokens, rows=2, allow_full=state not in ("LOW_VRAM", "NO_VRAM"))
+                 tokens=tokens, rows=rows, allow_full=state not in ("LOW_VRAM", "NO_VRAM"))
     if not d.fits:
         logger.warning("Ovi: the DiT needs about %.1f GiB even with no resident block; it may run out of memory.",
                        d.need_bytes / 2**30)
@@ -217,18 +219,19 @@ def plan(p, mm) -> tuple[str, int, int]:
 
 
 @contextlib.contextmanager
-def use_model(p) -> Iterator[object]:
+def use_model(p, *, rows: int = 2, extra_tokens: int = 0) -> Iterator[object]:
     """The fusion DiT ready for a sampling run: loaded whole through ComfyUI, or with its blocks streamed
-    (``block_swap``), per :func:`plan`. The run's caches are dropped afterwards."""
+    (``block_swap``), per :func:`plan` (``rows``, ``extra_tokens``: as there). The run's caches are dropped
+    afterwards."""
     from ovi_core.runtime.memory import dit_layout, dit_on_device
 
     mm = _comfy.model_management()
     if p.patcher is not None and mm is not None and p.device.type != "cpu" and streams(p):
-        mode, blocks, act = "gpu", 0, plan(p, None)[2]  # ComfyUI decides what stays resident and streams the rest
+        mode, blocks, act = "gpu", 0, plan(p, None, rows=rows, extra_tokens=extra_tokens)[2]  # ComfyUI streams the rest
     elif p.patcher is not None and mm is not None and _is_loaded(p.patcher, p.device):
-        mode, blocks, act = "gpu", 0, plan(p, None)[2]  # ComfyUI holds it whole already: never stream a loaded model
+        mode, blocks, act = "gpu", 0, plan(p, None, rows=rows, extra_tokens=extra_tokens)[2]  # held whole: no streaming
     else:
-        mode, blocks, act = plan(p, mm)
+        mode, blocks, act = plan(p, mm, rows=rows, extra_tokens=extra_tokens)
     try:
         if mode in ("gpu", "offload") and load(p, act):
             yield p.module

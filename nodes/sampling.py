@@ -359,7 +359,10 @@ class OviJointSampler:
             ref_h, ref_w = (planned[1], planned[0])
             refs = encode_references(references, height=ref_h, width=ref_w, video_ref_scale=video_ref_cfg,
                                      audio_ref_scale=audio_ref_cfg)
-        with _patcher.use_model(model) as dit:
+        # reference mode: the tails add tokens and the four passes run as 4 rows per forward (as the CLI counts them)
+        rows, extra = (2, 0) if refs is None else (
+            4, refs.video_frames * (planned[1] // 32) * (planned[0] // 32) + refs.audio_length)
+        with _patcher.use_model(model, rows=rows, extra_tokens=extra) as dit:
             latents = sample_av(
                 dit, conditioning.cond, height=height_px, width=width_px, version=version, settings=settings,
                 image_latent=image_latent, device=model.device, dtype=model.dtype, callback=progress,

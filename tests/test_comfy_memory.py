@@ -310,6 +310,10 @@ def test_auto_placement_follows_comfyui(state, extra, expect):
                         target_area=960 * 960, memory_mode="offload")
     assert _patcher.plan(explicit, _StandInMM(0, "NORMAL_VRAM"))[0] == "offload"  # a saved value is obeyed
     assert _patcher.plan(explicit, _StandInMM(0, "NO_VRAM"))[:2] == ("block_swap", 0)  # ComfyUI loads nothing
+    # reference mode (DreamID-Omni): four rows per forward and the reference tails' tokens are budgeted too
+    tails = 2 * 3 * 5 + 31
+    ref_act = _patcher.plan(handle, _StandInMM(100 * GIB, state), rows=4, extra_tokens=tails)[2]
+    assert ref_act == activation_bytes(dit_tokens_for_area(960 * 960, version="1.1") + tails, rows=4) > act
 
 
 @pytest.mark.parametrize("mode,state,full", [
