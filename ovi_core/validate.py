@@ -94,13 +94,9 @@ def check_generation(
 ) -> None:
     """Every sampling argument at once (what :meth:`OviPipeline.generate`, the CLI and the sampler node take)."""
     check_prompt_text(prompt)
-    check_steps(steps)
-    check_shift(shift)
-    check_seed(seed)
-    check_slg_layer(slg_layer, num_layers=num_layers)
-    check_solver(solver)
-    check_guidance("video_guidance_scale", video_guidance_scale)
-    check_guidance("audio_guidance_scale", audio_guidance_scale)
+    _check_sampling(steps=steps, shift=shift, seed=seed, slg_layer=slg_layer, solver=solver,
+                    video_guidance_scale=video_guidance_scale, audio_guidance_scale=audio_guidance_scale,
+                    num_layers=num_layers)
 
 
 # ----------------------------------------------------------------------------------------------
