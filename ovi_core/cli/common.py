@@ -1,5 +1,5 @@
-"""Helpers shared by the ``generate`` front ends (one clip and long clips): checks and reads done before any
-weights load."""
+"""Helpers shared by the ``generate`` front ends (one clip, long clips, long-clip redo): checks and reads done
+before any weights load, and the pipeline the flags describe."""
 
 from __future__ import annotations
 
@@ -82,3 +82,17 @@ def check_run(args: argparse.Namespace, *, prompts: list[str], outs: list[str], 
 
         logger.info("fusion model: %s", describe_files(fusion))
     return checked
+
+
+def open_pipeline(args: argparse.Namespace, *, fusion: str | list[str] | None, seconds: float | None):
+    """The :class:`~ovi_core.pipeline.OviPipeline` the ``generate`` flags describe (weights, device, precision,
+    memory mode, attention, fp8, compile; ``fusion``: a checked ``--fusion`` file, or None for the official one)."""
+    from ovi_core.pipeline import OviPipeline
+
+    return OviPipeline.from_weights(
+        args.weights, version=args.model_version, seconds=seconds, device=args.device, dtype=args.precision,
+        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
+        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
+        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
+                                                       else {}),
+    )

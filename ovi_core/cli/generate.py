@@ -8,7 +8,7 @@ import os
 import sys
 
 from ovi_core.cli import speed as speed_cli
-from ovi_core.cli.common import check_run, target_area
+from ovi_core.cli.common import check_run, open_pipeline, target_area
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,6 @@ def run(args: argparse.Namespace) -> int:
     from ovi_core.cli import media_length
     from ovi_core.cli import references as references_cli
     from ovi_core.io.latents import OutputWriteError
-    from ovi_core.pipeline import OviPipeline
 
     if references_cli.used(args) and args.seconds not in (None, 5, 10):
         raise ValueError("reference mode makes one window (5 s, or 10 s with a 10 s model); drop --seconds "
@@ -163,13 +162,7 @@ def run(args: argparse.Namespace) -> int:
     plan = speed_cli.prepare(args)  # speed values
     fusion = checked.fusion
 
-    pipe = OviPipeline.from_weights(
-        args.weights, version=args.model_version, seconds=args.seconds, device=args.device, dtype=args.precision,
-        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
-        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
-        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
-                                                       else {}),
-    )
+    pipe = open_pipeline(args, fusion=fusion, seconds=args.seconds)
     speed_cli.apply(args, pipe, plan)
     written, failed = [], []
     for n, ((text, img), out) in enumerate(zip(jobs, outs, strict=True)):

@@ -124,7 +124,6 @@ def run_long_clip(args: argparse.Namespace) -> int:
     from ovi_core.longclip.job import generate_long_clip
     from ovi_core.longclip.plan import plan_windows
     from ovi_core.longclip.prompts import prompts_for_windows
-    from ovi_core.pipeline import OviPipeline
     from ovi_core.sampling.settings import SamplingSettings
 
     prompts = _prompts(args.prompt if isinstance(args.prompt, list) else [args.prompt])
@@ -144,7 +143,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must name an .mp4 file for a long clip, got {args.out!r}")
     # the same weight-free checks as a single clip (validate.check_plan), before anything loads
     from ovi_core.cli import speed as speed_cli
-    from ovi_core.cli.common import check_run, target_area
+    from ovi_core.cli.common import check_run, open_pipeline, target_area
 
     area = target_area(args)
     checked = check_run(args, prompts=prompts, outs=[args.out], area=area, images=[args.image] if args.image else [],
@@ -185,13 +184,7 @@ def run_long_clip(args: argparse.Namespace) -> int:
     prompts_for_windows(prompts, plan.num_windows, plan=plan)
     logger.info("long clip with Ovi %s: %s", version, plan.describe())
 
-    pipe = OviPipeline.from_weights(
-        args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,
-        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
-        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
-        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
-                                                       else {}),
-    )
+    pipe = open_pipeline(args, fusion=fusion, seconds=None)
     speed_cli.apply(args, pipe, speed)
     w, h = args.size if args.size else (None, None)
     res = generate_long_clip(
@@ -231,7 +224,7 @@ def long_source(args: argparse.Namespace) -> bool:
 def run_long_redo(args: argparse.Namespace) -> int:
     """``--source CLIP --redo stream:A-B`` on a clip longer than one window (see :func:`long_source`)."""
     from ovi_core.cli import speed as speed_cli
-    from ovi_core.cli.common import check_run, target_area
+    from ovi_core.cli.common import check_run, open_pipeline, target_area
     from ovi_core.cli.guides import check_args
     from ovi_core.conditioning import ranges
     from ovi_core.conditioning.audio_in import to_mono_16k
@@ -241,7 +234,6 @@ def run_long_redo(args: argparse.Namespace) -> int:
     from ovi_core.longclip.redo import plan_redo, redo_stream
     from ovi_core.longclip.stream import ClipStreamWriter
     from ovi_core.longclip.video_guide import FileVideo
-    from ovi_core.pipeline import OviPipeline
     from ovi_core.runtime.memory import on_device
     from ovi_core.sampling.settings import SamplingSettings
 
@@ -269,13 +261,7 @@ def run_long_redo(args: argparse.Namespace) -> int:
     speed = speed_cli.prepare(args)
     fusion = checked.fusion
 
-    pipe = OviPipeline.from_weights(
-        args.weights, version=args.model_version, seconds=None, device=args.device, dtype=args.precision,
-        memory_mode=args.memory_mode, blocks_on_gpu=args.blocks_on_gpu, fp8=args.fp8,
-        attention_backend=args.attention, download=False if args.offline else None, compile=args.compile,
-        **({"fusion": fusion} if fusion else {}), **({"fp8_compute": True} if getattr(args, "fp8_compute", False)
-                                                       else {}),
-    )
+    pipe = open_pipeline(args, fusion=fusion, seconds=None)
     speed_cli.apply(args, pipe, speed)
     with on_device(pipe.text_encoder, pipe.device, offload=pipe._offload):
         conds = encode_window_prompts(pipe.text_encoder, window_prompts, video_negative=args.negative_video,
