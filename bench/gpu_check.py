@@ -19,7 +19,8 @@ after ``--budget`` seconds is skipped):
   ``F.linear``, and fp32 with a bias (the case the kernel refuses to fuse);
 * ``dit_fp8`` / ``dit_q8_0``: the step with fp8 (upcast per layer, then fp8 compute) and GGUF Q8_0 weights;
 * ``q6_k_linear``: syncs of one Linear call with a Q6_K weight;
-* ``compile``: ``--compile`` over 2 steps: graphs, graph breaks, recompile-limit messages;
+* ``compile``: ``--compile`` over 2 steps: graphs, graph breaks, recompile-limit messages; ``compile_q8_0`` the
+  same with Q8_0-packed block weights (compiled around the dequantize, :mod:`ovi_core.model.packed_compile`);
 * ``rope``: RoPE on one video q, the eager complex multiply against the compiled real-arithmetic kernel (CUDA's
   default): seconds, peak memory, whether the bits agree;
 * ``vae_decode``: the Wan2.2 VAE decode of the clip (the automatic plan) and a forced tiled decode;
@@ -72,7 +73,7 @@ from ovi_core.runtime.transfers import TransferCounter  # noqa: E402
 from ovi_core.vae.wan_vae import WanVAE  # noqa: E402
 
 SECTIONS = ("env", "dit_gpu", "attn", "dit_block_swap_10", "dit_block_swap_0", "dit_offload", "fp8_linear",
-            "dit_fp8", "dit_q8_0", "q6_k_linear", "compile", "rope", "vae_decode", "fp8_load")
+            "dit_fp8", "dit_q8_0", "q6_k_linear", "compile", "compile_q8_0", "rope", "vae_decode", "fp8_load")
 
 
 class Check:
@@ -332,7 +333,8 @@ def sec_q6_k_linear(chk: Check) -> dict:
                 "copies_per_call": c.count}
 
 
-def sec_compile(chk: Check) -> dict:
+def sec_compile(chk: Check, fmt: str | None = None) -> dict:
+    """``--compile`` over 2 steps, on the model's own weights or (``fmt``) on packed ones."""
     import torch._dynamo as dynamo
     from torch._dynamo.utils import counters
 
@@ -347,6 +349,7 @@ def sec_compile(chk: Check) -> dict:
     handler = Grab()
     logging.getLogger("torch._dynamo").addHandler(handler)
     chk.model.to(chk.dev)
+    restore = pack(chk.model, fmt) if fmt else (lambda: None)
     dynamo.reset()
     counters.clear()
     try:
@@ -365,6 +368,7 @@ def sec_compile(chk: Check) -> dict:
                 "layers": chk.size.cfg.video.num_layers}
     finally:
         chk.model._blocks_fn = _fused_blocks  # back to eager
+        restore()
         logging.getLogger("torch._dynamo").removeHandler(handler)
         dynamo.reset()
 
@@ -414,6 +418,7 @@ RUNNERS = {
     "dit_q8_0": lambda c: sec_dit_packed(c, "q8_0"),
     "q6_k_linear": sec_q6_k_linear,
     "compile": sec_compile,
+    "compile_q8_0": lambda c: sec_compile(c, "q8_0"),
     "rope": sec_rope,
     "vae_decode": sec_vae,
     "fp8_load": sec_fp8_load,

@@ -19,14 +19,14 @@ STEP_KEYS = {"sec_per_step", "max_allocated_gib", "max_reserved_gib", "syncs_per
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     path = tmp_path_factory.mktemp("gpu_check") / "out.json"
-    only = ",".join(s for s in gpu_check.SECTIONS if s != "compile")  # compile: test_compile_section
+    only = ",".join(s for s in gpu_check.SECTIONS if not s.startswith("compile"))  # see test_compile_section
     assert gpu_check.main(["--small", "--only", only, "--json", str(path)]) == 0
     return json.loads(path.read_text())
 
 
 def test_every_section_runs(report, capsys):
     sections = report["sections"]
-    assert set(sections) == set(gpu_check.SECTIONS) - {"compile"}
+    assert set(sections) == set(gpu_check.SECTIONS) - {"compile", "compile_q8_0"}
     failed = {k: v.get("error") for k, v in sections.items() if v.get("status") != "ok"}
     assert not failed, failed
     assert report["small"] is True and report["total_sec"] > 0
@@ -66,13 +66,15 @@ def test_table_lists_every_section(report):
         assert f"\n{name} | ok |" in text
 
 
-def test_compile_section(tmp_path):
+@pytest.mark.parametrize("section", ["compile", "compile_q8_0"])
+def test_compile_section(tmp_path, section):
     path = tmp_path / "c.json"
-    assert gpu_check.main(["--small", "--only", "compile", "--json", str(path)]) == 0
-    c = json.loads(path.read_text())["sections"]["compile"]
+    assert gpu_check.main(["--small", "--only", section, "--json", str(path)]) == 0
+    c = json.loads(path.read_text())["sections"][section]
     assert c["status"] == "ok", c.get("error")
     assert {"unique_graphs_after_step_1", "unique_graphs_after_step_2", "graph_breaks", "recompile_limit_hit"} <= set(c)
     assert c["unique_graphs_after_step_2"] == c["unique_graphs_after_step_1"] > 0  # no recompiles per step
+    assert c["graph_breaks"] == 0 and not c["recompile_limit_hit"]
 
 
 def test_unknown_section_is_refused():

@@ -22,6 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ovi_core.model import ref_rope, rope
 from ovi_core.model.config import FusionConfig
+from ovi_core.model.packed_compile import PackedBlocks, has_packed
 from ovi_core.model.ref_rope import RefLayout
 from ovi_core.model.tower import OviTower, Rope
 
@@ -107,16 +108,15 @@ class OviFusionModel(nn.Module):
         so all layers share the same few graphs; compiling a function of the layer index made one graph per
         layer and hit ``torch._dynamo.config.recompile_limit`` (8), leaving later layers eager.
 
-        With packed weights (GGUF, scaled fp8: parameters of a tensor subclass) it does nothing but warn: dynamo
-        breaks the graph at every dequantize and recompiles at every step (measured on CPU, a 2-layer Q8_0 model: 45
-        graphs after one step, 69 after two, at the recompile limit), which is slower than eager."""
-        packed = sorted({type(p).__name__ for p in self.parameters() if type(p) not in (nn.Parameter, torch.Tensor)})
-        if packed:
-            logger.warning("--compile ignored: the model holds packed weights (%s), which torch.compile cannot "
-                           "trace without a graph break per layer and recompiles per step; running eager",
-                           ", ".join(packed))
-            return
-        self._blocks_fn = torch.compile(_fused_blocks, **kwargs)
+        With packed weights (GGUF, scaled fp8: parameters of a tensor subclass) the compiled function runs on
+        workspace blocks that hold each layer's expanded weights (:mod:`ovi_core.model.packed_compile`), so dynamo
+        never traces a dequantize and all layers still share the same graphs."""
+        compiled = torch.compile(_fused_blocks, **kwargs)
+        if has_packed(self):
+            self._blocks_fn = PackedBlocks(compiled, _fused_blocks, self.video_model.blocks[0],
+                                           self.audio_model.blocks[0])
+        else:
+            self._blocks_fn = compiled
 
     def _embed_text(
         self, tower: OviTower, ctx: Context, dtype: torch.dtype, device: torch.device
