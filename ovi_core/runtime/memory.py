@@ -135,9 +135,12 @@ class BlockSwapper:
     two: 22.5 GiB locked for 13.6 GiB of weights at 10 resident blocks) and uploaded with one copy per block.
     :meth:`detach` unregisters the arenas, so the pages are ordinary memory again once sampling ends.
 
-    Device memory: before prefetching block ``i + 1`` the CPU waits until the GPU has finished block ``i - 2``
-    (an event recorded one hook earlier), so at most three streamed blocks are allocated at once (``i - 1``
-    still draining, ``i`` computing, ``i + 1`` uploading) however far ahead the CPU gets.
+    Device memory: before prefetching block ``i + 1`` the CPU waits until the GPU has finished everything queued
+    so far (an event recorded on the compute stream at this hook, i.e. after block ``i - 1``, whose weights were
+    just dropped), so block ``i - 1``'s memory is free again when block ``i + 1``'s upload allocates: at most two
+    streamed blocks are allocated at once (``i`` computing, ``i + 1`` uploading) however far ahead the CPU would
+    get. The price is that the CPU queues block ``i`` only once block ``i - 1`` has run (a gap of one kernel
+    launch on the GPU per block, against a block's compute time of a fraction of a second at full size).
     """
 
     def __init__(self, model: nn.Module, *, device: torch.device | str, resident: int) -> None:
@@ -154,7 +157,6 @@ class BlockSwapper:
         self._arenas: dict[int, torch.Tensor] = {}
         self._layouts: dict[int, list[tuple[torch.Tensor, int, torch.dtype, torch.Size]]] = {}
         self._registered: list[int] = []  # data pointers page-locked with cudaHostRegister
-        self._lead: torch.cuda.Event | None = None
         self._warned = False
 
         # everything except the streamed blocks goes to the device
@@ -236,13 +238,13 @@ class BlockSwapper:
         self._on_device.discard(i)
 
     def _bound_lead(self) -> None:
-        """Wait until the GPU has finished the work queued before the previous hook (block ``i - 2``)."""
+        """Wait until the GPU has finished the work queued so far (up to block ``i - 1``), so that at most two
+        streamed blocks are allocated when the next upload starts (class docstring)."""
         if self.stream is None:
             return
-        if self._lead is not None:
-            self._lead.synchronize()
-        self._lead = torch.cuda.Event()
-        self._lead.record(torch.cuda.current_stream(self.device))
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        done.synchronize()
 
     def __call__(self, i: int) -> None:
         """Before fused block ``i``: drop block ``i-1`` if streamed, make ``i`` ready, prefetch the next."""
@@ -270,7 +272,6 @@ class BlockSwapper:
             for ptr in self._registered:
                 torch.cuda.cudart().cudaHostUnregister(ptr)
             self._registered.clear()
-        self._lead = None
 
 
 def _view(buf: torch.Tensor, off: int, dtype: torch.dtype, shape: torch.Size) -> torch.Tensor:
