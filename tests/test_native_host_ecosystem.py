@@ -6,6 +6,7 @@ feature. Run like tests/test_native_host.py (``COMFYUI_PATH`` + the host's pytho
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 import torch
@@ -128,11 +129,19 @@ def test_context_windows_map_audio(host):
     assert m[1][0] == 0 and m[1][-1] == round(12 * 157 / 31) - 1
 
 
-def test_torch_compile_wrapper(host):
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_torch_compile_wrapper(host, backend):
+    """Core TorchCompileModel's wrapper on the native model: ``eager`` checks the wrapper path, ``inductor`` (the
+    node's default; needs a C compiler on CPU) generated kernels, fp32 within 1e-4 of the uncompiled run."""
     tc = pytest.importorskip("comfy_api.torch_helpers")
+    if backend == "inductor" and shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("inductor on CPU needs a C compiler")
     patcher = _load(host["native"]).clone()
-    tc.set_torch_compile_wrapper(patcher, backend="eager")  # the wrapper path; inductor needs a C toolchain
+    tc.set_torch_compile_wrapper(patcher, backend=backend)
     ref = _run(host, _load(host["native"]), steps=2)
-    out = _run(host, patcher, steps=2)
+    try:
+        out = _run(host, patcher, steps=2)
+    finally:
+        torch._dynamo.reset()
     for x, y in zip(_streams(out), _streams(ref), strict=True):
-        assert _rel(x, y) < 1e-5
+        assert _rel(x, y) < (1e-5 if backend == "eager" else 1e-4)

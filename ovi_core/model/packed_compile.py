@@ -13,8 +13,8 @@ graphs after one step and 69 after two, at the recompile limit). So the compiled
   every layer and every step, so every layer shares the same graphs;
 * afterwards it drops the expansions again.
 
-Cost: the expanded weights of one fused layer are alive at once (about 0.78 GB in bf16 at full size, against
-one Linear's worth in eager mode). A layer with hooks (an attached LoRA network) or ComfyUI weight functions runs
+Cost: the expanded weights of one fused layer are alive at once (0.68 GiB in bf16 at full size, against one
+Linear's worth in eager mode). A layer with hooks (an attached LoRA network) or ComfyUI weight functions runs
 eagerly on its own blocks, so nothing that changes a layer's output is skipped.
 """
 
