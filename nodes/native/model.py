@@ -193,7 +193,7 @@ class OviModel(comfy.model_base.BaseModel):
     def load_model_weights(self, sd, unet_prefix="", assign=False):
         to_load = {k[len(unet_prefix):]: sd.pop(k) for k in list(sd) if k.startswith(unet_prefix)}
         to_load = self.model_config.process_unet_state_dict(to_load)
-        want = set(self.diffusion_model.state_dict())
+        want = _expected_keys(self.diffusion_model)
         missing, unexpected = sorted(want - set(to_load)), sorted(set(to_load) - want)
         if missing or unexpected:
             raise ValueError(f"This Ovi file does not fit the model built from its shapes: {len(missing)} missing "
@@ -236,6 +236,16 @@ class OviNative(comfy.supported_models_base.BASE):
 
     def clip_target(self, state_dict=None):
         return None
+
+
+def _expected_keys(dit: torch.nn.Module) -> set[str]:
+    """The tensors ``dit`` loads: its state dict, plus weight and bias of every Linear built without tensors
+    (ComfyUI-GGUF's ``GGMLOps.Linear`` creates them at load; every Linear of Ovi has a bias)."""
+    want = set(dit.state_dict())
+    for name, m in dit.named_modules():
+        if isinstance(m, torch.nn.Linear) and m.weight is None:
+            want.update((f"{name}.weight", f"{name}.bias"))
+    return want
 
 
 def register() -> None:

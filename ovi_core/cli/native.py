@@ -4,6 +4,13 @@ The stock "Load Diffusion Model" node detects Ovi by the rooted layout (``ovi_co
 at the root (``blocks.N...``), the audio tower under ``audio_model.``. The official files prefix the video tower with
 ``video_model.``; this command renames the keys (tensors, dtypes and metadata unchanged) and writes a new file.
 It holds the whole file in memory while writing (about 23 GB for the bf16 11B model, 12 GB for fp8).
+
+A GGUF made by ``python -m ovi_core quantize`` converts the same way, for ComfyUI-GGUF's "Unet Loader (GGUF)"
+(city96/ComfyUI-GGUF): the keys are renamed, ``general.architecture`` becomes ``"wan"`` (the loader accepts only its
+known image architectures; core then detects a Wan layout and Ovi's config claims it by its fusion keys), the
+quantized bytes are copied unchanged, and BF16 tensors are written as F32 (exact): that loader expands BF16 only
+inside its own Linear/Conv2d/LayerNorm layers, and the patch embeddings are Conv3d/Conv1d. Streamed one tensor at
+a time.
 """
 
 from __future__ import annotations
@@ -26,10 +33,16 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     src, dst = os.fspath(src), os.fspath(dst)
     if not os.path.isfile(src):
         raise FileNotFoundError(f"{src!r} does not exist; pass an official Ovi fusion file (model.safetensors, ...)")
-    if not src.endswith((".safetensors", ".sft")):
-        raise ValueError(f"{src!r}: native-convert reads .safetensors only (the official Ovi files are).")
+    gguf_in = src.lower().endswith(".gguf")
+    if not gguf_in and not src.endswith((".safetensors", ".sft")):
+        raise ValueError(f"{src!r}: native-convert reads .safetensors (the official Ovi files) or .gguf (made by "
+                         "`python -m ovi_core quantize`).")
+    if gguf_in != dst.lower().endswith(".gguf"):
+        raise ValueError(f"{dst!r}: name the output *{'.gguf' if gguf_in else '.safetensors'}, like the input.")
     if os.path.exists(dst):
         raise FileExistsError(f"{dst!r} exists; choose another output name or delete it first")
+    if gguf_in:
+        return convert_gguf(src, dst)
     with safe_open(src, framework="pt") as f:
         meta = dict(f.metadata() or {})
         keys = list(f.keys())
@@ -43,11 +56,49 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     return dst
 
 
+def convert_gguf(src: str, dst: str) -> str:
+    """Write ``src`` (an Ovi fusion GGUF with official names) to ``dst`` in the rooted layout, arch ``wan`` (module
+    docstring); returns ``dst``."""
+    import torch
+
+    from ovi_core.io.files import atomic_path
+    from ovi_core.model.rooted import AUDIO, VIDEO, to_rooted
+    from ovi_core.quant import ggml
+    from ovi_core.quant.gguf_file import read_gguf_index, read_raw, write_gguf
+
+    index, meta = read_gguf_index(src)
+    names = list(index)
+    if not any(k.startswith(VIDEO) for k in names) or not any(k.startswith(AUDIO) for k in names):
+        raise ValueError(f"{src!r} is not an Ovi fusion GGUF with official names (it needs video_model.* and "
+                         "audio_model.* tensors); a GGUF that already loads in Unet Loader (GGUF) needs no conversion.")
+    plan = {to_rooted(k): (ggml.F32 if index[k].qtype == ggml.BF16 else index[k].qtype, index[k].shape)
+            for k in names}
+
+    def tensors(f):
+        for k in names:
+            t = index[k]
+            raw = read_raw(f, t)
+            yield to_rooted(k), (ggml.dequantize(raw, ggml.BF16, t.shape, torch.float32) if t.qtype == ggml.BF16
+                                 else raw)
+
+    keep = {k: v for k, v in meta.items() if not k.startswith("general.")}
+    keep["ovi.layout"] = "native (video tower at the root, audio_model.*)"
+    counts: dict[int, int] = {}
+    for q, _ in plan.values():
+        counts[q] = counts.get(q, 0) + 1
+    dominant = max((q for q in counts if q in ggml.QUANTIZED), key=counts.get, default=None)
+    with atomic_path(dst, suffix=".gguf") as tmp, open(src, "rb") as f:
+        write_gguf(tmp, plan, tensors(f), metadata=keep, file_type=dominant, arch="wan")
+    return dst
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("native-convert", help="rename an official Ovi fusion file's keys for ComfyUI's stock "
                                               "Load Diffusion Model node (video tower at the root)")
-    p.add_argument("src", help="official fusion .safetensors (model.safetensors, model_960x960*.safetensors, fp8)")
-    p.add_argument("dst", help="output .safetensors (e.g. ComfyUI/models/diffusion_models/ovi_native.safetensors)")
+    p.add_argument("src", help="official fusion .safetensors (model.safetensors, model_960x960*.safetensors, fp8), "
+                               "or a .gguf made by `quantize` (for ComfyUI-GGUF's Unet Loader (GGUF))")
+    p.add_argument("dst", help="output .safetensors or .gguf, like the input (e.g. "
+                               "ComfyUI/models/diffusion_models/ovi_native.safetensors)")
     p.set_defaults(func=_run)
 
 

@@ -65,12 +65,15 @@ def _byte_shape(shape: tuple[int, ...], qtype: int) -> tuple[int, ...]:
 
 def write_gguf(path: str | os.PathLike, plan: Mapping[str, tuple[int, tuple[int, ...]]],
                tensors: Iterable[tuple[str, torch.Tensor]], *, metadata: Mapping[str, str] | None = None,
-               file_type: int | None = None) -> None:
+               file_type: int | None = None, arch: str = ARCH) -> None:
     """Write a GGUF file. ``plan``: ``{name: (qtype, torch shape)}`` in writing order; ``tensors`` yields
-    ``(name, float tensor)`` in the same order, each quantized to its qtype as it comes."""
+    ``(name, tensor)`` in the same order: a float tensor is quantized to its qtype as it comes, a ``uint8`` one is
+    taken as that qtype's bytes already (copied as they are). ``arch``: ``general.architecture``."""
     import gguf
 
-    w = gguf.GGUFWriter(path=None, arch=ARCH)
+    if arch not in ACCEPTED_ARCHS:
+        raise ValueError(f"arch must be one of {ACCEPTED_ARCHS}, got {arch!r}.")
+    w = gguf.GGUFWriter(path=None, arch=arch)
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     if file_type is not None:
         w.add_file_type(FILE_TYPES.get(file_type, 1))
@@ -91,7 +94,13 @@ def write_gguf(path: str | os.PathLike, plan: Mapping[str, tuple[int, tuple[int,
             raise ValueError(f"GGUF tensors must come in the declared order; got {name!r} at position {n}.")
         qtype, shape = plan[name]
         st = stored_shape(tuple(shape))
-        raw = ggml.quantize(t.reshape(st), qtype)
+        if t.dtype == torch.uint8:
+            raw = t.reshape(-1)
+            if raw.numel() != ggml.nbytes(st, qtype):
+                raise ValueError(f"{name!r}: {raw.numel()} bytes given, {ggml.TYPE_NAMES[qtype]} {list(shape)} "
+                                 f"takes {ggml.nbytes(st, qtype)}.")
+        else:
+            raw = ggml.quantize(t.reshape(st), qtype)
         w.write_tensor_data(raw.numpy().reshape(_byte_shape(st, qtype)))
         n += 1
         del raw

@@ -11,7 +11,9 @@ uses is fetched by :func:`cast_param`: moved to the input's device and cast to t
 there already (a no-op for a resident weight of that dtype, so the default path computes exactly as before), with
 the per-weight functions a ``ModelPatcher`` may set (``weight_function`` / ``bias_function``, e.g. a LoRA patch
 applied on the fly to a streamed layer) applied to a copy. Packed weights (:mod:`ovi_core.quant.tensor`) move
-packed and are expanded by that cast, on the compute device, one layer at a time (as ComfyUI-GGUF's ops do).
+packed and are expanded by that cast, on the compute device, one layer at a time (as ComfyUI-GGUF's ops do). The
+layers of ComfyUI-GGUF's own ``GGMLOps`` (its "Unet Loader (GGUF)") hold its ``GGMLTensor``; for those the layer's
+``get_weight`` expands the weight (and applies that loader's LoRA patches), matched by duck typing.
 """
 
 from __future__ import annotations
@@ -56,8 +58,19 @@ def cast_param(module: nn.Module, name: str, x: torch.Tensor, dtype: torch.dtype
     p = getattr(module, name, None)
     if p is None:
         return None
+    dtype = x.dtype if dtype is None else dtype
     fns = getattr(module, name + "_function", None) or ()
-    p = p.to(device=x.device, dtype=x.dtype if dtype is None else dtype, copy=bool(fns))
+    expand = getattr(module, "get_weight", None)
+    if callable(expand) and hasattr(p, "tensor_type"):
+        # a layer of ComfyUI-GGUF's GGMLOps holding a GGMLTensor (GGML bytes plus the patcher's LoRA patches): its
+        # get_weight(tensor, dtype) expands the bytes and applies the patches; a plain cast would read the bytes
+        # as numbers
+        w = expand(p.to(x.device), dtype)
+        p = w.to(device=x.device, dtype=dtype)
+        if fns and p.data_ptr() == w.data_ptr():
+            p = p.clone()
+    else:
+        p = p.to(device=x.device, dtype=dtype, copy=bool(fns))
     for f in fns:
         p = f(p)
     return p

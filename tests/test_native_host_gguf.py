@@ -1,0 +1,111 @@
+"""Native Ovi through city96's ComfyUI-GGUF "Unet Loader (GGUF)" on a real ComfyUI tree (issue #21): a GGUF made by
+``python -m ovi_core quantize`` and converted by ``native-convert`` loads with that pack's own loader, ops and patcher,
+and samples like the same weights expanded to fp32 through the stock loader.
+
+Needs ``COMFYUI_PATH`` and ComfyUI-GGUF installed in it (``$COMFYUI_PATH/custom_nodes/ComfyUI-GGUF``, or
+``COMFYUI_GGUF_PATH``); skipped otherwise. Run like tests/test_native_host.py (the host's python).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+
+import pytest
+import torch
+
+COMFY = os.environ.get("COMFYUI_PATH", "")
+GGUF_PACK = os.environ.get("COMFYUI_GGUF_PATH") or os.path.join(COMFY, "custom_nodes", "ComfyUI-GGUF")
+pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(GGUF_PACK, "loader.py")),
+                                reason="set COMFYUI_PATH to a ComfyUI tree with ComfyUI-GGUF installed")
+
+import test_native_host as nh  # noqa: E402
+import test_native_host_ecosystem as eco  # noqa: E402
+
+host = nh.host
+
+
+@pytest.fixture(scope="module")
+def gguf_pack(host):
+    """ComfyUI-GGUF imported as a package (its modules use relative imports)."""
+    name = "comfyui_gguf_under_test"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(GGUF_PACK, "__init__.py"),
+                                                  submodule_search_locations=[GGUF_PACK])
+    pack = importlib.util.module_from_spec(spec)
+    sys.modules[name] = pack
+    spec.loader.exec_module(pack)
+    return pack
+
+
+@pytest.fixture(scope="module")
+def files(host, tmp_path_factory):
+    """The tiny fusion file as a Q8_0 GGUF in the native layout, and the same weights expanded to fp32 (the oracle)
+    in the native safetensors layout."""
+    from ovi_core.cli.native import convert
+    from ovi_core.model.loader import load_fusion, save_fusion
+    from ovi_core.quant.convert import quantize_file
+
+    d = tmp_path_factory.mktemp("ovi_gguf")
+    official = str(d / "ovi_q8_0.gguf")
+    quantize_file(host["paths"]["fusion"], official, format="q8_0")
+    native = convert(official, str(d / "ovi_q8_0_native.gguf"))
+    expanded = str(d / "expanded.safetensors")
+    save_fusion(load_fusion(official, dtype=torch.float32), expanded, dtype=torch.float32)
+    return {"gguf": native, "reference": convert(expanded, str(d / "expanded_native.safetensors"))}
+
+
+def _load_gguf(pack, path, dequant_dtype=None):
+    """What ComfyUI-GGUF's UnetLoaderGGUF(Advanced).load_unet does for a file (its reader, its ops, its patcher);
+    ``dequant_dtype`` as the advanced node sets it (None: its default, the products in fp16)."""
+    import comfy.sd
+
+    loader = sys.modules[pack.__name__ + ".loader"]
+    nodes = sys.modules[pack.__name__ + ".nodes"]
+    ops = sys.modules[pack.__name__ + ".ops"].GGMLOps()
+    ops.Linear.dequant_dtype = dequant_dtype  # a class attribute, as the node sets it
+    sd = loader.gguf_sd_loader(path)
+    model = comfy.sd.load_diffusion_model_state_dict(sd, model_options={"custom_operations": ops})
+    assert model is not None, "ComfyUI could not detect the model"
+    return nodes.GGUFModelPatcher.clone(model)
+
+
+@pytest.mark.parametrize("dequant_dtype,tol", [(None, 1e-3), (torch.float32, 1e-6)])
+def test_gguf_loader_loads_and_samples_like_the_expanded_weights(gguf_pack, files, host, dequant_dtype, tol):
+    """Its default expands Q8_0 as fp16 products (``d * q`` rounded to fp16): within 1e-3 of the fp32 expansion; with
+    the advanced node's ``dequant_dtype`` float32 the weights are the same numbers as ours."""
+    patcher = _load_gguf(gguf_pack, files["gguf"], dequant_dtype)
+    dit = patcher.model.diffusion_model
+    assert type(patcher.model).__name__ == "OviModel"
+    packed = [n for n, p in dit.named_parameters() if type(p).__name__ == "GGMLTensor"
+              and getattr(p, "tensor_type", None) is not None and int(p.tensor_type) == 8]  # Q8_0 bytes kept packed
+    assert "blocks.0.self_attn.q.weight" in packed and "audio_model.blocks.0.ffn.0.weight" in packed
+    got = eco._streams(eco._run(host, patcher, steps=2))
+    want = eco._streams(eco._run(host, nh._load(files["reference"]), steps=2))
+    for g, w in zip(got, want, strict=True):
+        assert torch.isfinite(g).all()
+        assert eco._rel(g, w) < tol, eco._rel(g, w)
+
+
+def test_gguf_loader_with_a_lora(gguf_pack, files, host):
+    """A LoRA through core's loader on the GGUF model (ComfyUI-GGUF keeps the patches on its tensors and applies them
+    in its layers' get_weight) acts like the same LoRA on the expanded weights."""
+    import comfy.sd
+
+    dit = nh._load(files["reference"]).model.diffusion_model
+    g = torch.Generator().manual_seed(3)
+    lora = {}
+    for key in ("blocks.0.self_attn.q", "audio_model.blocks.1.ffn.0"):
+        w = dit.get_submodule(key).weight
+        lora[f"diffusion_model.{key}.lora_down.weight"] = torch.randn(4, w.shape[1], generator=g) * 0.1
+        lora[f"diffusion_model.{key}.lora_up.weight"] = torch.randn(w.shape[0], 4, generator=g) * 0.1
+    outs = []
+    for patcher in (_load_gguf(gguf_pack, files["gguf"], torch.float32), nh._load(files["reference"])):
+        patched, _ = comfy.sd.load_lora_for_models(patcher, None, lora, 1.0, 0.0)
+        outs.append(eco._streams(eco._run(host, patched, steps=2)))
+    base = eco._streams(eco._run(host, nh._load(files["reference"]), steps=2))
+    for g, w, b in zip(*outs, base, strict=True):
+        assert eco._rel(g, w) < 1e-5, eco._rel(g, w)
+        assert eco._rel(w, b) > 1e-3  # the LoRA does act
