@@ -1,6 +1,6 @@
 """Ovi GGUFs for ComfyUI-GGUF's "Unet Loader (GGUF)", without ComfyUI: ``native-convert`` on a GGUF (rooted names,
 architecture ``wan``, packed bytes unchanged, BF16 written as exact F32), and the layers' use of a ComfyUI-GGUF
-layer's ``get_weight`` (the real loader runs in tests/test_native_host_gguf.py on both ComfyUI hosts)."""
+layer's ``get_weight`` (the real loader runs in tests/test_native_host_loaders.py on both ComfyUI hosts)."""
 
 from __future__ import annotations
 

@@ -172,3 +172,44 @@ def test_umt5_on_comfy_like_operations_is_bit_identical(dtype):
             assert not any(type(m) in (nn.Linear, nn.Embedding) for m in model.modules())
     assert outs[0].dtype == dtype
     assert torch.equal(outs[0], outs[1])
+
+
+def test_cast_param_applies_a_comfy_scaled_fp8_scale():
+    """0.3.64's scaled-fp8 Linear keeps ``scale_weight`` beside the float8 weight; the weight used is
+    ``weight.to(dtype) * scale_weight`` (its own forward's order)."""
+    from ovi_core.runtime.ops import cast_param
+
+    lin = torch.nn.Linear(8, 4)
+    w8 = (torch.randn(4, 8) * 100).to(torch.float8_e4m3fn)
+    lin.weight = torch.nn.Parameter(w8, requires_grad=False)
+    lin.scale_weight = torch.nn.Parameter(torch.tensor(0.003), requires_grad=False)
+    x = torch.randn(2, 8)
+    assert torch.equal(cast_param(lin, "weight", x), w8.float() * torch.tensor(0.003))
+    assert torch.equal(cast_param(lin, "bias", x), lin.bias)  # the scale is the weight's only
+
+
+class _Packed(torch.Tensor):
+    """A stand-in for another library's quantized tensor (comfy_kitchen's QuantizedTensor): casts keep it packed,
+    ``dequantize()`` gives the weight with its scale applied."""
+
+    @staticmethod
+    def __new__(cls, q, scale):
+        t = torch.Tensor._make_subclass(cls, q, False)
+        t.q, t.s = q, scale
+        return t
+
+    def detach(self, *args, **kwargs):  # nn.Parameter(t) keeps the same object, as QuantizedTensor's detach keeps its data
+        return self
+
+    def dequantize(self):
+        return self.q.float() * self.s
+
+
+def test_cast_param_dequantizes_a_foreign_quantized_tensor():
+    from ovi_core.runtime.ops import cast_param
+
+    lin = torch.nn.Linear(8, 4)
+    q = (torch.randn(4, 8) * 100).to(torch.float8_e4m3fn)
+    lin.weight = torch.nn.Parameter(_Packed(q, 0.01), requires_grad=False)
+    got = cast_param(lin, "weight", torch.randn(2, 8, dtype=torch.bfloat16))
+    assert type(got) is torch.Tensor and torch.equal(got, (q.float() * 0.01).bfloat16())

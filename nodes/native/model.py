@@ -34,7 +34,10 @@ from ovi_core.model import rooted
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.sampling import packed
 
+from . import keys
+
 logger = logging.getLogger(__name__)
+_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
 SLG_KEY = "ovi_slg_layer"
 AUDIO_CONTEXT_KEY = "ovi_audio_context"
@@ -66,8 +69,8 @@ class OviDiT(rooted.OviRootedFusionModel):
         super().__init__(ovi_config, device="meta", operations=operations)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dev.type != "meta":
-            self._apply(lambda t: torch.empty(t.shape, device=dev, dtype=dtype if dtype is not None and
-                                              t.is_floating_point() else t.dtype))
+            _materialize(self, dev, dtype)
+            keys.finish_comfy_layers(self, dev)
         self.dtype = dtype if dtype is not None else torch.float32
 
     def forward(self, x, timestep, context=None, control=None, transformer_options={}, **kwargs):  # noqa: B006
@@ -92,6 +95,33 @@ class OviDiT(rooted.OviRootedFusionModel):
         v, a = rooted.forward_streams(self, video, audio, timestep, context, actx, slg_layer=slg, slg_mask=slg_mask,
                                       video_mask=ovi_video_mask, audio_mask=ovi_audio_mask)
         return [v, a] if nested_in else packed.pack(v, a)
+
+
+def _materialize(module: torch.nn.Module, device: torch.device, dtype: torch.dtype | None) -> None:
+    """Uninitialised storage on ``device`` for every meta tensor of ``module``, floating ones in ``dtype``; a weight a
+    layer chose to keep in float8 itself (0.3.64's scaled-fp8 Linear, which would store its bias in float8 too) keeps
+    float8, the bias gets ``dtype``."""
+    for m in module.modules():
+        for store in (m._parameters, m._buffers):
+            for name, t in store.items():
+                if t is None:
+                    continue
+                keep = not t.is_floating_point() or dtype is None or (name == "weight" and t.dtype in _FP8)
+                new = torch.empty(t.shape, device=device, dtype=t.dtype if keep else dtype)
+                store[name] = torch.nn.Parameter(new, requires_grad=False) if isinstance(t, torch.nn.Parameter) else new
+
+
+def _widen_unquantized(dit: torch.nn.Module, sd: dict) -> None:
+    """A float8 weight slot (0.3.64's scaled-fp8 layers make every Linear float8) whose file tensor is not float8
+    (kijai keeps the embeddings and head in bf16) gets the model's dtype, so loading does not round it to float8."""
+    for k, v in sd.items():
+        if not k.endswith(".weight") or v.dtype in _FP8:
+            continue
+        mod = dit.get_submodule(k[: -len(".weight")])
+        p = mod._parameters.get("weight")
+        if p is not None and p.dtype in _FP8:
+            mod._parameters["weight"] = torch.nn.Parameter(torch.empty(p.shape, device=p.device, dtype=dit.dtype),
+                                                           requires_grad=False)
 
 
 class OviModel(comfy.model_base.BaseModel):
@@ -193,14 +223,20 @@ class OviModel(comfy.model_base.BaseModel):
     def load_model_weights(self, sd, unet_prefix="", assign=False):
         to_load = {k[len(unet_prefix):]: sd.pop(k) for k in list(sd) if k.startswith(unet_prefix)}
         to_load = self.model_config.process_unet_state_dict(to_load)
-        want = _expected_keys(self.diffusion_model)
-        missing, unexpected = sorted(want - set(to_load)), sorted(set(to_load) - want)
+        missing, unexpected = keys.key_problems(self.diffusion_model, to_load)
         if missing or unexpected:
             raise ValueError(f"This Ovi file does not fit the model built from its shapes: {len(missing)} missing "
                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use an "
                              "official Ovi file converted with `python -m ovi_core native-convert`, or load it with "
                              "OviFusionModelLoader and bridge it with OviModelToNative.")
-        self.diffusion_model.load_state_dict(to_load, strict=True, **({"assign": True} if assign else {}))
+        names = list(to_load)
+        _widen_unquantized(self.diffusion_model, to_load)
+        # strict=False: ComfyUI's quantized layer classes consume their scale tensors themselves; the names were
+        # checked above, and whatever the layers leave unloaded is checked below
+        result = self.diffusion_model.load_state_dict(to_load, strict=False, **({"assign": True} if assign else {}))
+        problems = keys.unloaded(result, names)
+        if problems:
+            raise ValueError(f"Loading this Ovi file left {len(problems)} tensors unloaded (e.g. {problems[:3]}).")
         return self
 
 
@@ -226,6 +262,10 @@ class OviNative(comfy.supported_models_base.BASE):
     def model_type(self, state_dict, prefix=""):
         return comfy.model_base.ModelType.FLOW
 
+    def process_unet_state_dict(self, state_dict):
+        """kijai's combined files name the block modulation ``blocks.N.modulation``; the rest is the rooted layout."""
+        return keys.official_modulation(state_dict)
+
     def get_model(self, state_dict, prefix="", device=None):
         shapes = {k[len(prefix):]: tuple(v.shape) for k, v in state_dict.items() if k.startswith(prefix)}
         if not rooted.has_audio_tower(shapes):
@@ -236,16 +276,6 @@ class OviNative(comfy.supported_models_base.BASE):
 
     def clip_target(self, state_dict=None):
         return None
-
-
-def _expected_keys(dit: torch.nn.Module) -> set[str]:
-    """The tensors ``dit`` loads: its state dict, plus weight and bias of every Linear built without tensors
-    (ComfyUI-GGUF's ``GGMLOps.Linear`` creates them at load; every Linear of Ovi has a bias)."""
-    want = set(dit.state_dict())
-    for name, m in dit.named_modules():
-        if isinstance(m, torch.nn.Linear) and m.weight is None:
-            want.update((f"{name}.weight", f"{name}.bias"))
-    return want
 
 
 def register() -> None:

@@ -69,11 +69,30 @@ def cast_param(module: nn.Module, name: str, x: torch.Tensor, dtype: torch.dtype
         p = w.to(device=x.device, dtype=dtype)
         if fns and p.data_ptr() == w.data_ptr():
             p = p.clone()
+    elif _foreign_quantized(p):
+        # ComfyUI's own quantized weights (0.33's mixed-precision layers hold a comfy_kitchen QuantizedTensor, whose
+        # casts keep it quantized): dequantize() gives the weight with its scale applied
+        p = p.to(device=x.device).dequantize().to(dtype=dtype)
     else:
         p = p.to(device=x.device, dtype=dtype, copy=bool(fns))
     for f in fns:
         p = f(p)
+    scale = getattr(module, "scale_" + name, None) if name == "weight" else None
+    if isinstance(scale, torch.Tensor):
+        # ComfyUI 0.3.64's scaled-fp8 layers keep the per-tensor scale beside the fp8 weight and multiply in the
+        # compute dtype after the cast, as their own forward does
+        p = p * scale.to(device=p.device, dtype=p.dtype)
     return p
+
+
+def _foreign_quantized(p: torch.Tensor) -> bool:
+    """A tensor subclass of another library with its own ``dequantize()`` (not torch's, not ovi_core's packed
+    weights, which expand in their cast)."""
+    from ovi_core.quant.tensor import QuantizedWeight
+
+    method = getattr(type(p), "dequantize", None)
+    return (type(p) not in (torch.Tensor, nn.Parameter) and not isinstance(p, QuantizedWeight) and callable(method)
+            and method is not torch.Tensor.dequantize)
 
 
 class CastLinear:

@@ -1,9 +1,12 @@
-"""Native Ovi through city96's ComfyUI-GGUF "Unet Loader (GGUF)" on a real ComfyUI tree (issue #21): a GGUF made by
-``python -m ovi_core quantize`` and converted by ``native-convert`` loads with that pack's own loader, ops and patcher,
-and samples like the same weights expanded to fp32 through the stock loader.
+"""Other files into native Ovi on a real ComfyUI tree (issue #21), each sampled against the same weights in fp32 read
+through the stock loader:
 
-Needs ``COMFYUI_PATH`` and ComfyUI-GGUF installed in it (``$COMFYUI_PATH/custom_nodes/ComfyUI-GGUF``, or
-``COMFYUI_GGUF_PATH``); skipped otherwise. Run like tests/test_native_host.py (the host's python).
+* city96's ComfyUI-GGUF "Unet Loader (GGUF)": a GGUF made by ``python -m ovi_core quantize`` and converted by
+  ``native-convert`` loads with that pack's own loader, ops and patcher (needs ComfyUI-GGUF installed in the tree,
+  ``$COMFYUI_PATH/custom_nodes/ComfyUI-GGUF`` or ``COMFYUI_GGUF_PATH``; those tests are skipped otherwise);
+* kijai's combined files (bf16 and fp8_e4m3fn_scaled) through the stock Load Diffusion Model.
+
+Needs ``COMFYUI_PATH``. Run like tests/test_native_host.py (the host's python).
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 
 COMFY = os.environ.get("COMFYUI_PATH", "")
 GGUF_PACK = os.environ.get("COMFYUI_GGUF_PATH") or os.path.join(COMFY, "custom_nodes", "ComfyUI-GGUF")
-pytestmark = pytest.mark.skipif(not COMFY or not os.path.isfile(os.path.join(GGUF_PACK, "loader.py")),
-                                reason="set COMFYUI_PATH to a ComfyUI tree with ComfyUI-GGUF installed")
+NO_GGUF = not os.path.isfile(os.path.join(GGUF_PACK, "loader.py"))
+pytestmark = pytest.mark.skipif(not COMFY, reason="set COMFYUI_PATH to a ComfyUI tree")
+needs_gguf = pytest.mark.skipif(NO_GGUF, reason="ComfyUI-GGUF is not installed in this ComfyUI tree")
 
 import test_native_host as nh  # noqa: E402
 import test_native_host_ecosystem as eco  # noqa: E402
@@ -72,6 +76,7 @@ def _load_gguf(pack, path, dequant_dtype=None):
     return nodes.GGUFModelPatcher.clone(model)
 
 
+@needs_gguf
 @pytest.mark.parametrize("dequant_dtype,tol", [(None, 1e-3), (torch.float32, 1e-6)])
 def test_gguf_loader_loads_and_samples_like_the_expanded_weights(gguf_pack, files, host, dequant_dtype, tol):
     """Its default expands Q8_0 as fp16 products (``d * q`` rounded to fp16): within 1e-3 of the fp32 expansion; with
@@ -89,6 +94,7 @@ def test_gguf_loader_loads_and_samples_like_the_expanded_weights(gguf_pack, file
         assert eco._rel(g, w) < tol, eco._rel(g, w)
 
 
+@needs_gguf
 def test_gguf_loader_with_a_lora(gguf_pack, files, host):
     """A LoRA through core's loader on the GGUF model (ComfyUI-GGUF keeps the patches on its tensors and applies them
     in its layers' get_weight) acts like the same LoRA on the expanded weights."""
@@ -109,3 +115,38 @@ def test_gguf_loader_with_a_lora(gguf_pack, files, host):
     for g, w, b in zip(*outs, base, strict=True):
         assert eco._rel(g, w) < 1e-5, eco._rel(g, w)
         assert eco._rel(w, b) > 1e-3  # the LoRA does act
+
+
+@pytest.fixture(scope="module")
+def kijai(host, tmp_path_factory):
+    """kijai's combined files (bf16 and fp8_e4m3fn_scaled, ComfyUI-WanVideoWrapper's layout) written from the tiny
+    official file, and for each the same weights in fp32 in the native layout (the oracle, read by ovi_core)."""
+    from safetensors.torch import load_file
+
+    from ovi_core.cli.native import convert
+    from ovi_core.model.loader import load_fusion, save_fusion
+    from ovi_core.quant.kijai import write_kijai_files
+
+    d = tmp_path_factory.mktemp("ovi_kijai")
+    sd = load_file(host["paths"]["fusion"])
+    out = {}
+    for scaled in (False, True):
+        (path,) = write_kijai_files(sd, str(d / str(scaled)), fp8_scaled=scaled, combined=True)
+        ref = str(d / f"ref_{scaled}.safetensors")
+        save_fusion(load_fusion(path, dtype=torch.float32), ref, dtype=torch.float32)
+        out[scaled] = (path, convert(ref, str(d / f"ref_{scaled}_native.safetensors")))
+    return out
+
+
+@pytest.mark.parametrize("scaled", [False, True], ids=["bf16", "fp8_e4m3fn_scaled"])
+def test_stock_loader_reads_kijai_combined_files(kijai, host, scaled):
+    """kijai's combined file (its modulation naming; scaled fp8 read by ComfyUI's own scaled-fp8 / mixed-precision
+    layers) samples like the same weights in fp32 read by ovi_core's kijai reader."""
+    path, ref = kijai[scaled]
+    patcher = nh._load(path)
+    assert type(patcher.model).__name__ == "OviModel"
+    got = eco._streams(eco._run(host, patcher, steps=2))
+    want = eco._streams(eco._run(host, nh._load(ref), steps=2))
+    for g, w in zip(got, want, strict=True):
+        assert torch.isfinite(g).all()
+        assert eco._rel(g, w) < 1e-5, eco._rel(g, w)
