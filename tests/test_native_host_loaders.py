@@ -118,33 +118,48 @@ def test_gguf_loader_with_a_lora(gguf_pack, files, host):
 
 
 @pytest.fixture(scope="module")
-def kijai(host, tmp_path_factory):
-    """kijai's combined files (bf16 and fp8_e4m3fn_scaled, ComfyUI-WanVideoWrapper's layout) written from the tiny
-    official file, and for each the same weights in fp32 in the native layout (the oracle, read by ovi_core)."""
+def scaled_files(host, tmp_path_factory):
+    """kijai's combined files (bf16 and fp8_e4m3fn_scaled, ComfyUI-WanVideoWrapper's layout) and our own
+    ``quantize --format fp8_scaled`` file converted by ``native-convert``, each written from the tiny official file,
+    and for each the same weights in fp32 in the native layout (the oracle, read by ovi_core)."""
     from safetensors.torch import load_file
 
     from ovi_core.cli.native import convert
     from ovi_core.model.loader import load_fusion, save_fusion
+    from ovi_core.quant.convert import quantize_file
     from ovi_core.quant.kijai import write_kijai_files
 
-    d = tmp_path_factory.mktemp("ovi_kijai")
+    d = tmp_path_factory.mktemp("ovi_scaled")
     sd = load_file(host["paths"]["fusion"])
-    out = {}
+    sources = {}
     for scaled in (False, True):
-        (path,) = write_kijai_files(sd, str(d / str(scaled)), fp8_scaled=scaled, combined=True)
-        ref = str(d / f"ref_{scaled}.safetensors")
+        (sources[f"kijai_{'fp8_scaled' if scaled else 'bf16'}"],) = write_kijai_files(
+            sd, str(d / str(scaled)), fp8_scaled=scaled, combined=True)
+    ours = str(d / "ovi_fp8_scaled.safetensors")
+    quantize_file(host["paths"]["fusion"], ours, format="fp8_scaled")
+    out = {}
+    for name, path in sources.items():
+        ref = str(d / f"ref_{name}.safetensors")
         save_fusion(load_fusion(path, dtype=torch.float32), ref, dtype=torch.float32)
-        out[scaled] = (path, convert(ref, str(d / f"ref_{scaled}_native.safetensors")))
+        out[name] = (path, convert(ref, str(d / f"ref_{name}_native.safetensors")))
+    ref = str(d / "ref_ours.safetensors")
+    save_fusion(load_fusion(ours, dtype=torch.float32), ref, dtype=torch.float32)
+    out["ovi_fp8_scaled"] = (convert(ours, str(d / "ovi_fp8_scaled_native.safetensors")),
+                             convert(ref, str(d / "ref_ours_native.safetensors")))
     return out
 
 
-@pytest.mark.parametrize("scaled", [False, True], ids=["bf16", "fp8_e4m3fn_scaled"])
-def test_stock_loader_reads_kijai_combined_files(kijai, host, scaled):
-    """kijai's combined file (its modulation naming; scaled fp8 read by ComfyUI's own scaled-fp8 / mixed-precision
-    layers) samples like the same weights in fp32 read by ovi_core's kijai reader."""
-    path, ref = kijai[scaled]
+@pytest.mark.parametrize("name", ["kijai_bf16", "kijai_fp8_scaled", "ovi_fp8_scaled"])
+def test_stock_loader_reads_kijai_and_scaled_fp8_files(scaled_files, host, name):
+    """kijai's combined file (its modulation naming) and scaled-fp8 files (read by ComfyUI's own scaled-fp8 layers on
+    0.3.64, its mixed-precision layers on newer ComfyUI; the float8 weights stay float8) sample like the same weights
+    in fp32 read by ovi_core."""
+    path, ref = scaled_files[name]
     patcher = nh._load(path)
     assert type(patcher.model).__name__ == "OviModel"
+    q = patcher.model.diffusion_model.blocks[0].self_attn.q.weight
+    if "fp8" in name:
+        assert q.dtype == torch.float8_e4m3fn or type(q).__name__ == "QuantizedTensor"
     got = eco._streams(eco._run(host, patcher, steps=2))
     want = eco._streams(eco._run(host, nh._load(ref), steps=2))
     for g, w in zip(got, want, strict=True):

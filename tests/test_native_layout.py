@@ -114,6 +114,29 @@ def test_native_convert_cli(tmp_path):
     assert not (tmp_path / "again.safetensors").exists()
 
 
+def test_native_convert_keeps_scaled_fp8(tmp_path):
+    """``quantize --format fp8_scaled`` output (float8 weights, ``scale_weight`` tensors, the root ``scaled_fp8``
+    marker ComfyUI detects scaled fp8 by) converts with every tensor unchanged and the marker kept at the root."""
+    from safetensors import safe_open
+
+    from ovi_core.cli.native import convert
+    from ovi_core.model.loader import write_tiny_fusion
+    from ovi_core.quant.convert import quantize_file
+
+    src = write_tiny_fusion(tmp_path / "model.safetensors", seed=2)
+    q = tmp_path / "fp8.safetensors"
+    quantize_file(src, q, format="fp8_scaled")
+    dst = convert(q, tmp_path / "fp8_native.safetensors")
+    with safe_open(str(q), framework="pt") as a, safe_open(dst, framework="pt") as b:
+        assert "scaled_fp8" in a.keys() and "scaled_fp8" in b.keys()
+        for k in a.keys():
+            new = k if k == "scaled_fp8" else rooted.to_rooted(k)
+            x, y = a.get_tensor(k), b.get_tensor(new)
+            assert x.dtype == y.dtype and torch.equal(x.reshape(-1).view(torch.uint8), y.reshape(-1).view(torch.uint8))
+        assert b.get_tensor("blocks.0.self_attn.q.weight").dtype == torch.float8_e4m3fn
+        assert "blocks.0.self_attn.q.scale_weight" in b.keys()
+
+
 def test_fit_first_frame():
     from ovi_core.conditioning.first_frame import fit_first_frame
 

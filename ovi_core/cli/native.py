@@ -29,6 +29,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
 
     from ovi_core.io.files import atomic_path
     from ovi_core.model.rooted import rooted_state_dict
+    from ovi_core.quant.fp8 import MARKER
 
     src, dst = os.fspath(src), os.fspath(dst)
     if not os.path.isfile(src):
@@ -49,7 +50,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
         if not any(k.startswith("video_model.") for k in keys) or not any(k.startswith("audio_model.") for k in keys):
             raise ValueError(f"{src!r} is not an official Ovi fusion file (it needs video_model.* and audio_model.* "
                              "tensors); a file that already loads in Load Diffusion Model needs no conversion.")
-        sd = rooted_state_dict({k: f.get_tensor(k) for k in keys})
+        marker = {k: f.get_tensor(k) for k in keys if k == MARKER}  # scaled fp8 (`quantize --format fp8_scaled`)
+        sd = {**rooted_state_dict({k: f.get_tensor(k) for k in keys if k != MARKER}), **marker}
     meta["ovi.layout"] = "native (video tower at the root, audio_model.*)"
     with atomic_path(dst, suffix=".safetensors") as tmp:
         save_file(sd, tmp, metadata=meta)
