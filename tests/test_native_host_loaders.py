@@ -165,3 +165,39 @@ def test_stock_loader_reads_kijai_and_scaled_fp8_files(scaled_files, host, name)
     for g, w in zip(got, want, strict=True):
         assert torch.isfinite(g).all()
         assert eco._rel(g, w) < 1e-5, eco._rel(g, w)
+
+
+@pytest.fixture(scope="module")
+def full_vae(tmp_path_factory):
+    """A random Wan2.2 VAE at the official size, in the official ``.pth`` layout (bf16, about 1.4 GB)."""
+    from ovi_core.vae.wan_config import WanVAEConfig
+    from ovi_core.vae.wan_vae import write_tiny_wan_vae
+
+    path = str(tmp_path_factory.mktemp("wan_vae") / "Wan2.2_VAE.pth")
+    return write_tiny_wan_vae(path, seed=4, config=WanVAEConfig.full(), dtype=torch.bfloat16)
+
+
+def test_core_vae_decode_takes_the_video_stream(host, full_vae):
+    """Core VAELoader + VAE Decode on a native Ovi LATENT (the NestedTensor's video stream, in ComfyUI's
+    un-normalised space) give the frames of **LATENT -> Ovi Latents** + ovi_core's Wan2.2 decoder on the same
+    file."""
+    nt = pytest.importorskip("comfy.nested_tensor")
+    import comfy.sd
+    import comfy.utils
+
+    from nodes.native.nodes import OviLatentsFromNative
+    from ovi_core.pipeline import decode_video
+    from ovi_core.vae.wan_vae import load_wan_vae
+
+    g = torch.Generator().manual_seed(2)
+    video, audio = torch.randn(1, 48, 2, 4, 4, generator=g), torch.randn(1, 20, 10, generator=g)
+    latent = {"samples": nt.NestedTensor((video, audio))}
+    vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(full_vae))
+    core = vae.decode(latent["samples"].unbind()[0])  # what core VAEDecode does with a nested LATENT
+    ours = decode_video(load_wan_vae(full_vae), OviLatentsFromNative().convert(latent, "1.1")[0].video)
+    core = core.reshape(-1, *core.shape[-3:]).float()
+    ours = ours.reshape(-1, *ours.shape[-3:]).float()
+    assert core.shape == ours.shape == (5, 64, 64, 3)
+    diff = (core - ours).abs().max().item()
+    print(f"core VAE Decode vs ovi_core decode: max abs diff {diff:.2e}")
+    assert diff < 1e-4, diff
