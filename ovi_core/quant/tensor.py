@@ -47,6 +47,7 @@ class QuantizedWeight(torch.Tensor):
     qshape: torch.Size
     scale: float
     fp8_dtype: torch.dtype | None
+    expands_on_cast = True  # a cast to a float dtype dequantizes (ovi_core.runtime.ops.cast_param relies on it)
 
     @staticmethod
     def __new__(cls, raw: torch.Tensor, *, qtype: int | str, shape, scale: float = 1.0,

@@ -86,13 +86,11 @@ def cast_param(module: nn.Module, name: str, x: torch.Tensor, dtype: torch.dtype
 
 
 def _foreign_quantized(p: torch.Tensor) -> bool:
-    """A tensor subclass of another library with its own ``dequantize()`` (not torch's, not ovi_core's packed
-    weights, which expand in their cast)."""
-    from ovi_core.quant.tensor import QuantizedWeight
-
+    """A tensor subclass of another library with its own ``dequantize()`` (not torch's; not one that says its casts
+    expand it, as ovi_core's packed weights do with ``expands_on_cast``)."""
     method = getattr(type(p), "dequantize", None)
-    return (type(p) not in (torch.Tensor, nn.Parameter) and not isinstance(p, QuantizedWeight) and callable(method)
-            and method is not torch.Tensor.dequantize)
+    return (type(p) not in (torch.Tensor, nn.Parameter) and not getattr(type(p), "expands_on_cast", False)
+            and callable(method) and method is not torch.Tensor.dequantize)
 
 
 class CastLinear:
