@@ -142,6 +142,11 @@ def scaled_files(host, tmp_path_factory):
         ref = str(d / f"ref_{name}.safetensors")
         save_fusion(load_fusion(path, dtype=torch.float32), ref, dtype=torch.float32)
         out[name] = (path, convert(ref, str(d / f"ref_{name}_native.safetensors")))
+    video, audio = write_kijai_files(sd, str(d / "split"), fp8_scaled=True)  # kijai's split pair, combined once
+    ref = str(d / "ref_split.safetensors")
+    save_fusion(load_fusion([video, audio], dtype=torch.float32), ref, dtype=torch.float32)
+    out["kijai_split_fp8_scaled"] = (convert(video, str(d / "split_native.safetensors"), audio=audio),
+                                     convert(ref, str(d / "ref_split_native.safetensors")))
     ref = str(d / "ref_ours.safetensors")
     save_fusion(load_fusion(ours, dtype=torch.float32), ref, dtype=torch.float32)
     out["ovi_fp8_scaled"] = (convert(ours, str(d / "ovi_fp8_scaled_native.safetensors")),
@@ -149,7 +154,7 @@ def scaled_files(host, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["kijai_bf16", "kijai_fp8_scaled", "ovi_fp8_scaled"])
+@pytest.mark.parametrize("name", ["kijai_bf16", "kijai_fp8_scaled", "kijai_split_fp8_scaled", "ovi_fp8_scaled"])
 def test_stock_loader_reads_kijai_and_scaled_fp8_files(scaled_files, host, name):
     """kijai's combined file (its modulation naming) and scaled-fp8 files (read by ComfyUI's own scaled-fp8 layers on
     0.3.64, its mixed-precision layers on newer ComfyUI; the float8 weights stay float8) sample like the same weights

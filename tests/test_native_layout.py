@@ -137,6 +137,35 @@ def test_native_convert_keeps_scaled_fp8(tmp_path):
         assert "blocks.0.self_attn.q.scale_weight" in b.keys()
 
 
+@pytest.mark.parametrize("scaled", [False, True])
+def test_native_convert_combines_kijais_split_pair(tmp_path, scaled):
+    """``native-convert VIDEO OUT --audio AUDIO``: kijai's two tower files in one rooted file, every tensor unchanged
+    (scales as ``<module>.scale_weight``, the marker kept); the same file either way round is refused."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from ovi_core.cli.main import main
+    from ovi_core.cli.native import convert
+    from ovi_core.model.loader import load_fusion, write_tiny_fusion
+    from ovi_core.quant.kijai import write_kijai_files
+
+    src = write_tiny_fusion(tmp_path / "model.safetensors", seed=2)
+    video, audio = write_kijai_files(load_file(str(src)), tmp_path / "kj", fp8_scaled=scaled)
+    dst = tmp_path / "native.safetensors"
+    assert main(["native-convert", video, str(dst), "--audio", audio]) == 0
+    with safe_open(str(dst), framework="pt") as f:
+        keys = set(f.keys())
+        assert rooted.looks_rooted(keys) and rooted.has_audio_tower(keys)
+        assert ("scaled_fp8" in keys) == scaled
+        assert ("blocks.0.self_attn.q.scale_weight" in keys) == scaled
+        assert "blocks.0.modulation.modulation" in keys and "audio_model.blocks.0.modulation.modulation" in keys
+    a, b = load_fusion([video, audio], dtype=torch.float32), load_fusion(str(dst), dtype=torch.float32)
+    for (k, x), (k2, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(x, y), k
+    with pytest.raises(ValueError, match="audio"):
+        convert(audio, tmp_path / "swapped.safetensors", audio=video)
+
+
 def test_fit_first_frame():
     from ovi_core.conditioning.first_frame import fit_first_frame
 

@@ -22,8 +22,12 @@ import os
 logger = logging.getLogger(__name__)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
-    """Write ``src`` (an official Ovi fusion ``.safetensors``) to ``dst`` in the rooted layout; returns ``dst``."""
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, audio: str | os.PathLike | None = None) -> str:
+    """Write ``src`` (an official Ovi fusion ``.safetensors``) to ``dst`` in the rooted layout; returns ``dst``.
+
+    ``audio``: ``src`` is the video tower of a split pair (kijai's ``Wan_2_2_Ovi_video_model_*`` and
+    ``..._audio_model_*``, scaled fp8 or not) and this the audio tower: both go into one file
+    (:func:`merge_towers`)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
 
@@ -43,7 +47,15 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     if os.path.exists(dst):
         raise FileExistsError(f"{dst!r} exists; choose another output name or delete it first")
     if gguf_in:
+        if audio is not None:
+            raise ValueError("--audio combines two .safetensors tower files; a GGUF holds both towers already.")
         return convert_gguf(src, dst)
+    if audio is not None:
+        sd, meta = merge_towers(src, os.fspath(audio))
+        meta["ovi.layout"] = "native (video tower at the root, audio_model.*)"
+        with atomic_path(dst, suffix=".safetensors") as tmp:
+            save_file(sd, tmp, metadata=meta)
+        return dst
     with safe_open(src, framework="pt") as f:
         meta = dict(f.metadata() or {})
         keys = list(f.keys())
@@ -56,6 +68,36 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike) -> str:
     with atomic_path(dst, suffix=".safetensors") as tmp:
         save_file(sd, tmp, metadata=meta)
     return dst
+
+
+def merge_towers(video: str, audio: str) -> tuple[dict, dict]:
+    """The rooted state dict (and the video file's metadata) of a split pair: each file read through
+    :func:`ovi_core.quant.kijai.layout_of` (official or kijai names, scales as ``<module>.scale_weight``), tensors
+    unchanged, the scaled-fp8 marker kept."""
+    from safetensors import safe_open
+
+    from ovi_core.model.rooted import rooted_state_dict
+    from ovi_core.quant.fp8 import MARKER
+    from ovi_core.quant.kijai import layout_of
+
+    out, extra, meta = {}, {}, {}
+    for path, want in ((video, ("video",)), (audio, ("audio",))):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path!r} does not exist.")
+        with safe_open(path, framework="pt") as f:
+            keys = list(f.keys())
+            lay = layout_of({k: tuple(f.get_slice(k).get_shape()) for k in keys})
+            if lay is None or lay.towers != want:
+                what = "not an Ovi tower file" if lay is None else f"the {lay.describe()}"
+                raise ValueError(f"{path!r} is {what}; native-convert VIDEO OUT --audio AUDIO needs the {want[0]} "
+                                 "tower file there (kijai's Wan_2_2_Ovi_video_model_* / ..._audio_model_*).")
+            out.update({name: f.get_tensor(key) for name, key in lay.names.items()})
+            out.update({w[: -len(".weight")] + ".scale_weight": f.get_tensor(key) for w, key in lay.scales.items()})
+            if MARKER in keys:
+                extra[MARKER] = f.get_tensor(MARKER)
+            if path == video:
+                meta = dict(f.metadata() or {})
+    return {**rooted_state_dict(out), **extra}, meta
 
 
 def convert_gguf(src: str, dst: str) -> str:
@@ -101,9 +143,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                "or a .gguf made by `quantize` (for ComfyUI-GGUF's Unet Loader (GGUF))")
     p.add_argument("dst", help="output .safetensors or .gguf, like the input (e.g. "
                                "ComfyUI/models/diffusion_models/ovi_native.safetensors)")
+    p.add_argument("--audio", metavar="FILE", help="a split pair: SRC is the video tower file and FILE the audio "
+                                                   "tower file (kijai's Wan_2_2_Ovi_*_model_*); both go into DST")
     p.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
-    logger.info("wrote %s", convert(args.src, args.dst))
+    logger.info("wrote %s", convert(args.src, args.dst, audio=args.audio))
     return 0
