@@ -366,13 +366,53 @@ try {
     } else {
       await entry.click();
       await page.waitForTimeout(2500);
-      const shown = await page.evaluate((want) => {
-        const dialog = [...document.querySelectorAll('[role=dialog]')].pop();
-        const texts = new Set([...dialog.querySelectorAll('*')].filter((e) => !e.children.length).map((e) => e.textContent.trim()));
-        const pictures = [...dialog.querySelectorAll('img')].filter((i) => i.naturalWidth > 0
-          && (i.currentSrc.startsWith('blob:') || i.currentSrc.includes('/workflow_templates/')));
-        return { titles: want.filter((w) => texts.has(w)), pictures: pictures.length };
-      }, want);
+      // the cards' pictures load lazily, and 1.27.10 mounts only the cards in view: scroll through the dialog
+      // and collect, on the way, the templates whose card showed a loaded picture
+      const seen = new Set();
+      let titles = new Set();
+      const look = async () => {
+        const r = await page.evaluate((want) => {
+          const dialog = [...document.querySelectorAll('[role=dialog]')].pop();
+          const texts = new Set([...dialog.querySelectorAll('*')].filter((e) => !e.children.length)
+            .map((e) => e.textContent.trim()));
+          // each loaded picture counts for the template whose title its card (the nearest ancestor naming
+          // exactly one template) shows
+          const cardOf = (img) => {
+            for (let e = img.parentElement; e && e !== dialog; e = e.parentElement) {
+              const names = want.filter((w) => [...e.querySelectorAll('*')].some((c) => !c.children.length
+                && c.textContent.trim() === w));
+              if (names.length === 1) return names[0];
+              if (names.length > 1) return null;
+            }
+            return null;
+          };
+          const pics = [...dialog.querySelectorAll('img')].filter((i) => i.naturalWidth > 0
+            && (i.currentSrc.startsWith('blob:') || i.currentSrc.includes('/workflow_templates/')))
+            .map(cardOf).filter((n) => n !== null);
+          return { titles: want.filter((w) => texts.has(w)), pics };
+        }, want);
+        r.pics.forEach((p) => seen.add(p));
+        titles = new Set([...titles, ...r.titles]);
+      };
+      await look();
+      for (let step = 0; step < 20; step++) {
+        const more = await page.evaluate(() => {
+          const dialog = [...document.querySelectorAll('[role=dialog]')].pop();
+          const boxes = [...dialog.querySelectorAll('*')].filter((e) => e.scrollHeight > e.clientHeight + 4
+            && getComputedStyle(e).overflowY !== 'visible');
+          let moved = false;
+          for (const b of boxes) {
+            const before = b.scrollTop;
+            b.scrollTop = before + b.clientHeight * 0.8;
+            moved = moved || b.scrollTop !== before;
+          }
+          return moved;
+        });
+        await page.waitForTimeout(700);
+        await look();
+        if (!more) break;
+      }
+      const shown = { titles: [...titles], pictures: seen.size };
       console.log(`  template browser, ${templatesPack}: ${shown.titles.length} of ${want.length} titles shown, ${shown.pictures} pictures loaded`);
       if (shown.titles.length !== want.length || shown.pictures !== want.length) {
         problems++;
