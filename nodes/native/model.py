@@ -32,12 +32,12 @@ import torch
 
 from ovi_core.model import rooted
 from ovi_core.model.fusion import OviFusionModel
+from ovi_core.quant.fp8 import FP8_DTYPES
 from ovi_core.sampling import packed
 
 from . import keys
 
 logger = logging.getLogger(__name__)
-_FP8 = tuple(getattr(torch, n) for n in ("float8_e4m3fn", "float8_e5m2") if hasattr(torch, n))
 
 SLG_KEY = "ovi_slg_layer"
 AUDIO_CONTEXT_KEY = "ovi_audio_context"
@@ -106,7 +106,7 @@ def _materialize(module: torch.nn.Module, device: torch.device, dtype: torch.dty
             for name, t in store.items():
                 if t is None:
                     continue
-                keep = not t.is_floating_point() or dtype is None or (name == "weight" and t.dtype in _FP8)
+                keep = not t.is_floating_point() or dtype is None or (name == "weight" and t.dtype in FP8_DTYPES)
                 new = torch.empty(t.shape, device=device, dtype=t.dtype if keep else dtype)
                 store[name] = torch.nn.Parameter(new, requires_grad=False) if isinstance(t, torch.nn.Parameter) else new
 
@@ -115,11 +115,11 @@ def _widen_unquantized(dit: torch.nn.Module, sd: dict) -> None:
     """A float8 weight slot (0.3.64's scaled-fp8 layers make every Linear float8) whose file tensor is not float8
     (kijai keeps the embeddings and head in bf16) gets the model's dtype, so loading does not round it to float8."""
     for k, v in sd.items():
-        if not k.endswith(".weight") or v.dtype in _FP8:
+        if not k.endswith(".weight") or v.dtype in FP8_DTYPES:
             continue
         mod = dit.get_submodule(k[: -len(".weight")])
         p = mod._parameters.get("weight")
-        if p is not None and p.dtype in _FP8:
+        if p is not None and p.dtype in FP8_DTYPES:
             mod._parameters["weight"] = torch.nn.Parameter(torch.empty(p.shape, device=p.device, dtype=dit.dtype),
                                                            requires_grad=False)
 

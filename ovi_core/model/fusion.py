@@ -25,11 +25,11 @@ from ovi_core.model.config import FusionConfig
 from ovi_core.model.packed_compile import PackedBlocks, has_packed
 from ovi_core.model.ref_rope import RefLayout
 from ovi_core.model.tower import OviTower, Rope
+from ovi_core.quant.fp8 import FP8_DTYPES
 
 logger = logging.getLogger(__name__)
 
 Context = torch.Tensor | Sequence[torch.Tensor]
-_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 class OviFusionModel(nn.Module):
@@ -162,11 +162,11 @@ class OviFusionModel(nn.Module):
         if self._compute_dtype is not None:
             return self._compute_dtype
         dt = self.video_model.time_embedding[0].weight.dtype
-        return torch.bfloat16 if dt in _FP8 else dt
+        return torch.bfloat16 if dt in FP8_DTYPES else dt
 
     @compute_dtype.setter
     def compute_dtype(self, dtype: torch.dtype | None) -> None:
-        if dtype is not None and (not dtype.is_floating_point or dtype in _FP8):
+        if dtype is not None and (not dtype.is_floating_point or dtype in FP8_DTYPES):
             raise ValueError(f"compute dtype must be float32, bfloat16 or float16, not {dtype}.")
         self._compute_dtype = dtype
 

@@ -28,6 +28,7 @@ from ovi_core.io.checkpoint_id import TensorInfo, identify
 from ovi_core.model.config import OVI_11B, TINY, FusionConfig, infer_config, infer_tower_config
 from ovi_core.model.fusion import OviFusionModel
 from ovi_core.model.tower import OviTower
+from ovi_core.quant.fp8 import FP8_DTYPES
 from ovi_core.quant.fp8_compute import enable_fp8_compute
 from ovi_core.quant.sources import NotOviError, Source, fp8_eligible, is_gguf, iter_load, open_source
 from ovi_core.quant.tensor import is_quantized
@@ -37,7 +38,6 @@ logger = logging.getLogger(__name__)
 
 WHAT = "Ovi fusion model"
 PREFIXES = ("video_model.", "audio_model.")
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 

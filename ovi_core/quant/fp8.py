@@ -12,6 +12,7 @@ import math
 import torch
 
 FP8_MAX = {torch.float8_e4m3fn: 448.0, torch.float8_e5m2: 57344.0}
+FP8_DTYPES = tuple(FP8_MAX)  # the float8 storage dtypes the project reads and writes
 SCALE_SUFFIX = ".scale_weight"
 ALT_SCALE_SUFFIX = ".weight_scale"  # renamed to .scale_weight by kijai's loader
 MARKER = "scaled_fp8"
@@ -43,4 +44,4 @@ def scale_value(t: torch.Tensor, *, name: str) -> float:
     return v
 
 
-__all__ = ["FP8_MAX", "SCALE_SUFFIX", "ALT_SCALE_SUFFIX", "MARKER", "scale_for", "to_scaled_fp8", "scale_value"]
+__all__ = ["FP8_MAX", "FP8_DTYPES", "SCALE_SUFFIX", "ALT_SCALE_SUFFIX", "MARKER", "scale_for", "to_scaled_fp8", "scale_value"]

@@ -29,6 +29,7 @@ import types
 import torch
 from torch import nn
 
+from ovi_core.quant.fp8 import FP8_DTYPES
 from ovi_core.quant.tensor import FP8_SCALED, QuantizedWeight
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ MIN_CAPABILITY = (8, 9)
 #: row-wise scales: documented for Hopper (sm_90) with a bf16 output
 ROWWISE_MAJOR = 9
 E4M3_MAX = 448.0
-_FP8 = (torch.float8_e4m3fn, torch.float8_e5m2)
 EMULATED_CAPABILITY = (9, 0)  # what emulate=True pretends to run on
 _rowwise_broken = False  # set when the installed kernel refused row-wise scales once (then per tensor)
 
@@ -99,7 +99,7 @@ def scaled_mm_reference(mat1: torch.Tensor, mat2: torch.Tensor, scale_a: torch.T
     out_dtype = out_dtype or mat1.dtype
     if mat1.dim() != 2 or mat2.dim() != 2 or mat1.shape[1] != mat2.shape[0]:
         raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({tuple(mat1.shape)} and {tuple(mat2.shape)})")
-    if mat1.dtype not in _FP8 or mat2.dtype not in _FP8:
+    if mat1.dtype not in FP8_DTYPES or mat2.dtype not in FP8_DTYPES:
         raise RuntimeError("Expected both inputs to be fp8 types")
     if mat1.stride(1) != 1 or mat2.stride(0) != 1:
         raise RuntimeError("mat1 must be row-major and mat2 column-major")

@@ -32,7 +32,6 @@ from ovi_core.quant.tensor import QuantizedWeight
 
 logger = logging.getLogger(__name__)
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 GGUF_EXT = (".gguf",)
 
 
@@ -111,12 +110,12 @@ def open_source(path: str | os.PathLike) -> Source:
         if w not in lay.names:
             raise ck.CheckpointError(f"{path!r} (fp8_e4m3fn_scaled): {skey!r} has no weight {w!r}; the file is "
                                      "damaged or not an Ovi file.")
-        if infos[w].dtype not in FP8_DTYPES:
+        if infos[w].dtype not in f8.FP8_DTYPES:
             raise ck.CheckpointError(f"{path!r} (fp8_e4m3fn_scaled): {w!r} is {infos[w].dtype}, but it has a "
                                      "scale_weight; only float8 weights are scaled.")
         qtypes[w] = "fp8_scaled"
     if lay.scaled:
-        unscaled = [n for n, i in infos.items() if i.dtype in FP8_DTYPES and n not in lay.scales]
+        unscaled = [n for n, i in infos.items() if i.dtype in f8.FP8_DTYPES and n not in lay.scales]
         if unscaled:
             logger.warning("%s: %d float8 tensors have no scale_weight (e.g. %s); they are used unscaled",
                            path, len(unscaled), unscaled[0])
@@ -158,7 +157,7 @@ def not_ovi(path: str, infos) -> ck.CheckpointError:
 
 
 def _cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if t.dtype in FP8_DTYPES or not t.is_floating_point() or t.dtype == dtype:
+    if t.dtype in f8.FP8_DTYPES or not t.is_floating_point() or t.dtype == dtype:
         return t
     return t.to(dtype)
 
@@ -177,8 +176,8 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
     only then moved to ``device``. Tensors that are float8 or quantized already are left as they are."""
     names = list(names)
     device = torch.device(device)
-    if float8 is not None and float8 not in FP8_DTYPES:
-        raise ValueError(f"float8 must be one of {FP8_DTYPES} or None, got {float8}.")
+    if float8 is not None and float8 not in f8.FP8_DTYPES:
+        raise ValueError(f"float8 must be one of {f8.FP8_DTYPES} or None, got {float8}.")
     lay = src.layout
     if src.kind == "gguf":
         with open(src.path, "rb") as f:
@@ -194,7 +193,7 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
     scales = read_scales(src)  # tiny tensors; read them first
 
     def to_fp8(n: str, dt: torch.dtype) -> bool:
-        return float8 is not None and n not in scales and dt.is_floating_point and dt not in FP8_DTYPES \
+        return float8 is not None and n not in scales and dt.is_floating_point and dt not in f8.FP8_DTYPES \
             and fp8_eligible(n)
 
     def finish(n: str, t: torch.Tensor) -> torch.Tensor:
@@ -203,7 +202,7 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
         t = _cast(t, dtype)
         return t.to(float8) if to_fp8(n, t.dtype) else t
 
-    needs_cast = any(i.is_floating_point and i not in FP8_DTYPES and i != dtype
+    needs_cast = any(i.is_floating_point and i not in f8.FP8_DTYPES and i != dtype
                      for i in (src.infos[n].dtype for n in names))
     if src.kind == "safetensors" and (needs_cast or float8 is not None):
         index, _ = stream.read_index(src.path)
@@ -212,7 +211,7 @@ def iter_load(src: Source, names: Iterable[str], *, device: str | torch.device, 
         staging = torch.empty(max(e.end - e.start for e in entries), dtype=torch.uint8)
         with open(src.path, "rb") as f:
             for n, e in zip(order, entries, strict=True):
-                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in FP8_DTYPES and (
+                casts = n not in scales and e.dtype.is_floating_point and e.dtype not in f8.FP8_DTYPES and (
                     e.dtype != dtype or to_fp8(n, e.dtype))  # finish() returns a new tensor: read via staging
                 t = stream.read_tensor(f, e, buffer=staging if casts else None)
                 out = finish(n, t)
