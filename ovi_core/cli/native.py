@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+from collections import Counter
 
 logger = logging.getLogger(__name__)
+LAYOUT = "native (video tower at the root, audio_model.*)"  # the ``ovi.layout`` metadata of converted files
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, audio: str | os.PathLike | None = None) -> str:
@@ -52,19 +54,16 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, audio: str | os.P
         return convert_gguf(src, dst)
     if audio is not None:
         sd, meta = merge_towers(src, os.fspath(audio))
-        meta["ovi.layout"] = "native (video tower at the root, audio_model.*)"
-        with atomic_path(dst, suffix=".safetensors") as tmp:
-            save_file(sd, tmp, metadata=meta)
-        return dst
-    with safe_open(src, framework="pt") as f:
-        meta = dict(f.metadata() or {})
-        keys = list(f.keys())
-        if not any(k.startswith("video_model.") for k in keys) or not any(k.startswith("audio_model.") for k in keys):
-            raise ValueError(f"{src!r} is not an official Ovi fusion file (it needs video_model.* and audio_model.* "
-                             "tensors); a file that already loads in Load Diffusion Model needs no conversion.")
-        marker = {k: f.get_tensor(k) for k in keys if k == MARKER}  # scaled fp8 (`quantize --format fp8_scaled`)
-        sd = {**rooted_state_dict({k: f.get_tensor(k) for k in keys if k != MARKER}), **marker}
-    meta["ovi.layout"] = "native (video tower at the root, audio_model.*)"
+    else:
+        with safe_open(src, framework="pt") as f:
+            meta = dict(f.metadata() or {})
+            keys = list(f.keys())
+            if not any(k.startswith("video_model.") for k in keys) or not any(k.startswith("audio_model.") for k in keys):
+                raise ValueError(f"{src!r} is not an official Ovi fusion file (it needs video_model.* and audio_model.* "
+                                 "tensors); a file that already loads in Load Diffusion Model needs no conversion.")
+            marker = {k: f.get_tensor(k) for k in keys if k == MARKER}  # scaled fp8 (`quantize --format fp8_scaled`)
+            sd = {**rooted_state_dict({k: f.get_tensor(k) for k in keys if k != MARKER}), **marker}
+    meta["ovi.layout"] = LAYOUT
     with atomic_path(dst, suffix=".safetensors") as tmp:
         save_file(sd, tmp, metadata=meta)
     return dst
@@ -126,10 +125,8 @@ def convert_gguf(src: str, dst: str) -> str:
                                  else raw)
 
     keep = {k: v for k, v in meta.items() if not k.startswith("general.")}
-    keep["ovi.layout"] = "native (video tower at the root, audio_model.*)"
-    counts: dict[int, int] = {}
-    for q, _ in plan.values():
-        counts[q] = counts.get(q, 0) + 1
+    keep["ovi.layout"] = LAYOUT
+    counts = Counter(q for q, _ in plan.values())
     dominant = max((q for q in counts if q in ggml.QUANTIZED), key=counts.get, default=None)
     with atomic_path(dst, suffix=".gguf") as tmp, open(src, "rb") as f:
         write_gguf(tmp, plan, tensors(f), metadata=keep, file_type=dominant, arch="wan")

@@ -77,7 +77,7 @@ def cast_param(module: nn.Module, name: str, x: torch.Tensor, dtype: torch.dtype
         p = p.to(device=x.device, dtype=dtype, copy=bool(fns))
     for f in fns:
         p = f(p)
-    scale = getattr(module, "scale_" + name, None) if name == "weight" else None
+    scale = getattr(module, "scale_weight", None) if name == "weight" else None
     if isinstance(scale, torch.Tensor):
         # ComfyUI 0.3.64's scaled-fp8 layers keep the per-tensor scale beside the fp8 weight and multiply in the
         # compute dtype after the cast, as their own forward does
