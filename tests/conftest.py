@@ -28,3 +28,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A complete tiny random weight set in the official layout, written once per test module."""
+    from ovi_core.tiny import write_tiny_weights
+
+    root = str(tmp_path_factory.mktemp("weights"))
+    write_tiny_weights(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pipe(weights):
+    """The pipeline on the module's tiny weights, on CPU, never downloading."""
+    from ovi_core.pipeline import OviPipeline
+
+    return OviPipeline.from_weights(weights, device="cpu", download=False)

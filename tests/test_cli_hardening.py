@@ -28,24 +28,12 @@ PROMPT = "A man in a red coat says <S>Hello from Ovi.<E> Audio: clear male voice
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def broken_weights(tmp_path_factory, weights):
     """A weight set whose VAE file is garbage: any run that gets as far as loading fails on it."""
     root = tmp_path_factory.mktemp("broken") / "w"
     shutil.copytree(weights, root)
     (root / "Wan2.2-TI2V-5B" / "Wan2.2_VAE.pth").write_bytes(b"not a checkpoint" * 64)
     return str(root)
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 def _write_png(path, arr: np.ndarray) -> None:

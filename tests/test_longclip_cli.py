@@ -8,16 +8,8 @@ import pytest
 
 from ovi_core.cli import main as cli
 from ovi_core.cli.longclip import is_long_clip, seconds_arg, single_prompt
-from ovi_core.tiny import write_tiny_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
 
 
 def _parse(*argv):

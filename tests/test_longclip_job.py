@@ -13,25 +13,11 @@ import torch
 
 from ovi_core.longclip.job import generate_long_clip
 from ovi_core.longclip.plan import plan_windows
-from ovi_core.pipeline import OviPipeline
 from ovi_core.sampling.settings import SamplingSettings
-from ovi_core.tiny import write_tiny_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 def _mp4_frames(path):

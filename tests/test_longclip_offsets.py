@@ -12,25 +12,12 @@ from ovi_core.io.media import write_mp4, write_wav
 from ovi_core.longclip.plan import plan_windows
 from ovi_core.longclip.runner import sample_windows, window_guides
 from ovi_core.longclip.video_guide import FileVideo, TensorVideo, WindowVideo, held_frames
-from ovi_core.pipeline import OviPipeline
 from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
-from ovi_core.tiny import TINY_AREA, write_tiny_weights
+from ovi_core.tiny import TINY_AREA
 
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 @pytest.fixture(scope="module")

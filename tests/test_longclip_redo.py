@@ -13,25 +13,11 @@ from ovi_core.io.media import read_audio, write_mp4
 from ovi_core.longclip.plan import plan_windows
 from ovi_core.longclip.redo import plan_redo, redo_stream
 from ovi_core.longclip.video_guide import FileVideo
-from ovi_core.pipeline import OviPipeline
 from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
-from ovi_core.tiny import write_tiny_weights
 
 PROMPT = "A man in a red coat says <S>Hello.<E> <AUDCAP>Clear male voice.<ENDAUDCAP>"
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,28 +11,15 @@ import torch
 from ovi_core import sizes
 from ovi_core.cli import main as cli
 from ovi_core.io.weights import resolve_weights
-from ovi_core.pipeline import OviPipeline
 from ovi_core.runtime.devices import pick_dtype
 from ovi_core.runtime.memory import BlockSwapper
 from ovi_core.sampling.av import encode_image, sample_av
 from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
-from ovi_core.tiny import TINY_AREA, write_tiny_weights
+from ovi_core.tiny import TINY_AREA
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 PROMPT = "A man in a red coat says <S>Hello from Ovi.<E> Audio: clear male voice, city ambience."
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 def _probe(path):

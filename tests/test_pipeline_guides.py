@@ -19,21 +19,9 @@ from ovi_core.sampling.av import encode_image, sample_av
 from ovi_core.sampling.guides import Guide
 from ovi_core.sampling.settings import SamplingSettings
 from ovi_core.text.conditioning import encode_prompts
-from ovi_core.tiny import TINY_AREA, write_tiny_weights
+from ovi_core.tiny import TINY_AREA
 
 PROMPT = "A woman says <S>Good morning.<E> Audio: clear female voice."
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
-def pipe(weights):
-    return OviPipeline.from_weights(weights, device="cpu", download=False)
 
 
 @pytest.fixture(scope="module")

@@ -20,15 +20,6 @@ PROMPT = "<img1>: a man in a red coat, identified as <sub1>. He says <S>Hello.<E
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from ovi_core.tiny import write_tiny_weights
-
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
-
-
-@pytest.fixture(scope="module")
 def broken_weights(tmp_path_factory, weights):
     root = tmp_path_factory.mktemp("broken") / "w"
     shutil.copytree(weights, root)

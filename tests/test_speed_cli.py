@@ -12,7 +12,6 @@ from safetensors.torch import save_file
 
 from ovi_core.cli import main as cli
 from ovi_core.cli import speed as speed_cli
-from ovi_core.tiny import write_tiny_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -50,13 +49,6 @@ def test_prepare_builds_speed_options(tmp_path):
     assert plan.speed.step_cache.threshold == 0.2
     plain = speed_cli.prepare(_args())
     assert plain.speed.cfg_reuse is None and plain.speed.step_cache is None and not plain.speed.active
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("weights"))
-    write_tiny_weights(root)
-    return root
 
 
 def _wan_lora(path, dim=64, blocks=12):
