@@ -1,49 +1,28 @@
 """Guide nodes under torch.inference_mode (as ComfyUI runs them) on tiny weights: encode, chain, sample, splice."""
 
 import math
-import os
-import shutil
 
+import node_utils as nu
 import pytest
 import torch
 
-from nodes import NODE_CLASS_MAPPINGS
 from nodes.decode import OviDecodeAudio, OviDecodeVideo
 from nodes.guides import OviAudioGuide, OviRedoGuide, OviVideoGuide
 from nodes.sampling import OviJointSampler
 
-AUTO = "auto-download: "
 SAMPLER = dict(aspect="1:1 square (960x960)", width=960, height=960, seconds="auto", steps=1, solver="unipc",
                shift=5.0, video_cfg=4.0, audio_cfg=3.0, slg_layer=11, seed=1)
 
 
 @pytest.fixture(scope="module")
 def comps(tmp_path_factory):
-    from ovi_core.tiny import write_tiny_weights
-
-    src = tmp_path_factory.mktemp("tiny")
-    paths = write_tiny_weights(str(src), version="1.1")
-    models = tmp_path_factory.mktemp("models")
-    for key, folder in {"fusion": "diffusion_models", "umt5": "text_encoders", "wan-vae": "vae",
-                        "mmaudio-vae": "vae", "bigvgan": "vae"}.items():
-        os.makedirs(models / folder, exist_ok=True)
-        shutil.copy(paths[key], models / folder / os.path.basename(paths[key]))
-    shutil.copytree(paths["tokenizer"], models / "text_encoders" / "google" / "umt5-xxl")
+    models = nu.tiny_models_dir(tmp_path_factory)
     mp = pytest.MonkeyPatch()
     mp.setenv("OVI_MODELS_DIR", str(models))
-    N = NODE_CLASS_MAPPINGS
     with torch.inference_mode():
-        model = N["OviFusionModelLoader"]().load(model=AUTO + "model_960x960.safetensors", precision="fp32",
-                                                 attention="auto", memory_mode="offload", blocks_on_gpu=10,
-                                                 audio_model="none", version="auto")[0]
-        te = N["OviTextEncoderLoader"]().load(text_encoder=AUTO + "models_t5_umt5-xxl-enc-bf16.pth",
-                                              tokenizer="auto", precision="fp32", device="default",
-                                              memory_mode="offload")[0]
-        vae = N["OviVideoVAELoader"]().load(vae=AUTO + "Wan2.2_VAE.pth", precision="fp32", memory_mode="offload")[0]
-        avae = N["OviAudioVAELoader"]().load(audio_vae=AUTO + "v1-16.pth", vocoder=AUTO + "best_netG.pt",
-                                             memory_mode="offload")[0]
-        cond = N["OviTextEncode"]().encode(te, "A man says <S>Hi.<E> Audio: male voice.", "blur", "echo",
-                                           model=model)["result"][0]
+        model, te, vae = nu.load_fusion_model(), nu.load_text_encoder(), nu.load_video_vae()
+        avae = nu.load_audio_vae()
+        cond = nu.encode(te, model, "A man says <S>Hi.<E> Audio: male voice.")
     yield model, vae, avae, cond
     mp.undo()
 

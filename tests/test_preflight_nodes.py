@@ -8,39 +8,26 @@ import os
 import shutil
 
 import load_spy
+import node_utils as nu
 import pytest
 import torch
 
 from nodes import NODE_CLASS_MAPPINGS as N
 
-AUTO = "auto-download: "
 SAMPLER = dict(aspect="1:1 square (960x960)", width=960, height=960, seconds="auto", steps=1, solver="unipc",
                shift=5.0, video_cfg=4.0, audio_cfg=3.0, slg_layer=-1, seed=1)
 
 
 @pytest.fixture(scope="module")
 def comps(tmp_path_factory):
-    from ovi_core.tiny import write_tiny_weights
-
-    src = tmp_path_factory.mktemp("tiny")
-    paths = write_tiny_weights(str(src), version="1.1")
-    models = tmp_path_factory.mktemp("models")
-    for key, folder in {"fusion": "diffusion_models", "wan-vae": "vae", "mmaudio-vae": "vae",
-                        "bigvgan": "vae"}.items():
-        os.makedirs(models / folder, exist_ok=True)
-        shutil.copy(paths[key], models / folder / os.path.basename(paths[key]))
+    models = nu.tiny_models_dir(tmp_path_factory, keys=("fusion", "wan-vae", "mmaudio-vae", "bigvgan"))
     os.makedirs(models / "loras")
     out = tmp_path_factory.mktemp("output")
     mp = pytest.MonkeyPatch()
     mp.setenv("OVI_MODELS_DIR", str(models))
     mp.setenv("OVI_OUTPUT_DIR", str(out))
     with torch.inference_mode():
-        model = N["OviFusionModelLoader"]().load(model=AUTO + "model_960x960.safetensors", precision="fp32",
-                                                 attention="auto", memory_mode="offload", blocks_on_gpu=10,
-                                                 audio_model="none", version="auto")[0]
-        vae = N["OviVideoVAELoader"]().load(vae=AUTO + "Wan2.2_VAE.pth", precision="fp32", memory_mode="offload")[0]
-        avae = N["OviAudioVAELoader"]().load(audio_vae=AUTO + "v1-16.pth", vocoder=AUTO + "best_netG.pt",
-                                             memory_mode="offload")[0]
+        model, vae, avae = nu.load_fusion_model(), nu.load_video_vae(), nu.load_audio_vae()
     yield {"model": model, "vae": vae, "avae": avae, "models": models, "out": out}
     mp.undo()
 

@@ -3,7 +3,6 @@ end to end through the node functions on tiny weights, producing an MP4 with H.2
 
 import json
 import os
-import shutil
 import sys
 
 import pytest
@@ -14,6 +13,7 @@ from nodes import NODE_CLASS_MAPPINGS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import make_workflows as mw  # noqa: E402
+import node_utils as nu  # noqa: E402
 
 DATA = os.path.join(ROOT, "tests", "data")
 PAIRS = [("ovi_text_to_av.json", "ovi_text_to_av_api.json"), ("ovi_image_to_av.json", "ovi_image_to_av_api.json"),
@@ -244,18 +244,7 @@ def run_api(api: dict, *, workflow: dict | None = None) -> dict:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    from ovi_core.tiny import write_tiny_weights
-
-    src = tmp_path_factory.mktemp("tiny")
-    paths = write_tiny_weights(str(src), version="1.1")
-    models = tmp_path_factory.mktemp("models")
-    layout = {"fusion": "diffusion_models", "umt5": "text_encoders", "wan-vae": "vae", "mmaudio-vae": "vae",
-              "bigvgan": "vae"}
-    for key, folder in layout.items():
-        os.makedirs(models / folder, exist_ok=True)
-        shutil.copy(paths[key], models / folder / os.path.basename(paths[key]))
-    shutil.copytree(paths["tokenizer"], models / "text_encoders" / "google" / "umt5-xxl")
-    return models
+    return nu.tiny_models_dir(tmp_path_factory)
 
 
 @pytest.mark.parametrize("ui_name,api_name", PAIRS + REF_PAIRS)
