@@ -46,3 +46,15 @@ def pipe(weights):
     from ovi_core.pipeline import OviPipeline
 
     return OviPipeline.from_weights(weights, device="cpu", download=False)
+
+
+@pytest.fixture(scope="module")
+def broken_weights(tmp_path_factory):
+    """Tiny weights whose video VAE is garbage: any run that gets as far as loading it fails on it (and says so)."""
+    from ovi_core.tiny import write_tiny_weights
+
+    root = str(tmp_path_factory.mktemp("broken") / "w")
+    write_tiny_weights(root)
+    with open(os.path.join(root, "Wan2.2-TI2V-5B", "Wan2.2_VAE.pth"), "wb") as f:
+        f.write(b"not a checkpoint" * 64)
+    return root

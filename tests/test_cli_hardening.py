@@ -5,7 +5,6 @@ shrunk while 8-bit, prompt warnings returned, and the video decode tiled only wh
 import errno
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,15 +24,6 @@ from ovi_core.tiny import write_tiny_weights
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
 PROMPT = "A man in a red coat says <S>Hello from Ovi.<E> Audio: clear male voice, city ambience."
-
-
-@pytest.fixture(scope="module")
-def broken_weights(tmp_path_factory, weights):
-    """A weight set whose VAE file is garbage: any run that gets as far as loading fails on it."""
-    root = tmp_path_factory.mktemp("broken") / "w"
-    shutil.copytree(weights, root)
-    (root / "Wan2.2-TI2V-5B" / "Wan2.2_VAE.pth").write_bytes(b"not a checkpoint" * 64)
-    return str(root)
 
 
 def _write_png(path, arr: np.ndarray) -> None:

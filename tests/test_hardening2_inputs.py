@@ -27,18 +27,6 @@ def _wav(path, channels=1, rate=16000, seconds=0.25, hz=440.0, amp=0.5):
 PROMPT = "A man in a red coat says <S>Hello.<E> Audio: clear male voice."
 
 
-@pytest.fixture(scope="module")
-def broken_weights(tmp_path_factory):
-    """Tiny weights whose VAE is garbage: a run that gets as far as loading fails on it (and says so)."""
-    from ovi_core.tiny import write_tiny_weights
-
-    root = str(tmp_path_factory.mktemp("w2") / "w")
-    write_tiny_weights(root)
-    with open(os.path.join(root, "Wan2.2-TI2V-5B", "Wan2.2_VAE.pth"), "wb") as f:
-        f.write(b"not a checkpoint" * 64)
-    return root
-
-
 def _run(weights, tmp_path, capsys, *extra, prompt=PROMPT):
     from ovi_core.cli import main as cli
 

@@ -2,7 +2,6 @@
 through it before any weights load. The heavy loaders are counted for real (tests/load_spy.py): a refusal must
 come with zero loads, and the controls (valid input) show that the counter sees the loads that do happen."""
 
-import os
 import struct
 
 import load_spy
@@ -14,15 +13,9 @@ PROMPT = "A man in a red coat says <S>Hello.<E> Audio: clear male voice."
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
+def weights(broken_weights):
     """Tiny weights whose video VAE is garbage: a run that gets as far as loading fails there (after a load)."""
-    from ovi_core.tiny import write_tiny_weights
-
-    root = str(tmp_path_factory.mktemp("wp") / "w")
-    write_tiny_weights(root)
-    with open(os.path.join(root, "Wan2.2-TI2V-5B", "Wan2.2_VAE.pth"), "wb") as f:
-        f.write(b"not a checkpoint" * 64)
-    return root
+    return broken_weights
 
 
 @pytest.fixture

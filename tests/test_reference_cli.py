@@ -2,7 +2,6 @@
 tiny weights, and errors before the weights load."""
 
 import os
-import shutil
 
 import av
 import pytest
@@ -17,14 +16,6 @@ DATA = os.path.join(ROOT, "tests", "data")
 FACE = os.path.join(DATA, "ovi_example_89.png")  # 248 x 128
 VOICE = os.path.join(DATA, "ovi_example_voice.wav")  # 3 s, 16 kHz
 PROMPT = "<img1>: a man in a red coat, identified as <sub1>. He says <S>Hello.<E>"
-
-
-@pytest.fixture(scope="module")
-def broken_weights(tmp_path_factory, weights):
-    root = tmp_path_factory.mktemp("broken") / "w"
-    shutil.copytree(weights, root)
-    (root / "Wan2.2-TI2V-5B" / "Wan2.2_VAE.pth").write_bytes(b"not a checkpoint" * 64)
-    return str(root)
 
 
 def test_fit_face_layout():
