@@ -67,12 +67,10 @@ def finish_comfy_layers(dit: torch.nn.Module, device: torch.device) -> None:
                     t.fill_(1.0)
 
 
-def unloaded(result, keys: Iterable[str]) -> list[str]:
-    """What ``load_state_dict(strict=False)`` reported (its ``result``) that is a real problem: a missing tensor the
-    file has no name for (other than a defaulted scale) or an unused name."""
-    keys = set(keys)
-    missing = [k for k in result.missing_keys if not k.endswith(DEFAULTED) and k not in keys]
-    return missing + list(result.unexpected_keys)
+def unloaded(result) -> list[str]:
+    """What ``load_state_dict(strict=False)`` reported (its ``result``) that is a real problem: a missing tensor
+    other than a defaulted scale, or an unused name."""
+    return [k for k in result.missing_keys if not k.endswith(DEFAULTED)] + list(result.unexpected_keys)
 
 
 __all__ = ["official_modulation", "key_problems", "finish_comfy_layers", "unloaded", "QUANT_EXTRAS"]

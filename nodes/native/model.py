@@ -229,12 +229,11 @@ class OviModel(comfy.model_base.BaseModel):
                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). Use an "
                              "official Ovi file converted with `python -m ovi_core native-convert`, or load it with "
                              "OviFusionModelLoader and bridge it with OviModelToNative.")
-        names = list(to_load)
         _widen_unquantized(self.diffusion_model, to_load)
         # strict=False: ComfyUI's quantized layer classes consume their scale tensors themselves; the names were
         # checked above, and whatever the layers leave unloaded is checked below
         result = self.diffusion_model.load_state_dict(to_load, strict=False, **({"assign": True} if assign else {}))
-        problems = keys.unloaded(result, names)
+        problems = keys.unloaded(result)
         if problems:
             raise ValueError(f"Loading this Ovi file left {len(problems)} tensors unloaded (e.g. {problems[:3]}).")
         return self
